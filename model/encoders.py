@@ -1,0 +1,197 @@
+"""Unimodal encoders of the paper (section 3): BERT text, STFT audio, 2D-Inception image.
+
+Shapes are written at every boundary. Choices where the paper is vague:
+
+* Text (Eq. 1-4): any Hugging Face BERT; h^c is the mean of all token states of the input
+  (Eq. 2), h^seg1 / h^seg2 the means over the aspect span in segment 1 / segment 2 (Eq. 3-4).
+* Audio: the paper only says STFT. We encode the normalised log-STFT map with four stride-2
+  3x3 conv blocks (BatchNorm, ReLU); padded frames are zeroed after every block, so a short
+  clip gets the same embedding alone or in a padded batch. Masked mean over time and mean
+  over frequency give the clip vector.
+* Image (section 3.2): two stacked 2D-Inception blocks. Branch 1: 1x1 conv then a d x d conv;
+  branch 2: a 2d x 2d conv; branch 3: max pooling of width round(1.5 d) then a 1x1 conv;
+  the branches are concatenated on channels; average pooling (2x2) and BatchNorm follow
+  each block. The self-attention module of Eq. 5 sits between the second block and the
+  last conv layer (at 12x12 positions: attention over 24x24 positions would cost 16x more
+  for little gain on 48x48 faces); its output is added to the feature map with a learned
+  gate gamma that starts at 0 (SAGAN). Frame vectors are averaged over the window's crops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .features import TextInputs
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean of x over ``dim`` where mask is true; mask broadcasts against x."""
+    m = mask.to(x.dtype)
+    return (x * m).sum(dim) / m.sum(dim).clamp_min(1.0)
+
+
+# --------------------------------------------------------------------------- text
+
+
+@dataclass
+class TextFeatures:
+    h_c: torch.Tensor  # (B, D) mean of all token states (Eq. 2)
+    h_seg1: torch.Tensor | None  # (B, D) aspect in segment 1 (Eq. 3)
+    h_seg2: torch.Tensor | None  # (B, D) aspect in segment 2 (Eq. 4)
+
+
+def _span_mask(spans: torch.Tensor, length: int) -> torch.Tensor:
+    pos = torch.arange(length, device=spans.device)[None]
+    return (pos >= spans[:, :1]) & (pos < spans[:, 1:2])  # (B, L)
+
+
+class TextEncoder(nn.Module):
+    """Wraps a Hugging Face BERT; returns the pooled features of Eq. 2-4."""
+
+    def __init__(self, bert: nn.Module) -> None:
+        super().__init__()
+        self.bert = bert
+        self.dim = int(bert.config.hidden_size)
+
+    @classmethod
+    def from_dir(cls, bert_dir: Path, pretrained: bool = True) -> "TextEncoder":
+        from transformers import AutoConfig, AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        if pretrained:
+            bert = AutoModel.from_pretrained(bert_dir, add_pooling_layer=False)
+        else:
+            bert = AutoModel.from_config(AutoConfig.from_pretrained(bert_dir), add_pooling_layer=False)
+        return cls(bert)
+
+    def forward(self, text: TextInputs) -> TextFeatures:
+        hidden = self.bert(
+            input_ids=text.input_ids,
+            attention_mask=text.attention_mask,
+            token_type_ids=text.token_type_ids,
+        ).last_hidden_state  # (B, L, D)
+        L = hidden.shape[1]
+        h_c = _masked_mean(hidden, text.attention_mask.bool()[..., None], 1)
+        if text.seg1 is None or text.seg2 is None:
+            return TextFeatures(h_c, None, None)
+        h1 = _masked_mean(hidden, _span_mask(text.seg1, L)[..., None], 1)
+        h2 = _masked_mean(hidden, _span_mask(text.seg2, L)[..., None], 1)
+        return TextFeatures(h_c, h1, h2)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+class AudioEncoder(nn.Module):
+    """Log-STFT map (B, n_freq, T) + frame mask (B, T) -> (B, out_dim)."""
+
+    def __init__(self, channels: tuple[int, ...], out_dim: int) -> None:
+        super().__init__()
+        blocks = []
+        c_in = 1
+        for c in channels:
+            blocks.append(
+                nn.Sequential(nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+            )
+            c_in = c
+        self.blocks = nn.ModuleList(blocks)
+        self.proj = nn.Linear(c_in, out_dim)
+        self.dim = out_dim
+
+    def forward(self, spec: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = spec[:, None]  # (B, 1, F, T)
+        m = mask
+        for block in self.blocks:
+            x = block(x * m[:, None, None, :].to(x.dtype))
+            m = m[:, ::2][:, : x.shape[-1]]  # output t is valid iff input 2t is: ceil(n / 2) frames
+        x = x * m[:, None, None, :].to(x.dtype)  # (B, C, F', T')
+        x = x.mean(2)  # (B, C, T')
+        return self.proj(_masked_mean(x, m[:, None, :], 2))  # (B, out_dim)
+
+
+# --------------------------------------------------------------------------- image
+
+
+def _same_conv(c_in: int, c_out: int, k: int) -> nn.Sequential:
+    """k x k conv keeping H and W for any k (even k pads one more on the right/bottom)."""
+    lo, hi = (k - 1) // 2, k // 2
+    return nn.Sequential(nn.ZeroPad2d((lo, hi, lo, hi)), nn.Conv2d(c_in, c_out, k))
+
+
+class Inception2D(nn.Module):
+    """The 2D-Inception block of Figure 3: (N, c_in, H, W) -> (N, 3 c, H, W)."""
+
+    def __init__(self, c_in: int, c: int, d: int) -> None:
+        super().__init__()
+        pool = max(1, round(1.5 * d))
+        self.branch1 = nn.Sequential(
+            nn.Conv2d(c_in, c, 1), nn.ReLU(), _same_conv(c, c, d), nn.ReLU()
+        )
+        self.branch2 = nn.Sequential(_same_conv(c_in, c, 2 * d), nn.ReLU())
+        # "same" pooling for any width: pad (left, right) = (k // 2, (k - 1) // 2)
+        self.pool_pad = (pool // 2, (pool - 1) // 2, pool // 2, (pool - 1) // 2)
+        self.pool = nn.MaxPool2d(pool, stride=1)
+        self.branch3 = nn.Sequential(nn.Conv2d(c_in, c, 1), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b3 = self.branch3(self.pool(F.pad(x, self.pool_pad, mode="replicate")))
+        return torch.cat([self.branch1(x), self.branch2(x), b3], dim=1)
+
+
+class SelfAttention2d(nn.Module):
+    """Eq. 5: s_ij = f(x_i)^T g(x_j), beta = softmax over i, o = h(x) beta; x + gamma * o."""
+
+    def __init__(self, channels: int, dim: int) -> None:
+        super().__init__()
+        self.f = nn.Conv2d(channels, dim, 1, bias=False)
+        self.g = nn.Conv2d(channels, dim, 1, bias=False)
+        self.h = nn.Conv2d(channels, channels, 1, bias=False)
+        self.gamma = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        N, C, H, W = x.shape
+        f = self.f(x).flatten(2)  # (N, d, HW)
+        g = self.g(x).flatten(2)  # (N, d, HW)
+        h = self.h(x).flatten(2)  # (N, C, HW)
+        beta = torch.softmax(f.transpose(1, 2) @ g, dim=1)  # (N, HW_i, HW_j), normalised over i
+        o = (h @ beta).view(N, C, H, W)  # o_j = sum_i beta_ij h(x_i)
+        return x + self.gamma * o
+
+
+class ImageEncoder(nn.Module):
+    """Face crops (N, 1, 48, 48) -> (N, out_dim): two 2D-Inception blocks + self-attention."""
+
+    def __init__(self, channels: tuple[int, int], d: int, attention_dim: int, out_dim: int) -> None:
+        super().__init__()
+        c1, c2 = channels
+        self.block1 = Inception2D(1, c1, d)  # (N, 3 c1, 48, 48)
+        self.post1 = nn.Sequential(nn.AvgPool2d(2), nn.BatchNorm2d(3 * c1))  # (N, 3 c1, 24, 24)
+        self.block2 = Inception2D(3 * c1, c2, d)  # (N, 3 c2, 24, 24)
+        self.post2 = nn.Sequential(nn.AvgPool2d(2), nn.BatchNorm2d(3 * c2))  # (N, 3 c2, 12, 12)
+        self.attention = SelfAttention2d(3 * c2, attention_dim)  # (N, 3 c2, 12, 12)
+        self.head = nn.Sequential(
+            nn.Conv2d(3 * c2, out_dim, 3, padding=1), nn.BatchNorm2d(out_dim), nn.ReLU()
+        )  # (N, out_dim, 12, 12)
+        self.dim = out_dim
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        x = self.post1(self.block1(faces))
+        x = self.post2(self.block2(x))
+        x = self.head(self.attention(x))
+        return x.mean((2, 3))  # (N, out_dim)
+
+    def encode_windows(self, faces: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, K, 1, S, S) crops + (B, K) mask -> (B, out_dim), mean over valid crops."""
+        B, K = mask.shape
+        feats = faces.new_zeros(B * K, self.dim)
+        flat = mask.reshape(-1)
+        if flat.any():
+            feats[flat] = self(faces.reshape(B * K, *faces.shape[2:])[flat])
+        return _masked_mean(feats.view(B, K, -1), mask[..., None], 1)

@@ -1,0 +1,88 @@
+"""Losses of section 3.3: InfoNCE per modality (Eq. 6-8) and the joint objective (Eq. 11-12).
+
+* InfoNCE (NT-Xent): for n present rows the 2n views are compared by cosine similarity over
+  temperature tau; each view's positive is its partner view, the other 2(n - 1) views are
+  negatives. Fewer than two present rows give a zero loss (nothing to contrast).
+* Task loss: the paper's cross entropy (Eq. 11) becomes a regression loss (L1 by default,
+  as MMSA does for MOSI/MOSEI) on the fused score; the L2 term lambda ||theta|| is the
+  optimizer's weight decay. Unimodal heads get the same loss on the rows where their
+  modality is present, weighted by ``unimodal``.
+* Joint loss (Eq. 12): task + unimodal + text + vision + audio InfoNCE, each with a weight
+  (1.0 in the paper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from .features import MODALITIES
+from .network import ModelOutput
+
+
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent over 2n views: (n, D), (n, D) -> scalar."""
+    n = z1.shape[0]
+    if n < 2:
+        return (z1.sum() + z2.sum()) * 0.0
+    z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2n, D)
+    sim = z @ z.T / temperature  # (2n, 2n)
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the joint objective (Eq. 12)."""
+
+    task: Literal["l1", "mse", "huber"] = "l1"
+    """Regression loss on the fused and unimodal scores."""
+    unimodal: float = 1.0
+    """Weight of the unimodal heads' task losses."""
+    text: float = 1.0
+    """Weight of L_text (Eq. 6)."""
+    audio: float = 1.0
+    """Weight of L_audio (Eq. 8)."""
+    vision: float = 1.0
+    """Weight of L_img (Eq. 7)."""
+    temperature: float = 0.1
+    """tau of Eq. 6-8."""
+
+
+@dataclass
+class LossBreakdown:
+    total: torch.Tensor
+    parts: dict[str, float]  # detached values, for logging
+
+
+def _task(pred: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "l1":
+        return F.l1_loss(pred, y)
+    if kind == "mse":
+        return F.mse_loss(pred, y)
+    return F.smooth_l1_loss(pred, y)
+
+
+def joint_loss(out: ModelOutput, labels: torch.Tensor, cfg: LossConfig = LossConfig()) -> LossBreakdown:
+    """Eq. 12 on a batch: labels (B,) on the MOSI scale."""
+    labels = labels.to(out.score.dtype)
+    task = _task(out.score, labels, cfg.task)
+    total = task
+    parts = {"task": float(task.detach())}
+    for j, m in enumerate(MODALITIES):
+        rows = out.presence[:, j]
+        if cfg.unimodal and rows.any():
+            u = _task(out.unimodal[m][rows], labels[rows], cfg.task)
+            total = total + cfg.unimodal * u
+            parts[f"uni_{m}"] = float(u.detach())
+        weight = getattr(cfg, m)
+        if weight and m in out.views:
+            c = info_nce(*out.views[m], cfg.temperature)
+            total = total + weight * c
+            parts[f"nce_{m}"] = float(c.detach())
+    parts["total"] = float(total.detach())
+    return LossBreakdown(total, parts)

@@ -1,0 +1,184 @@
+"""The fusion network of the paper: encoders, concat (or attention) fusion, fused and unimodal heads.
+
+``MMSAModel.forward(ModelInputs) -> ModelOutput``. Choices where the paper is vague:
+
+* Output: the paper classifies with softmax (Eq. 10); MOSI/MOSEI report MAE and Corr, so the
+  head is a regression onto [-3, 3] (``score_range * tanh(raw / score_range)``).
+* Fusion ``concat`` (default, Eq. 9): concat(h_img1; h^c; h_img2; h_audio) plus the three
+  presence flags -> FC -> ReLU -> FC. A missing modality's slots are zeros and its flag is 0,
+  so the fused score never depends on a missing modality's input.
+* Fusion ``attention``: our reading of the title's "self-attention feature fusion" and of
+  "the number of transform layers is set to 5": a transformer encoder (``fusion_layers``)
+  over a [CLS] token and one token per present modality (text, audio, image view 1,
+  image view 2); missing modalities are key-padding-masked; the [CLS] output -> FC.
+* Fusion ``late``: a weighted mean of the unimodal scores over the present modalities, with
+  learnable positive weights; used by the default model, which has no aligned trimodal data.
+* Unimodal heads (Table 5): one FC -> ReLU -> FC head per modality on its own embedding
+  (vision: mean of the two view embeddings), so each modality has its own score.
+* Views: in training the two image views are random crops and the audio views random
+  crops/masks (``augment.py``); the text views are segment 1 / segment 2 aspect features
+  when aspects are given, else two dropout passes of BERT (Eq. 6). In evaluation the views
+  are deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from . import augment
+from .config import ModelConfig
+from .encoders import AudioEncoder, ImageEncoder, TextEncoder
+from .features import MODALITIES, ModelInputs, TextInputs
+
+
+@dataclass
+class ModelOutput:
+    """What the model returns; absent modalities have NaN unimodal scores."""
+
+    score: torch.Tensor  # (B,) fused score on [-score_range, score_range]
+    unimodal: dict[str, torch.Tensor]  # modality -> (B,) score, NaN where absent
+    presence: torch.Tensor  # (B, 3) bool, order of MODALITIES
+    views: dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> two (n_present, D) views
+
+
+def _head(d_in: int, hidden: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+
+def _rows(x: TextInputs, idx: torch.Tensor) -> TextInputs:
+    return TextInputs(
+        x.input_ids[idx], x.attention_mask[idx], x.token_type_ids[idx],
+        None if x.seg1 is None else x.seg1[idx], None if x.seg2 is None else x.seg2[idx],
+    )
+
+
+class MMSAModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, text_encoder: TextEncoder) -> None:
+        super().__init__()
+        self.cfg = cfg
+        H = cfg.hidden_dim
+        self.text = text_encoder
+        self.text_proj = nn.Linear(text_encoder.dim, cfg.text_proj_dim) if cfg.text_proj_dim else nn.Identity()
+        d_text = cfg.text_proj_dim or text_encoder.dim
+        self.audio = AudioEncoder(cfg.audio_channels, H)
+        self.vision = ImageEncoder(cfg.inception_channels, cfg.inception_width, cfg.attention_dim, H)
+        self.dims = {"text": d_text, "audio": H, "vision": H}
+        self.heads = nn.ModuleDict({m: _head(self.dims[m], H, cfg.dropout) for m in MODALITIES})
+        if cfg.fusion == "concat":
+            self.fusion = _head(d_text + 3 * H + len(MODALITIES), H, cfg.dropout)
+        elif cfg.fusion == "attention":
+            self.tokens = nn.ModuleDict({
+                "text": nn.Linear(d_text, H), "audio": nn.Linear(H, H),
+                "vision1": nn.Linear(H, H), "vision2": nn.Linear(H, H),
+            })
+            self.cls = nn.Parameter(torch.zeros(1, 1, H))
+            layer = nn.TransformerEncoderLayer(H, cfg.fusion_heads, 2 * H, cfg.dropout, batch_first=True)
+            self.fusion_encoder = nn.TransformerEncoder(layer, cfg.fusion_layers, enable_nested_tensor=False)
+            self.fusion = _head(H, H, cfg.dropout)
+        elif cfg.fusion == "late":
+            self.late_logits = nn.Parameter(torch.zeros(len(MODALITIES)))
+        else:  # pragma: no cover - Literal checked by the config loader
+            raise ValueError(f"unknown fusion {cfg.fusion!r}")
+
+    @classmethod
+    def build(cls, cfg: ModelConfig, bert_dir: Path, pretrained_bert: bool = True) -> "MMSAModel":
+        return cls(cfg, TextEncoder.from_dir(bert_dir, pretrained=pretrained_bert))
+
+    def modality_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters of each unimodal branch (encoder + head), for per-modality gradient norms."""
+        text = list(self.text.parameters()) + list(self.text_proj.parameters())
+        return {
+            "text": text + list(self.heads["text"].parameters()),
+            "audio": list(self.audio.parameters()) + list(self.heads["audio"].parameters()),
+            "vision": list(self.vision.parameters()) + list(self.heads["vision"].parameters()),
+        }
+
+    def _squash(self, raw: torch.Tensor) -> torch.Tensor:
+        r = self.cfg.score_range
+        return r * torch.tanh(raw.squeeze(-1) / r)
+
+    def forward(self, x: ModelInputs, text_views: bool = False) -> ModelOutput:
+        """Score a batch. ``text_views``: also run the second dropout pass for L_text."""
+        B = x.batch_size
+        dev = x.audio.device
+        present = x.presence()  # (B, 3)
+        feats: dict[str, torch.Tensor] = {}
+        views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        train = self.training
+
+        # text: h^c (Eq. 2); views = aspect segments (Eq. 3-4) or a second dropout pass
+        h_text = torch.zeros(B, self.dims["text"], device=dev)
+        idx = x.text_present.nonzero().squeeze(1)
+        if idx.numel():
+            rows = _rows(x.text, idx)
+            tf = self.text(rows)
+            h_text[idx] = self.text_proj(tf.h_c)
+            if tf.h_seg1 is not None:
+                views["text"] = (tf.h_seg1, tf.h_seg2)
+            elif text_views and train:
+                views["text"] = (tf.h_c, self.text(rows).h_c)
+        feats["text"] = h_text
+
+        # audio: clean map for scoring in evaluation, two random views in training (Eq. 8)
+        h_audio = torch.zeros(B, self.dims["audio"], device=dev)
+        idx = x.audio_present.nonzero().squeeze(1)
+        if idx.numel():
+            spec, mask = x.audio[idx], x.audio_mask[idx]
+            if train:
+                a1 = self.audio(*augment.audio_view(spec, mask))
+                a2 = self.audio(*augment.audio_view(spec, mask))
+                views["audio"] = (a1, a2)
+            else:
+                a1 = self.audio(spec, mask)
+            h_audio[idx] = a1
+        feats["audio"] = h_audio
+
+        # image: two views h_img1, h_img2 (Eq. 7 and 9)
+        h_v1 = torch.zeros(B, self.dims["vision"], device=dev)
+        h_v2 = torch.zeros_like(h_v1)
+        idx = x.vision_present.nonzero().squeeze(1)
+        if idx.numel():
+            faces, fmask = x.faces[idx], x.face_mask[idx]
+            shape = faces.shape
+            flat = faces.reshape(-1, *shape[2:])
+            v1 = self.vision.encode_windows(augment.image_view(flat, train).view(shape), fmask)
+            if train:
+                v2 = self.vision.encode_windows(augment.image_view(flat, train).view(shape), fmask)
+                views["vision"] = (v1, v2)
+            else:
+                v2 = v1
+            h_v1[idx], h_v2[idx] = v1, v2
+        feats["vision"] = (h_v1 + h_v2) / 2
+
+        unimodal = {}
+        for j, m in enumerate(MODALITIES):
+            s = torch.full((B,), float("nan"), device=dev)
+            rows_m = present[:, j].nonzero().squeeze(1)
+            if rows_m.numel():
+                s[rows_m] = self._squash(self.heads[m](feats[m][rows_m]))
+            unimodal[m] = s
+
+        score = self._fuse(feats, h_v1, h_v2, present, unimodal)
+        return ModelOutput(score=score, unimodal=unimodal, presence=present, views=views)
+
+    def _fuse(self, feats, h_v1, h_v2, present, unimodal) -> torch.Tensor:
+        pf = present.to(h_v1.dtype)
+        if self.cfg.fusion == "concat":
+            z = torch.cat([h_v1, feats["text"], h_v2, feats["audio"], pf], dim=1)  # Eq. 9
+            return self._squash(self.fusion(z))
+        if self.cfg.fusion == "attention":
+            toks = torch.stack([
+                self.tokens["text"](feats["text"]), self.tokens["audio"](feats["audio"]),
+                self.tokens["vision1"](h_v1), self.tokens["vision2"](h_v2),
+            ], dim=1)  # (B, 4, H)
+            toks = torch.cat([self.cls.expand(toks.shape[0], -1, -1), toks], dim=1)  # (B, 5, H)
+            keep = torch.cat([torch.ones_like(present[:, :1]), present, present[:, 2:3]], dim=1)
+            out = self.fusion_encoder(toks, src_key_padding_mask=~keep)
+            return self._squash(self.fusion(out[:, 0]))
+        w = torch.nn.functional.softplus(self.late_logits)[None] * pf  # (B, 3)
+        s = torch.stack([torch.nan_to_num(unimodal[m]) for m in MODALITIES], dim=1)
+        return (w * s).sum(1) / w.sum(1).clamp_min(1e-6)

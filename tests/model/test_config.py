@@ -1,0 +1,40 @@
+import pytest
+
+from mmsa.model import ConfigError, ModelConfig
+from mmsa.model.config import apply_overrides, from_dict, read_toml
+
+
+def test_from_dict_converts_lists_and_checks_types():
+    cfg = from_dict(ModelConfig, {"hidden_dim": 64, "audio_channels": [8, 16], "fusion": "attention"}, "model")
+    assert cfg.hidden_dim == 64 and cfg.audio_channels == (8, 16) and cfg.fusion == "attention"
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"hiden_dim": 3}, r"model\.hiden_dim: unknown key"),
+        ({"hidden_dim": "big"}, r"model\.hidden_dim: expected an integer, got 'big'"),
+        ({"fusion": "sum"}, r"model\.fusion: expected one of 'concat', 'attention', 'late'"),
+        ({"inception_channels": [1, 2, 3]}, r"model\.inception_channels: expected a list of 2 values"),
+        ({"dropout": True}, r"model\.dropout: expected a number"),
+    ],
+)
+def test_bad_values_name_the_key(data, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(ModelConfig, data, "model")
+
+
+def test_read_toml_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\nhidden_dim = 3")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        read_toml(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        read_toml(tmp_path / "none.toml")
+
+
+def test_overrides():
+    data = apply_overrides({"train": {"epochs": 1}}, ["train.epochs=3", "train.name=abc", "model.fusion=\"late\""])
+    assert data == {"train": {"epochs": 3, "name": "abc"}, "model": {"fusion": "late"}}
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_overrides({}, ["nonsense"])

@@ -1,0 +1,129 @@
+import dataclasses
+
+import pytest
+import torch
+
+from mmsa.model import MODALITIES, MMSAModel, collate
+from mmsa.model.encoders import AudioEncoder, ImageEncoder, Inception2D, SelfAttention2d, TextEncoder
+from mmsa.model.features import tokenize
+from mmsa.model.losses import LossConfig, joint_loss
+from tests.model.helpers import random_sample, seeded, tiny_config
+
+
+def test_encoder_shapes(tiny_bert, tokenizer):
+    text = TextEncoder.from_dir(tiny_bert)
+    t = tokenize(["a good day", "bad"], tokenizer, aspects=["day", "bad"])
+    f = text(t)
+    assert f.h_c.shape == f.h_seg1.shape == f.h_seg2.shape == (2, 32)
+
+    inc = Inception2D(1, 4, 2)
+    assert inc(torch.randn(3, 1, 48, 48)).shape == (3, 12, 48, 48)
+    inc3 = Inception2D(5, 4, 3)  # odd d: widths 3 and 6, pooling 5 (round(4.5))
+    assert inc3(torch.randn(2, 5, 24, 24)).shape == (2, 12, 24, 24)
+    att = SelfAttention2d(12, 4)
+    x = torch.randn(2, 12, 6, 6)
+    assert torch.equal(att(x), x)  # gamma starts at 0: the module starts as identity
+    img = ImageEncoder((4, 8), 2, 4, 16)
+    assert img(torch.randn(5, 1, 48, 48)).shape == (5, 16)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    assert img.encode_windows(torch.randn(2, 3, 1, 48, 48), mask).shape == (2, 16)
+
+    aud = AudioEncoder((4, 8), 16)
+    spec = torch.randn(2, 201, 90)
+    amask = torch.ones(2, 90, dtype=torch.bool)
+    assert aud(spec, amask).shape == (2, 16)
+
+
+def test_audio_embedding_independent_of_batch_padding():
+    torch.manual_seed(0)
+    aud = AudioEncoder((4, 8, 8), 16).eval()
+    short = torch.randn(1, 201, 37)
+    alone = aud(short, torch.ones(1, 37, dtype=torch.bool))
+    padded = torch.cat([short, torch.zeros(1, 201, 63)], dim=2)
+    other = torch.randn(1, 201, 100)
+    mask = torch.zeros(2, 100, dtype=torch.bool)
+    mask[0, :37] = True
+    mask[1] = True
+    together = aud(torch.cat([padded, other]), mask)
+    assert torch.allclose(alone[0], together[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "attention", "late"])
+def test_model_output_shapes(tiny_bert, tokenizer, fusion):
+    rng = seeded()
+    model = MMSAModel.build(tiny_config(tiny_bert, fusion=fusion), tiny_bert)
+    b = collate([random_sample(rng), random_sample(rng, n_faces=0), random_sample(rng, text=None)], tokenizer)
+    model.eval()
+    out = model(b)
+    assert out.score.shape == (3,)
+    assert out.score.abs().max() <= 3.0
+    assert set(out.unimodal) == set(MODALITIES)
+    assert torch.isnan(out.unimodal["vision"][1]) and torch.isnan(out.unimodal["text"][2])
+    assert not torch.isnan(out.score).any()
+
+
+@pytest.mark.parametrize("fusion", ["concat", "attention"])
+def test_gradients_reach_every_encoder_from_joint_loss(tiny_bert, tokenizer, fusion):
+    rng = seeded(1)
+    model = MMSAModel.build(tiny_config(tiny_bert, fusion=fusion), tiny_bert)
+    model.train()
+    b = collate([random_sample(rng) for _ in range(4)], tokenizer)
+    out = model(b, text_views=True)
+    assert set(out.views) == set(MODALITIES)
+    loss = joint_loss(out, torch.tensor([1.0, -2.0, 0.5, 0.0]))
+    loss.total.backward()
+    for name, params in model.modality_parameters().items():
+        grads = [p.grad for p in params if p.requires_grad]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), name
+    # the contrastive losses reach the encoders on their own, too
+    model.zero_grad()
+    out = model(b, text_views=True)
+    only_nce = joint_loss(out, torch.zeros(4), dataclasses.replace(LossConfig(), unimodal=0.0)).total - \
+        torch.nn.functional.l1_loss(out.score, torch.zeros(4))
+    only_nce.backward()
+    assert model.vision.block1.branch2[0][1].weight.grad.abs().sum() > 0
+    assert model.audio.blocks[0][0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("fusion", ["concat", "attention", "late"])
+@pytest.mark.parametrize("masked", ["text", "audio", "vision"])
+def test_masked_modality_input_does_not_change_output(tiny_bert, tokenizer, fusion, masked):
+    rng = seeded(2)
+    model = MMSAModel.build(tiny_config(tiny_bert, fusion=fusion), tiny_bert).eval()
+    base = random_sample(rng)
+    b1 = collate([base], tokenizer)
+    b2 = collate([random_sample(rng, text="a completely different sentence", seconds=2.5, n_faces=7)], tokenizer)
+    for b, src in ((b1, b1), (b2, b2)):
+        if masked == "text":
+            b.text_present[:] = False
+        elif masked == "audio":
+            b.audio_present[:] = False
+        else:
+            b.vision_present[:] = False
+    # make every other modality identical between the two batches
+    for m in MODALITIES:
+        if m == masked:
+            continue
+        if m == "text":
+            b2.text, b2.text_present = b1.text, b1.text_present
+        elif m == "audio":
+            b2.audio, b2.audio_mask, b2.audio_present = b1.audio, b1.audio_mask, b1.audio_present
+        else:
+            b2.faces, b2.face_mask, b2.vision_present = b1.faces, b1.face_mask, b1.vision_present
+    with torch.inference_mode():
+        o1, o2 = model(b1), model(b2)
+    assert torch.equal(o1.score, o2.score)
+    # and the input does matter when present
+    with torch.inference_mode():
+        b3 = collate([random_sample(rng, text="terrible awful", seconds=2.5, n_faces=7)], tokenizer)
+        assert not torch.equal(model(b3).score, o1.score)
+
+
+def test_single_token_text_and_batch_of_one(tiny_bert, tokenizer):
+    rng = seeded(3)
+    model = MMSAModel.build(tiny_config(tiny_bert), tiny_bert)
+    model.train()
+    out = model(collate([random_sample(rng, text="ok")], tokenizer), text_views=True)
+    loss = joint_loss(out, torch.tensor([0.0]))
+    assert torch.isfinite(loss.total)
+    loss.total.backward()
