@@ -59,7 +59,7 @@ class TextEncoder(nn.Module):
         self.dim = int(bert.config.hidden_size)
 
     @classmethod
-    def from_dir(cls, bert_dir: Path, pretrained: bool = True) -> "TextEncoder":
+    def from_dir(cls, bert_dir: Path, pretrained: bool = True) -> TextEncoder:
         from transformers import AutoConfig, AutoModel
         from transformers.utils import logging as hf_logging
 

@@ -25,9 +25,10 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -89,7 +90,7 @@ class FeatureConfig:
         """Short sha256 of the settings: equal fingerprints mean identical features."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
-    def differences(self, other: "FeatureConfig | dict[str, Any]") -> list[str]:
+    def differences(self, other: FeatureConfig | dict[str, Any]) -> list[str]:
         """Human-readable list of settings where ``other`` differs from ``self``."""
         theirs = other if isinstance(other, dict) else dataclasses.asdict(other)
         mine = dataclasses.asdict(self)
@@ -347,7 +348,7 @@ class ModelInputs:
         """(B, 3) bool in the order of MODALITIES."""
         return torch.stack([self.text_present, self.audio_present, self.vision_present], dim=1)
 
-    def to(self, device: torch.device | str) -> "ModelInputs":
+    def to(self, device: torch.device | str) -> ModelInputs:
         def mv(x: Any) -> Any:
             if isinstance(x, torch.Tensor):
                 return x.to(device, non_blocking=True)

@@ -85,7 +85,7 @@ class MMSAModel(nn.Module):
             raise ValueError(f"unknown fusion {cfg.fusion!r}")
 
     @classmethod
-    def build(cls, cfg: ModelConfig, bert_dir: Path, pretrained_bert: bool = True) -> "MMSAModel":
+    def build(cls, cfg: ModelConfig, bert_dir: Path, pretrained_bert: bool = True) -> MMSAModel:
         return cls(cfg, TextEncoder.from_dir(bert_dir, pretrained=pretrained_bert))
 
     def modality_parameters(self) -> dict[str, list[nn.Parameter]]:

@@ -105,7 +105,7 @@ class ScoreEvent:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ScoreEvent":
+    def from_dict(cls, d: dict[str, Any]) -> ScoreEvent:
         """Parse and validate; raises ValueError naming the first field that breaks the contract."""
         validate_event(d)
         mods = {
@@ -118,7 +118,7 @@ class ScoreEvent:
         )
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "ScoreEvent":
+    def from_json(cls, text: str | bytes) -> ScoreEvent:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -185,7 +185,7 @@ class MonitorStatus:
     latency_p95_ms: float | None = None
     message: str = ""  # last notable thing ("camera lost", "broker unreachable, retrying")
 
-    def replace(self, **kw: Any) -> "MonitorStatus":
+    def replace(self, **kw: Any) -> MonitorStatus:
         return dataclasses.replace(self, **kw)
 
 

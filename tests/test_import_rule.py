@@ -1,5 +1,6 @@
 """ARCHITECTURE section 1: model imports neither training nor monitor (and only its allowed
-third-party packages); training and monitor never import each other."""
+third-party packages); training and monitor never import each other. media (shared decoding
+and face detection) imports model only."""
 
 import ast
 import sys
@@ -31,8 +32,11 @@ def test_model_imports_only_torch_numpy_transformers_safetensors():
     assert bad == []
 
 
-@pytest.mark.parametrize("folder, forbidden", [("training", "mmsa.monitor"), ("monitor", "mmsa.training"),
-                                               ("model", "mmsa.training"), ("model", "mmsa.monitor")])
+@pytest.mark.parametrize("folder, forbidden", [
+    ("training", "mmsa.monitor"), ("monitor", "mmsa.training"),
+    ("model", "mmsa.training"), ("model", "mmsa.monitor"), ("model", "mmsa.media"),
+    ("media", "mmsa.training"), ("media", "mmsa.monitor"),
+])
 def test_packages_do_not_import_each_other(folder, forbidden):
     bad = [f"{p.relative_to(REPO)}: {n}" for p, n in imports(folder) if n == forbidden or n.startswith(forbidden + ".")]
     assert bad == []

@@ -93,7 +93,7 @@ def test_masked_modality_input_does_not_change_output(tiny_bert, tokenizer, fusi
     base = random_sample(rng)
     b1 = collate([base], tokenizer)
     b2 = collate([random_sample(rng, text="a completely different sentence", seconds=2.5, n_faces=7)], tokenizer)
-    for b, src in ((b1, b1), (b2, b2)):
+    for b in (b1, b2):
         if masked == "text":
             b.text_present[:] = False
         elif masked == "audio":

@@ -1,0 +1,92 @@
+"""Face detection (OpenCV Haar cascade on a downscaled gray frame) and tracking between detections.
+
+The detector returns the largest frontal face. The Haar cascade ships with
+``opencv-python-headless`` 4.x (``cv2.data.haarcascades``), so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MediaError
+from .video import _cv2
+
+Box = tuple[int, int, int, int]  # x, y, w, h in pixels of the full frame
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    detect_width: int = 320
+    """Frames are downscaled to this width before detection (speed)."""
+    min_face_frac: float = 0.12
+    """Smallest face side as a fraction of the frame height."""
+    scale_factor: float = 1.1
+    """Haar cascade pyramid step."""
+    min_neighbors: int = 5
+    """Haar cascade acceptance threshold (higher: fewer false faces)."""
+
+
+class FaceDetector:
+    """Largest frontal face in a BGR or gray frame, or None."""
+
+    def __init__(self, options: DetectorOptions = DetectorOptions()) -> None:
+        cv2 = _cv2()
+        self.options = options
+        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise MediaError(f"{path}: cannot load the Haar face cascade (install opencv-python-headless 4.x)")
+        self._cv2 = cv2
+
+    def detect(self, frame: np.ndarray) -> Box | None:
+        cv2 = self._cv2
+        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        H, W = gray.shape[:2]
+        scale = min(1.0, self.options.detect_width / max(W, 1))
+        small = cv2.resize(gray, (max(1, int(W * scale)), max(1, int(H * scale))), interpolation=cv2.INTER_AREA) if scale < 1 else gray
+        small = cv2.equalizeHist(small)
+        side = max(12, int(self.options.min_face_frac * small.shape[0]))
+        faces = self._cascade.detectMultiScale(
+            small, scaleFactor=self.options.scale_factor, minNeighbors=self.options.min_neighbors, minSize=(side, side)
+        )
+        if len(faces) == 0:
+            return None
+        x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+        return (int(round(x / scale)), int(round(y / scale)), int(round(w / scale)), int(round(h / scale)))
+
+
+class FaceTracker:
+    """Runs the detector every ``detect_every`` frames and keeps the last box in between.
+
+    A face not re-detected for ``max_misses`` detections in a row is dropped. Boxes are
+    smoothed (exponential moving average) so crops do not jitter.
+    """
+
+    def __init__(self, detector: FaceDetector, detect_every: int = 3, max_misses: int = 2, smoothing: float = 0.5) -> None:
+        self.detector = detector
+        self.detect_every = max(1, detect_every)
+        self.max_misses = max_misses
+        self.smoothing = smoothing
+        self.box: Box | None = None
+        self._n = 0
+        self._misses = 0
+
+    def update(self, frame: np.ndarray) -> Box | None:
+        if self._n % self.detect_every == 0:
+            found = self.detector.detect(frame)
+            if found is None:
+                self._misses += 1
+                if self._misses > self.max_misses:
+                    self.box = None
+            else:
+                self._misses = 0
+                if self.box is None:
+                    self.box = found
+                else:
+                    a = self.smoothing
+                    self.box = tuple(int(round(a * o + (1 - a) * n)) for o, n in zip(self.box, found))  # type: ignore[assignment]
+        self._n += 1
+        return self.box
