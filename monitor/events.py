@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 SCHEMA = 1
 MODALITIES = ("text", "audio", "vision")
@@ -241,3 +241,13 @@ class EventBus:
         self.closed = True
         for q in self._subs:
             q.put_nowait(None)
+
+
+class Controls(Protocol):
+    """What the dashboard may ask of the running monitor (keys ``q`` and ``r``)."""
+
+    def request_stop(self) -> None:
+        """Begin a clean shutdown: stop sources, drain queues, flush logs, publish ``offline``."""
+
+    def toggle_recording(self) -> bool:
+        """Start or stop recording; return True when recording is now on. Raises MonitorError if unavailable."""
