@@ -1,0 +1,565 @@
+"""The live terminal dashboard (Textual): what a person watches while ``mmsa-monitor`` runs.
+
+:class:`MonitorApp` subscribes to the :class:`~mmsa.monitor.events.EventBus` when it mounts and
+renders every item it receives: ScoreEvents (timeline, big current score, per-modality scores,
+transcript), MonitorStatus snapshots (status bar), PartialScores (a dim "listening" line) and
+``None`` (the session ended: say so and keep the data on screen until the user quits).
+
+The app never scores or records anything itself; it asks the running monitor through the
+:class:`~mmsa.monitor.events.Controls` it was given (``q`` stops it, ``r`` toggles recording).
+The CLI runs ``await app.run_async()`` in the same event loop as the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import Digits, Footer, RichLog, Static
+
+from mmsa.model.errors import MMSAError
+from mmsa.monitor.events import (
+    NEUTRAL_BAND,
+    BusItem,
+    Controls,
+    EventBus,
+    MonitorStatus,
+    PartialScore,
+    ScoreEvent,
+)
+
+log = logging.getLogger(__name__)
+
+SCORE_MAX = 3.0  # the MOSI scale is [-3, 3]
+TIMELINE_WINDOW_S = 180.0  # the timeline shows the last three minutes of session time
+TRANSCRIPT_MAX_LINES = 2000  # older transcript lines scroll away (the JSONL log keeps everything)
+
+# Polarity colors, shared by the terminal and the report so both read the same way.
+POLARITY_COLORS = {"negative": "#e5534b", "neutral": "#d4a72c", "positive": "#57ab5a"}
+DIM = "#6e7681"
+_EIGHTHS = " ▁▂▃▄▅▆▇█"  # index = how many eighths of a cell are filled from the bottom
+
+
+def polarity_color(score: float) -> str:
+    if abs(score) < NEUTRAL_BAND:
+        return POLARITY_COLORS["neutral"]
+    return POLARITY_COLORS["positive" if score > 0 else "negative"]
+
+
+def fmt_time(t_s: float) -> str:
+    """Session time as ``m:ss`` (``h:mm:ss`` past an hour)."""
+    t = max(0, int(t_s))
+    h, rem = divmod(t, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def fmt_score(score: float | None) -> str:
+    return "  —  " if score is None else f"{score:+.2f}"
+
+
+# --------------------------------------------------------------------------------------------
+# Pure rendering helpers (no Textual): tested directly and reused by the widgets.
+
+
+def plot_timeline(
+    spans: Sequence[tuple[float, float, float | None]],
+    width: int,
+    height: int,
+    now_s: float,
+    window_s: float = TIMELINE_WINDOW_S,
+) -> list[Text]:
+    """Bars from the zero line, one per utterance span, colored by polarity.
+
+    ``spans`` are ``(t_start, t_end, score)`` in session seconds, oldest first; a ``None`` score
+    marks an utterance where this trace's modality was absent (drawn as a dim dot on the axis).
+    The x axis covers ``[max(window_s, now_s) - window_s, max(window_s, now_s)]``, so a young
+    session fills from the left. Returns ``height`` lines of ``width`` cells: a 3-cell y gutter,
+    the plot (an even number of rows, zero between the two middle ones, 1/8-cell resolution)
+    and a row of ``m:ss`` tick labels.
+    """
+    gutter = 3
+    plot_w = max(1, width - gutter)
+    half = max(1, (height - 1) // 2)  # rows above (and below) zero
+    x1 = max(window_s, now_s)
+    x0 = x1 - window_s
+    dt = window_s / plot_w
+
+    cols: list[tuple[float | None] | None] = [None] * plot_w  # (score,) per column, None = no speech
+    for t_start, t_end, score in spans:
+        if t_end < x0:
+            continue
+        c0 = min(plot_w - 1, max(0, int((t_start - x0) / dt)))
+        c1 = min(plot_w - 1, max(c0, int((t_end - x0) / dt)))
+        for c in range(c0, c1 + 1):
+            cols[c] = (score,)
+
+    units = half * 8
+    lines: list[Text] = [Text() for _ in range(height - 1 - 2 * half)]  # pad if the height is even
+    for r in range(2 * half):
+        line = Text(no_wrap=True, overflow="crop")
+        label = {0: "+3", half - 1: " 0", 2 * half - 1: "-3"}.get(r, "")
+        line.append(f"{label:<{gutter - 1}} ", style=DIM)
+        above = r < half
+        k = (half - 1 - r) if above else (r - half)  # distance of this row from the zero line
+        for col in cols:
+            score = col[0] if col else None
+            if score is None:
+                if above and k == 0:
+                    line.append("·" if col else "▁", style=DIM)  # the zero axis; a dot = modality absent
+                else:
+                    line.append(" ")
+                continue
+            n = max(1, round(min(abs(score), SCORE_MAX) / SCORE_MAX * units))
+            fill = min(8, max(0, n - 8 * k)) if (score >= 0) == above else 0
+            color = polarity_color(score)
+            if fill == 0:
+                line.append("▁" if above and k == 0 else " ", style=DIM)
+            elif above or fill == 8:
+                line.append(_EIGHTHS[fill], style=color)
+            else:
+                # A negative bar grows down from the top of the cell: draw the complementary
+                # lower block in reverse video, so the part above it shows the bar color.
+                line.append(_EIGHTHS[8 - fill], style=f"reverse {color}")
+        lines.append(line)
+
+    axis = [" "] * plot_w
+    step = next((s for s in (5, 10, 15, 30, 60, 120, 300, 600, 1800) if s / dt >= 8), 3600)
+    t = (int(x0) // step + (1 if x0 % step else 0)) * step
+    last_end = -1
+    while t <= x1:
+        label = fmt_time(t)
+        c = int(round((t - x0) / dt))
+        if c > last_end and c + len(label) <= plot_w:
+            axis[c : c + len(label)] = label
+            last_end = c + len(label)
+        t += step
+    lines.append(Text(" " * gutter + "".join(axis), style=DIM, no_wrap=True, overflow="crop"))
+    return lines
+
+
+def score_bar(score: float | None, width: int) -> Text:
+    """A horizontal gauge of ``score`` in [-3, 3]: filled from the center, half-cell steps."""
+    width = max(3, width | 1)  # odd, so the center mark sits on zero
+    half = width // 2
+    cells = [Text("─", style=DIM) for _ in range(width)]
+    cells[half] = Text("│", style=DIM)
+    if score is not None:
+        color = polarity_color(score)
+        n = round(min(abs(score), SCORE_MAX) / SCORE_MAX * half * 2)  # half-cells
+        for i in range((n + 1) // 2):
+            partial = i == n // 2  # the last, half-filled cell when n is odd
+            if score >= 0:
+                cells[half + 1 + i] = Text("▌" if partial else "█", style=color)
+            else:
+                cells[half - 1 - i] = Text("▐" if partial else "█", style=color)
+    return Text.assemble(*cells)
+
+
+MODALITY_PRESENCE = {
+    # modality: (present, absent)
+    "text": ("words", "no words"),
+    "audio": ("speech heard", "no speech"),
+    "vision": ("face seen", "no face"),
+}
+
+
+def modality_lines(event: ScoreEvent | None, width: int) -> list[Text]:
+    """One line per modality: name, score, gauge, presence (face frames for vision)."""
+    lines = []
+    presence_w = 18
+    bar_w = max(5, width - 8 - 7 - presence_w)
+    for name, (yes, no) in MODALITY_PRESENCE.items():
+        mod = event.modalities.get(name) if event else None
+        present = bool(mod and mod.present)
+        score = mod.score if present and mod else None
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(f"{name:<7} ", style="bold")
+        line.append(f"{fmt_score(score):>6} ", style=polarity_color(score) if score is not None else DIM)
+        line.append_text(score_bar(score, bar_w))
+        if mod is None:
+            line.append("  —", style=DIM)
+        elif present:
+            frames = f" ({mod.face_frames} fr)" if name == "vision" and mod.face_frames is not None else ""
+            line.append(f"  ● {yes}{frames}", style=POLARITY_COLORS["positive"])
+        else:
+            line.append(f"  ○ {no}", style=DIM)
+        lines.append(line)
+    return lines
+
+
+def transcript_line(event: ScoreEvent) -> Text:
+    """``2:01  +1.42  it was really good  · no face``"""
+    line = Text()
+    line.append(f"{fmt_time(event.t_start):>5}  ", style=DIM)
+    line.append(f"{event.score:+.2f}", style=f"bold {polarity_color(event.score)}")
+    line.append("  ")
+    if event.text.strip():
+        line.append(event.text.strip())
+    else:
+        line.append("(no words)", style=f"italic {DIM}")
+    missing = [MODALITY_PRESENCE[m][1] for m in ("audio", "vision") if m in event.modalities and not event.modalities[m].present]
+    if missing:
+        line.append("  · " + ", ".join(missing), style=DIM)
+    return line
+
+
+def status_text(status: MonitorStatus) -> Text:
+    """The status bar: source, camera, mic, model, device, MQTT, recording, drops, latency, message."""
+    ok, bad = POLARITY_COLORS["positive"], POLARITY_COLORS["negative"]
+    state_color = {"ok": ok, "connected": ok, "replay": ok, "lost": bad, "missing": bad, "disconnected": bad}
+    parts: list[Text] = []
+    if status.source:
+        parts.append(Text(status.source, style="bold"))
+    for label, value in (("cam", status.camera), ("mic", status.mic)):
+        parts.append(Text.assemble(f"{label}: ", (value, state_color.get(value, DIM))))
+    parts.append(Text(f"{status.model or 'no model'} on {status.device}"))
+    parts.append(Text.assemble("MQTT: ", (status.mqtt, state_color.get(status.mqtt, DIM))))
+    parts.append(Text("● REC", style=f"bold {bad}") if status.recording else Text("rec off", style=DIM))
+    n_drops = sum(status.drops.values())
+    detail = ", ".join(f"{k} {v}" for k, v in status.drops.items() if v)
+    parts.append(Text(f"drops: {n_drops}" + (f" ({detail})" if detail else ""), style=bad if n_drops else ""))
+    if status.latency_p50_ms is None:
+        parts.append(Text("latency: —", style=DIM))
+    else:
+        p95 = "—" if status.latency_p95_ms is None else f"{status.latency_p95_ms:.0f}"
+        parts.append(Text(f"latency p50 {status.latency_p50_ms:.0f} / p95 {p95} ms"))
+    if status.message:
+        parts.append(Text(status.message, style="italic"))
+    return Text(" │ ", style=DIM).join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Widgets
+
+
+class Timeline(Widget):
+    """The last few minutes of fused (or one modality's) scores as polarity-colored bars."""
+
+    def __init__(self, modality: str | None = None, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.modality = modality
+        self.spans: list[tuple[float, float, float | None]] = []
+        self.now_s = 0.0
+        self.border_title = f"{modality}" if modality else f"fused score · last {fmt_time(TIMELINE_WINDOW_S)}"
+
+    def add(self, event: ScoreEvent) -> None:
+        if self.modality is None:
+            score: float | None = event.score
+        else:
+            mod = event.modalities.get(self.modality)
+            score = mod.score if mod and mod.present else None
+        self.spans.append((event.t_start, event.t_end, score))
+        self.now_s = max(self.now_s, event.t_end)
+        # Spans older than the window never show again; keep the list short in long sessions.
+        if len(self.spans) > 4000:
+            self.spans = [s for s in self.spans if s[1] >= self.now_s - TIMELINE_WINDOW_S]
+        self.refresh()
+
+    def render(self) -> Text:
+        w, h = self.content_size
+        if w < 8 or h < 3:
+            return Text("")
+        lines = plot_timeline(self.spans, w, h, self.now_s)
+        if not self.spans and self.modality is None:
+            msg = " waiting for the first utterance… "
+            mid = len(lines) // 2 - 1
+            pad = max(0, (w - len(msg)) // 2)
+            lines[mid] = Text(" " * pad + msg, style=f"italic {DIM}")
+        return Text("\n").join(lines)
+
+
+class ScorePanel(Vertical):
+    """The current fused score, large, with polarity, confidence and when it was said."""
+
+    def compose(self) -> ComposeResult:
+        yield Digits("", id="score-digits")
+        yield Static("waiting for speech…", id="score-caption")
+
+    def show(self, event: ScoreEvent | None) -> None:
+        digits = self.query_one("#score-digits", Digits)
+        caption = self.query_one("#score-caption", Static)
+        for pol in POLARITY_COLORS:
+            digits.set_class(event is not None and event.polarity == pol, f"-{pol}")
+        if event is None:
+            digits.update("")
+            caption.update(Text("waiting for speech…", style=f"italic {DIM}"))
+            return
+        digits.update(f"{event.score:+.2f}")
+        caption.update(
+            Text.assemble(
+                (event.polarity.upper(), f"bold {polarity_color(event.score)}"),
+                (f"  conf {event.confidence:.2f}\n", ""),
+                (f"#{event.seq}  {fmt_time(event.t_start)}–{fmt_time(event.t_end)}", DIM),
+            )
+        )
+
+
+class ModalityPanel(Widget):
+    """Per-modality scores of the latest utterance with presence (speech heard, face seen)."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.event: ScoreEvent | None = None
+
+    def show(self, event: ScoreEvent | None) -> None:
+        self.event = event
+        self.refresh()
+
+    def render(self) -> Text:
+        w = self.content_size.width
+        lines = modality_lines(self.event, w)
+        if self.event is not None:
+            lat = self.event.latency_ms
+            lines.append(
+                Text(
+                    f"latency asr {lat.get('asr', 0):.0f} · model {lat.get('model', 0):.0f} · "
+                    f"total {lat.get('total', 0):.0f} ms",
+                    style=DIM, no_wrap=True, overflow="ellipsis",
+                )
+            )
+        return Text("\n").join(lines)
+
+
+class HelpScreen(ModalScreen[None]):
+    """The ``?`` overlay: keys and how to read the screen."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss", "Close"),
+        Binding("question_mark", "dismiss", "Close"),
+        Binding("enter", "dismiss", "Close", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        neg, neu, pos = (POLARITY_COLORS[p] for p in ("negative", "neutral", "positive"))
+        text = Text.assemble(
+            ("Keys\n", "bold"),
+            "  q   quit (stops the monitor cleanly)\n",
+            "  p   pause / resume the display (scores keep being collected)\n",
+            "  r   start / stop recording\n",
+            "  ?   this help (esc closes it)\n\n",
+            ("Reading the screen\n", "bold"),
+            "  Scores are on the CMU-MOSI scale, -3 (very negative) to +3 (very positive):\n  ",
+            ("negative", f"bold {neg}"), " below -0.5, ", ("neutral", f"bold {neu}"), " within ±0.5, ",
+            ("positive", f"bold {pos}"), " above +0.5.\n",
+            "  The timeline shows one bar per utterance over the last few minutes;\n"
+            "  a dot on the axis of a modality trace means that modality was absent.\n"
+            "  conf is the confidence (0..1): how clear the score is and how much the\n"
+            "  modalities agree.",
+        )
+        yield Static(text, id="help-body")
+
+
+class MonitorApp(App[None]):
+    """The live dashboard: timeline, current score, per-modality scores, transcript, status.
+
+    Args:
+        bus: the monitor's event bus; the app subscribes on mount.
+        controls: the running monitor's controls (``q`` stops it, ``r`` toggles recording);
+            ``None`` for a display-only app.
+        title: shown in the top bar.
+    """
+
+    CSS_PATH = "dashboard.tcss"
+    ENABLE_COMMAND_PALETTE = False
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("p", "toggle_pause", "Pause"),
+        Binding("r", "toggle_recording", "Record"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+    ]
+
+    def __init__(self, bus: EventBus, controls: Controls | None = None, *, title: str = "mmsa-monitor") -> None:
+        super().__init__()
+        self.bus = bus
+        self.controls = controls
+        self.title = title
+        self.events: list[ScoreEvent] = []  # every ScoreEvent received, shown or not
+        self.status = bus.last_status
+        self.partial: ScoreEvent | None = None
+        self.paused = False
+        self.ended = False
+        self.note: Text | None = None  # the answer to the last key press (e.g. recording on)
+        self._n_shown = 0
+        self._queue: asyncio.Queue[BusItem | None] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="topbar")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                with Horizontal(id="now"):
+                    yield ScorePanel(id="score")
+                    yield ModalityPanel(id="modalities")
+                yield Timeline(id="timeline")
+                with Vertical(id="traces"):
+                    for m in MODALITY_PRESENCE:
+                        yield Timeline(m, id=f"trace-{m}", classes="trace")
+            with Vertical(id="transcript-box"):
+                yield RichLog(id="transcript", wrap=True, markup=False, max_lines=TRANSCRIPT_MAX_LINES)
+                yield Static(id="partial")
+        yield Static(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#transcript-box").border_title = "transcript"
+        self.query_one("#modalities").border_title = "modalities"
+        self._queue = self.bus.subscribe()
+        if self.bus.closed:  # subscribed after the end: nothing more will come
+            self._queue.put_nowait(None)
+        self._refresh_topbar()
+        self._refresh_status()
+        self._refresh_partial()
+        self.run_worker(self._consume(), name="bus", group="bus")
+
+    def on_unmount(self) -> None:
+        if self._queue is not None:
+            self.bus.unsubscribe(self._queue)
+
+    async def _consume(self) -> None:
+        assert self._queue is not None
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                self._end()
+                return
+            self.handle(item)
+
+    # ---- bus items -----------------------------------------------------------------------
+
+    def handle(self, item: BusItem) -> None:
+        """Take one bus item into the display (or into the backlog while paused)."""
+        if isinstance(item, ScoreEvent):
+            self.events.append(item)
+            self.partial = None
+            if not self.paused:
+                self._show_new_events()
+                self._refresh_partial()
+        elif isinstance(item, MonitorStatus):
+            # Health stays live while paused: pausing is for reading scores, not for hiding a lost camera.
+            self.status = item
+            self._refresh_status()
+        elif isinstance(item, PartialScore):
+            self.partial = item.event
+            if not self.paused:
+                self._refresh_partial()
+        else:  # pragma: no cover - the bus only carries the three types
+            log.warning("dashboard: ignoring unknown bus item %r", type(item).__name__)
+        self._refresh_topbar()
+
+    def _end(self) -> None:
+        self.ended = True
+        self.partial = None
+        self._refresh_partial()
+        if not self.paused:
+            self._show_new_events()
+        self._refresh_topbar()
+
+    def _show_new_events(self) -> None:
+        new = self.events[self._n_shown :]
+        self._n_shown = len(self.events)
+        transcript = self.query_one("#transcript", RichLog)
+        timelines = list(self.query(Timeline))
+        for event in new:
+            transcript.write(transcript_line(event))
+            for tl in timelines:
+                tl.add(event)
+        latest = self.events[-1] if self.events else None
+        if new or latest is None:
+            self.query_one(ScorePanel).show(latest)
+            self.query_one(ModalityPanel).show(latest)
+
+    # ---- rendering of the bars -------------------------------------------------------------
+
+    def _refresh_topbar(self) -> None:
+        bar = Text(no_wrap=True, overflow="ellipsis")
+        bar.append(f" {self.title} ", style="bold")
+        if self.ended:
+            bar.append(" ■ SESSION ENDED ", style=f"bold {DIM}")
+        elif self.paused:
+            bar.append(" ⏸ PAUSED ", style="bold reverse " + POLARITY_COLORS["neutral"])
+            n_new = len(self.events) - self._n_shown
+            if n_new:
+                bar.append(f" {n_new} new", style=POLARITY_COLORS["neutral"])
+        else:
+            bar.append(" ● LIVE ", style=f"bold {POLARITY_COLORS['positive']}")
+        n = self._n_shown
+        bar.append(f"  {n} utterance{'s' if n != 1 else ''}", style="")
+        if self.events:
+            bar.append(f" · {fmt_time(self.events[self._n_shown - 1].t_end if n else 0)}", style=DIM)
+        if self.ended:
+            bar.append("  · press q to quit" if n else "  · no utterances were scored · press q to quit")
+        if self.note is not None:
+            bar.append("  ")
+            bar.append_text(self.note)
+        self.query_one("#topbar", Static).update(bar)
+
+    def _refresh_status(self) -> None:
+        self.query_one("#status", Static).update(status_text(self.status))
+
+    def _refresh_partial(self) -> None:
+        partial = self.query_one("#partial", Static)
+        if self.ended:
+            text = Text("— session ended —", style=f"italic {DIM}")
+        elif self.partial is None:
+            text = Text("", style=DIM)
+        else:
+            p = self.partial
+            text = Text.assemble(
+                ("listening… ", f"italic {DIM}"),
+                (f"{p.score:+.2f} ", polarity_color(p.score)),
+                (p.text.strip(), f"italic {DIM}"),
+                no_wrap=True, overflow="ellipsis",
+            )
+        partial.update(text)
+
+    # ---- keys ------------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        """``q`` (and ctrl+q): stop the monitor cleanly, then close the dashboard."""
+        if self.controls is not None:
+            try:
+                self.controls.request_stop()
+            except Exception:  # the UI must still close; the CLI reports the pipeline's fate
+                log.exception("dashboard: request_stop failed")
+        self.exit()
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            self._show_new_events()
+            self._refresh_partial()
+        self.screen.set_class(self.paused, "-paused")
+        self._refresh_topbar()
+
+    def action_toggle_recording(self) -> None:
+        red = POLARITY_COLORS["negative"]
+        if self.controls is None:
+            self._set_note(Text("recording is not available: no monitor attached", style=f"italic {red}"))
+            return
+        try:
+            on = self.controls.toggle_recording()
+        except MMSAError as exc:
+            self._set_note(Text(f"recording: {exc}", style=f"italic {red}"), severity="error")
+            return
+        self.status = self.status.replace(recording=bool(on))
+        self._refresh_status()
+        self._set_note(Text("● recording on" if on else "recording off", style=f"bold {red}" if on else DIM))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def _set_note(self, note: Text, severity: str = "information") -> None:
+        self.note = note
+        self._refresh_topbar()
+        if severity == "error":
+            self.notify(note.plain, severity="error", timeout=6)

@@ -1,0 +1,22 @@
+"""The three console scripts are installed and answer --help."""
+
+import shutil
+import subprocess
+
+import pytest
+
+
+@pytest.mark.parametrize("cmd, words", [
+    ("mmsa-monitor", ["--camera", "--replay", "--mqtt", "--model", "report"]),
+    ("mmsa-train", ["config", "--set", "--out"]),
+    ("mmsa-eval", ["--model", "--dataset", "--labels", "--predictions"]),
+])
+def test_console_script_help(cmd, words):
+    exe = shutil.which(cmd)
+    assert exe, f"{cmd} is not installed (pip install -e .)"
+    res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("usage:")
+    for w in words:
+        assert w.lower() in res.stdout.lower()
+    assert "Traceback" not in res.stderr
