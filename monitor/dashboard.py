@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Sequence
+from itertools import groupby
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.events import Resize
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Digits, Footer, RichLog, Static
@@ -39,9 +43,10 @@ log = logging.getLogger(__name__)
 
 SCORE_MAX = 3.0  # the MOSI scale is [-3, 3]
 TIMELINE_WINDOW_S = 180.0  # the timeline shows the last three minutes of session time
+MIN_TIMELINE_S = 60.0  # ... and at least one minute, so a young session is not squeezed to the left
 TRANSCRIPT_MAX_LINES = 2000  # older transcript lines scroll away (the JSONL log keeps everything)
 
-# Polarity colors, shared by the terminal and the report so both read the same way.
+# Polarity colors for a dark terminal (the PNG report has its own, for white paper).
 POLARITY_COLORS = {"negative": "#e5534b", "neutral": "#d4a72c", "positive": "#57ab5a"}
 DIM = "#6e7681"
 _EIGHTHS = " ▁▂▃▄▅▆▇█"  # index = how many eighths of a cell are filled from the bottom
@@ -65,8 +70,7 @@ def fmt_score(score: float | None) -> str:
     return "  —  " if score is None else f"{score:+.2f}"
 
 
-# --------------------------------------------------------------------------------------------
-# Pure rendering helpers (no Textual): tested directly and reused by the widgets.
+# ---- pure rendering helpers (no Textual), tested directly -----------------------------------
 
 
 def plot_timeline(
@@ -80,17 +84,17 @@ def plot_timeline(
 
     ``spans`` are ``(t_start, t_end, score)`` in session seconds, oldest first; a ``None`` score
     marks an utterance where this trace's modality was absent (drawn as a dim dot on the axis).
-    The x axis covers ``[max(window_s, now_s) - window_s, max(window_s, now_s)]``, so a young
-    session fills from the left. Returns ``height`` lines of ``width`` cells: a 3-cell y gutter,
-    the plot (an even number of rows, zero between the two middle ones, 1/8-cell resolution)
-    and a row of ``m:ss`` tick labels.
+    The x axis ends at ``now_s`` (at least one minute in) and spans up to ``window_s``, so a
+    young session is drawn wide and an old one scrolls. Returns ``height`` lines of ``width``
+    cells: a 3-cell y gutter, the plot (an even number of rows, zero between the two middle
+    ones, 1/8-cell resolution) and a row of ``m:ss`` tick labels.
     """
     gutter = 3
     plot_w = max(1, width - gutter)
     half = max(1, (height - 1) // 2)  # rows above (and below) zero
-    x1 = max(window_s, now_s)
-    x0 = x1 - window_s
-    dt = window_s / plot_w
+    x1 = max(min(window_s, MIN_TIMELINE_S), now_s)
+    x0 = max(0.0, x1 - window_s)
+    dt = (x1 - x0) / plot_w
 
     cols: list[tuple[float | None] | None] = [None] * plot_w  # (score,) per column, None = no speech
     for t_start, t_end, score in spans:
@@ -104,31 +108,28 @@ def plot_timeline(
     units = half * 8
     lines: list[Text] = [Text() for _ in range(height - 1 - 2 * half)]  # pad if the height is even
     for r in range(2 * half):
-        line = Text(no_wrap=True, overflow="crop")
         label = {0: "+3", half - 1: " 0", 2 * half - 1: "-3"}.get(r, "")
-        line.append(f"{label:<{gutter - 1}} ", style=DIM)
+        cells: list[tuple[str, str]] = [(f"{label:<{gutter - 1}} ", DIM)]
         above = r < half
         k = (half - 1 - r) if above else (r - half)  # distance of this row from the zero line
         for col in cols:
             score = col[0] if col else None
             if score is None:
-                if above and k == 0:
-                    line.append("·" if col else "▁", style=DIM)  # the zero axis; a dot = modality absent
-                else:
-                    line.append(" ")
+                # The zero axis (a dot where this trace's modality was absent) or empty space.
+                cells.append(("·" if col else "▁", DIM) if above and k == 0 else (" ", ""))
                 continue
             n = max(1, round(min(abs(score), SCORE_MAX) / SCORE_MAX * units))
             fill = min(8, max(0, n - 8 * k)) if (score >= 0) == above else 0
             color = polarity_color(score)
             if fill == 0:
-                line.append("▁" if above and k == 0 else " ", style=DIM)
+                cells.append(("▁", DIM) if above and k == 0 else (" ", ""))
             elif above or fill == 8:
-                line.append(_EIGHTHS[fill], style=color)
+                cells.append((_EIGHTHS[fill], color))
             else:
                 # A negative bar grows down from the top of the cell: draw the complementary
                 # lower block in reverse video, so the part above it shows the bar color.
-                line.append(_EIGHTHS[8 - fill], style=f"reverse {color}")
-        lines.append(line)
+                cells.append((_EIGHTHS[8 - fill], f"reverse {color}"))
+        lines.append(_runs(cells))
 
     axis = [" "] * plot_w
     step = next((s for s in (5, 10, 15, 30, 60, 120, 300, 600, 1800) if s / dt >= 8), 3600)
@@ -136,13 +137,21 @@ def plot_timeline(
     last_end = -1
     while t <= x1:
         label = fmt_time(t)
-        c = int(round((t - x0) / dt))
-        if c > last_end and c + len(label) <= plot_w:
+        c = min(int(round((t - x0) / dt)), plot_w - len(label))  # the label at the right edge ends there
+        if c > last_end:
             axis[c : c + len(label)] = label
             last_end = c + len(label)
         t += step
     lines.append(Text(" " * gutter + "".join(axis), style=DIM, no_wrap=True, overflow="crop"))
     return lines
+
+
+def _runs(cells: list[tuple[str, str]]) -> Text:
+    """One line of styled cells, as few spans as possible (a 160-column plot is redrawn often)."""
+    line = Text(no_wrap=True, overflow="crop")
+    for style, group in groupby(cells, key=lambda cell: cell[1]):
+        line.append("".join(char for char, _ in group), style=style)
+    return line
 
 
 def score_bar(score: float | None, width: int) -> Text:
@@ -165,7 +174,7 @@ def score_bar(score: float | None, width: int) -> Text:
 
 MODALITY_PRESENCE = {
     # modality: (present, absent)
-    "text": ("words", "no words"),
+    "text": ("transcribed", "no words"),
     "audio": ("speech heard", "no speech"),
     "vision": ("face seen", "no face"),
 }
@@ -174,7 +183,7 @@ MODALITY_PRESENCE = {
 def modality_lines(event: ScoreEvent | None, width: int) -> list[Text]:
     """One line per modality: name, score, gauge, presence (face frames for vision)."""
     lines = []
-    presence_w = 18
+    presence_w = 22
     bar_w = max(5, width - 8 - 7 - presence_w)
     for name, (yes, no) in MODALITY_PRESENCE.items():
         mod = event.modalities.get(name) if event else None
@@ -195,20 +204,22 @@ def modality_lines(event: ScoreEvent | None, width: int) -> list[Text]:
     return lines
 
 
-def transcript_line(event: ScoreEvent) -> Text:
-    """``2:01  +1.42  it was really good  · no face``"""
-    line = Text()
-    line.append(f"{fmt_time(event.t_start):>5}  ", style=DIM)
-    line.append(f"{event.score:+.2f}", style=f"bold {polarity_color(event.score)}")
-    line.append("  ")
+def transcript_line(event: ScoreEvent) -> Table:
+    """``2:01  +1.42  it was really good · no face``, long text wrapping under itself."""
+    words = Text()
     if event.text.strip():
-        line.append(event.text.strip())
+        words.append(event.text.strip())
     else:
-        line.append("(no words)", style=f"italic {DIM}")
-    missing = [MODALITY_PRESENCE[m][1] for m in ("audio", "vision") if m in event.modalities and not event.modalities[m].present]
+        words.append("(no words)", style=f"italic {DIM}")
+    missing = [MODALITY_PRESENCE[m][1] for m in ("audio", "vision") if not event.modalities[m].present]
     if missing:
-        line.append("  · " + ", ".join(missing), style=DIM)
-    return line
+        words.append(" · " + ", ".join(missing), style=DIM)
+    row = Table.grid(padding=(0, 1), expand=True)
+    row.add_column(width=5, justify="right", style=DIM, no_wrap=True)
+    row.add_column(width=5, no_wrap=True)
+    row.add_column(ratio=1)
+    row.add_row(fmt_time(event.t_start), Text(f"{event.score:+.2f}", style=f"bold {polarity_color(event.score)}"), words)
+    return row
 
 
 def status_text(status: MonitorStatus) -> Text:
@@ -230,14 +241,21 @@ def status_text(status: MonitorStatus) -> Text:
         parts.append(Text("latency: —", style=DIM))
     else:
         p95 = "—" if status.latency_p95_ms is None else f"{status.latency_p95_ms:.0f}"
-        parts.append(Text(f"latency p50 {status.latency_p50_ms:.0f} / p95 {p95} ms"))
+        parts.append(Text(f"latency p50/p95 {status.latency_p50_ms:.0f}/{p95} ms"))
     if status.message:
         parts.append(Text(status.message, style="italic"))
     return Text(" │ ", style=DIM).join(parts)
 
 
-# --------------------------------------------------------------------------------------------
-# Widgets
+# ---- widgets ------------------------------------------------------------------------------
+
+
+def _block(lines: list[Text]) -> Text:
+    """Lines as one Text that Textual crops instead of wrapping."""
+    block = Text("\n").join(lines)
+    block.no_wrap = True
+    block.overflow = "ellipsis"
+    return block
 
 
 class Timeline(Widget):
@@ -273,7 +291,7 @@ class Timeline(Widget):
             mid = len(lines) // 2 - 1
             pad = max(0, (w - len(msg)) // 2)
             lines[mid] = Text(" " * pad + msg, style=f"italic {DIM}")
-        return Text("\n").join(lines)
+        return _block(lines)
 
 
 class ScorePanel(Vertical):
@@ -290,7 +308,7 @@ class ScorePanel(Vertical):
             digits.set_class(event is not None and event.polarity == pol, f"-{pol}")
         if event is None:
             digits.update("")
-            caption.update(Text("waiting for speech…", style=f"italic {DIM}"))
+            caption.update(Text("waiting for speech…", style=f"italic {DIM}"), layout=False)
             return
         digits.update(f"{event.score:+.2f}")
         caption.update(
@@ -298,7 +316,8 @@ class ScorePanel(Vertical):
                 (event.polarity.upper(), f"bold {polarity_color(event.score)}"),
                 (f"  conf {event.confidence:.2f}\n", ""),
                 (f"#{event.seq}  {fmt_time(event.t_start)}–{fmt_time(event.t_end)}", DIM),
-            )
+            ),
+            layout=False,
         )
 
 
@@ -325,7 +344,45 @@ class ModalityPanel(Widget):
                     style=DIM, no_wrap=True, overflow="ellipsis",
                 )
             )
-        return Text("\n").join(lines)
+        return _block(lines)
+
+
+class Transcript(RichLog):
+    """The utterances with their scores, newest at the bottom.
+
+    A RichLog renders each row once, which keeps long sessions cheap; when the width changes
+    the rows are rendered again so they re-wrap. It follows the newest row unless the user
+    has scrolled up to read.
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(
+            id=id, wrap=True, markup=False, max_lines=TRANSCRIPT_MAX_LINES, auto_scroll=False, min_width=20
+        )
+        self.events: deque[ScoreEvent] = deque(maxlen=TRANSCRIPT_MAX_LINES)  # each takes at least a line
+        self._width = 0
+
+    @property
+    def following(self) -> bool:
+        return self.scroll_y >= self.max_scroll_y - 1
+
+    def add(self, events: Sequence[ScoreEvent]) -> None:
+        follow = self.following
+        for event in events:
+            self.events.append(event)
+            self.write(transcript_line(event), expand=True, scroll_end=follow)
+
+    def on_resize(self, event: Resize) -> None:
+        # The first size only records the width: RichLog's own handler renders what was written before.
+        width, self._width = self._width, event.size.width
+        if not self._size_known or width in (0, event.size.width):
+            return
+        follow = self.following
+        self.clear()
+        for ev in self.events:
+            self.write(transcript_line(ev), expand=True, scroll_end=False)
+        if follow:
+            self.scroll_end(animate=False, immediate=True)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -335,6 +392,7 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape", "dismiss", "Close"),
         Binding("question_mark", "dismiss", "Close"),
         Binding("enter", "dismiss", "Close", show=False),
+        Binding("q", "app.quit", "Quit"),  # a modal screen hides the app's bindings
     ]
 
     def compose(self) -> ComposeResult:
@@ -346,13 +404,12 @@ class HelpScreen(ModalScreen[None]):
             "  r   start / stop recording\n",
             "  ?   this help (esc closes it)\n\n",
             ("Reading the screen\n", "bold"),
-            "  Scores are on the CMU-MOSI scale, -3 (very negative) to +3 (very positive):\n  ",
+            "  Scores use the CMU-MOSI scale, -3 very negative .. +3 very positive:\n  ",
             ("negative", f"bold {neg}"), " below -0.5, ", ("neutral", f"bold {neu}"), " within ±0.5, ",
             ("positive", f"bold {pos}"), " above +0.5.\n",
-            "  The timeline shows one bar per utterance over the last few minutes;\n"
-            "  a dot on the axis of a modality trace means that modality was absent.\n"
-            "  conf is the confidence (0..1): how clear the score is and how much the\n"
-            "  modalities agree.",
+            "  The timeline has one bar per utterance over the last few minutes;\n"
+            "  a dot on the axis of a modality trace: that modality was absent.\n"
+            "  conf (0..1): how clear the score is and how well the modalities agree.",
         )
         yield Static(text, id="help-body")
 
@@ -404,14 +461,13 @@ class MonitorApp(App[None]):
                     for m in MODALITY_PRESENCE:
                         yield Timeline(m, id=f"trace-{m}", classes="trace")
             with Vertical(id="transcript-box"):
-                yield RichLog(id="transcript", wrap=True, markup=False, max_lines=TRANSCRIPT_MAX_LINES)
+                yield Transcript(id="transcript")
                 yield Static(id="partial")
         yield Static(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#transcript-box").border_title = "transcript"
-        self.query_one("#modalities").border_title = "modalities"
         self._queue = self.bus.subscribe()
         if self.bus.closed:  # subscribed after the end: nothing more will come
             self._queue.put_nowait(None)
@@ -466,11 +522,9 @@ class MonitorApp(App[None]):
     def _show_new_events(self) -> None:
         new = self.events[self._n_shown :]
         self._n_shown = len(self.events)
-        transcript = self.query_one("#transcript", RichLog)
-        timelines = list(self.query(Timeline))
-        for event in new:
-            transcript.write(transcript_line(event))
-            for tl in timelines:
+        self.query_one(Transcript).add(new)
+        for tl in self.query(Timeline):
+            for event in new:
                 tl.add(event)
         latest = self.events[-1] if self.events else None
         if new or latest is None:
@@ -484,23 +538,23 @@ class MonitorApp(App[None]):
         bar.append(f" {self.title} ", style="bold")
         if self.ended:
             bar.append(" ■ SESSION ENDED ", style=f"bold {DIM}")
-        elif self.paused:
+        if self.paused:
             bar.append(" ⏸ PAUSED ", style="bold reverse " + POLARITY_COLORS["neutral"])
             n_new = len(self.events) - self._n_shown
             if n_new:
                 bar.append(f" {n_new} new", style=POLARITY_COLORS["neutral"])
-        else:
+        elif not self.ended:
             bar.append(" ● LIVE ", style=f"bold {POLARITY_COLORS['positive']}")
         n = self._n_shown
-        bar.append(f"  {n} utterance{'s' if n != 1 else ''}", style="")
-        if self.events:
-            bar.append(f" · {fmt_time(self.events[self._n_shown - 1].t_end if n else 0)}", style=DIM)
-        if self.ended:
-            bar.append("  · press q to quit" if n else "  · no utterances were scored · press q to quit")
-        if self.note is not None:
+        bar.append(f"  {n} utterance{'s' if n != 1 else ''}")
+        if n:
+            bar.append(f" · {fmt_time(self.events[n - 1].t_end)}", style=DIM)
+        elif self.ended:
+            bar.append(" · none were scored", style=DIM)
+        if self.note is not None:  # the footer already says how to quit; the note matters more
             bar.append("  ")
             bar.append_text(self.note)
-        self.query_one("#topbar", Static).update(bar)
+        self.query_one("#topbar", Static).update(bar, layout=False)  # fixed height
 
     def _refresh_status(self) -> None:
         self.query_one("#status", Static).update(status_text(self.status))
@@ -519,7 +573,7 @@ class MonitorApp(App[None]):
                 (p.text.strip(), f"italic {DIM}"),
                 no_wrap=True, overflow="ellipsis",
             )
-        partial.update(text)
+        partial.update(text, layout=False)
 
     # ---- keys ------------------------------------------------------------------------------
 
@@ -537,7 +591,6 @@ class MonitorApp(App[None]):
         if not self.paused:
             self._show_new_events()
             self._refresh_partial()
-        self.screen.set_class(self.paused, "-paused")
         self._refresh_topbar()
 
     def action_toggle_recording(self) -> None:
