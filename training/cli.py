@@ -1,46 +1,164 @@
-"""Entry points ``mmsa-train`` and ``mmsa-eval`` (ARCHITECTURE section 8)."""
+"""Entry points ``mmsa-train`` and ``mmsa-eval`` (ARCHITECTURE section 8). The only place with argparse."""
 
 from __future__ import annotations
 
 import argparse
+import glob
+import logging
+import os
 import sys
+import time
+from pathlib import Path
 
-from mmsa.model.errors import run_cli
+from mmsa.model.errors import ConfigError, run_cli
+
+DATASETS = ["mosi", "mosei", "mmsa-raw", "ravdess", "fer2013"]
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (it may be replaced, e.g. by a test harness)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _setup_logging() -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    logger = logging.getLogger("mmsa")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mmsa-train",
-        description="Train the fusion model on CMU-MOSI / CMU-MOSEI (and RAVDESS / FER2013 branches) from a TOML config.",
+        description="Train the fusion model on CMU-MOSI / CMU-MOSEI (and RAVDESS / FER2013 / VADER sources) from a "
+        "TOML config. Multi-GPU: torchrun --nproc_per_node N -m mmsa.training.cli CONFIG ...",
     )
     p.add_argument("config", help="training config, e.g. configs/train/mosi_text.toml")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. train.epochs=3")
-    p.add_argument("--out", help="run folder (default: runs/<config name>-<time>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--out", help="run folder (default: runs/<config name>-<date-time>)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="train once per seed into OUT/seed<k> and write OUT/aggregate.json (mean +- std)")
     return p
 
 
 def _eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mmsa-eval", description="Evaluate a checkpoint with the MMSA metrics.")
-    p.add_argument("--model", default="default", help="default (the embedded model) or a checkpoint path")
-    p.add_argument("--dataset", required=True, choices=["mosi", "mosei", "mmsa-raw", "ravdess", "fer2013"])
+    p = argparse.ArgumentParser(prog="mmsa-eval", description="Evaluate checkpoints with the MMSA metrics.")
+    p.add_argument("--model", nargs="+", default=["default"], metavar="default|PATH",
+                   help="the embedded default model or checkpoint paths / globs; several are aggregated as mean +- std")
+    p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--labels", required=True, help="label CSV")
-    p.add_argument("--root", help="media root for relative paths")
-    p.add_argument("--split", default="test", help="rows whose mode equals this (default: test)")
+    p.add_argument("--root", default="", help="media root (mosi/mosei: full videos; others: base of relative paths)")
+    p.add_argument("--split", default="test", help="rows whose mode equals this (default: test); all: every row")
     p.add_argument("--out", required=True, help="metrics JSON to write")
     p.add_argument("--predictions", required=True, help="predictions CSV to write")
+    p.add_argument("--plot", help="PNG to write (default: the --out path with .png)")
+    p.add_argument("--modalities", nargs="+", choices=["text", "audio", "vision"], help="use only these modalities")
+    p.add_argument("--text-column", default="text", help="mosei: transcript column (text or asr_text)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--bert", help="local BERT folder when the checkpoint's is elsewhere on this machine")
+    p.add_argument("--cache", default=".cache/mmsa", help="feature cache folder (default: .cache/mmsa)")
+    p.add_argument("--workers", type=int, default=4, help="parallel decoding threads")
     return p
 
 
 def _train(argv: list[str] | None) -> int:
-    _train_parser().parse_args(argv)
-    print("mmsa-train: training is not built yet", file=sys.stderr)
-    return 2
+    args = _train_parser().parse_args(argv)
+    _setup_logging()
+    from .config import load_config
+    from .trainer import train, train_seeds
+
+    cfg, _ = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = ["mmsa-train", *(argv if argv is not None else sys.argv[1:])]
+    if args.seeds:
+        train_seeds(cfg, args.seeds, out, command)
+    else:
+        train(cfg, out, command)
+    return 0
+
+
+def _expand_models(specs: list[str]) -> list[str]:
+    out: list[str] = []
+    for spec in specs:
+        if spec != "default" and glob.has_magic(spec):
+            hits = sorted(glob.glob(os.path.expanduser(spec), recursive=True))
+            if not hits:
+                raise ConfigError(f"--model {spec}: no checkpoint matches this pattern")
+            out.extend(hits)
+        else:
+            out.append(spec)
+    return out
+
+
+def _suffixed(path: Path, k: int) -> Path:
+    return path.with_name(f"{path.stem}.{k}{path.suffix}")
 
 
 def _eval(argv: list[str] | None) -> int:
-    _eval_parser().parse_args(argv)
-    print("mmsa-eval: evaluation is not built yet", file=sys.stderr)
-    return 2
+    args = _eval_parser().parse_args(argv)
+    _setup_logging()
+    import torch
+
+    from mmsa.model import load_checkpoint
+
+    from .cache import featurize
+    from .config import CacheConfig, SourceConfig
+    from .data import read_source
+    from .evaluate import predict, score_source, write_json, write_predictions
+    from .metrics import REGRESSION_METRICS, VALENCE_METRICS, aggregate, format_metrics, format_table
+    from .trainer import plot_source
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: CUDA is not available")
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    models = _expand_models(args.model)
+    src = SourceConfig(reader=args.dataset, labels=args.labels, split=args.split, root=args.root,
+                       modalities=tuple(args.modalities or ()), text_column=args.text_column,
+                       name=f"{args.dataset}_{args.split}")
+    data = read_source(src, keep_unrated=True)
+    store = featurize(data, CacheConfig(dir=args.cache, workers=args.workers))
+    out, pred_path = Path(args.out), Path(args.predictions)
+    plot_path = Path(args.plot) if args.plot else out.with_suffix(".png")
+    keys = VALENCE_METRICS if data.kind == "emotion" else REGRESSION_METRICS
+    runs = []
+    for k, spec in enumerate(models, 1):
+        loaded = load_checkpoint(spec, device=device, bert=args.bert)
+        preds = predict(loaded.model, store, loaded.tokenizer, loaded.features, args.batch_size, device)
+        metrics = {**score_source(data, preds), "model": loaded.info.tag, "checkpoint": str(loaded.info.path),
+                   "dataset": args.dataset, "labels": args.labels, "split": args.split,
+                   "modalities": list(data.modalities)}
+        several = len(models) > 1
+        write_predictions(_suffixed(pred_path, k) if several else pred_path, data, preds)
+        plot_source(data, preds, _suffixed(plot_path, k) if several else plot_path)
+        if several:
+            write_json(_suffixed(out, k), metrics)
+        runs.append(metrics)
+        print(f"{loaded.info.tag} on {args.dataset} {args.split} (n={metrics['n']}, skipped {metrics['n_skipped']}):")
+        print(format_metrics(metrics, keys))
+    if len(runs) == 1:
+        write_json(out, runs[0])
+    else:
+        agg = aggregate([{k2: v for k2, v in r.items() if k2 in keys or k2 == "unimodal"} for r in runs])
+        write_json(out, {**agg, "models": [r["model"] for r in runs], "checkpoints": [r["checkpoint"] for r in runs],
+                         "dataset": args.dataset, "split": args.split, "n": runs[0]["n"],
+                         "n_skipped": runs[0]["n_skipped"], "runs": runs})
+        print(f"{len(runs)} models (mean +- std):")
+        print(format_table(agg, keys))
+    return 0
 
 
 def train_main(argv: list[str] | None = None) -> int:

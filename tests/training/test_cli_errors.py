@@ -1,0 +1,77 @@
+"""Bad input to mmsa-train / mmsa-eval: one clear line on stderr and a non-zero exit, no traceback."""
+
+import csv
+
+import pytest
+
+from mmsa.training.cli import eval_main, train_main
+from tests.training.conftest import write_config
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert not any("Traceback" in line for line in err), err
+    return errors[0]
+
+
+def eval_args(tmp_path, labels, dataset="mmsa-raw", split="test"):
+    return ["--model", "default", "--dataset", dataset, "--labels", str(labels), "--split", split,
+            "--out", str(tmp_path / "m.json"), "--predictions", str(tmp_path / "p.csv"), "--cache", str(tmp_path / "c")]
+
+
+def write(path, rows):
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return path
+
+
+HEADER = ["video_id", "clip_id", "text", "label", "annotation", "mode"]
+
+
+def test_malformed_label_file(tmp_path, capsys):
+    labels = write(tmp_path / "label.csv", [HEADER, ["v", 1, "good", "1.0", "Positive", "test"],
+                                            ["v", 2, "bad", "minus one", "Negative", "test"]])
+    assert eval_main(eval_args(tmp_path, labels, dataset="mosi")) == 1
+    line = one_error_line(capsys)
+    assert line.endswith("label.csv:3: column 4 (label): expected a number, got 'minus one'")
+
+
+def test_missing_media_file(tmp_path, capsys):
+    labels = write(tmp_path / "label.csv", [HEADER, ["v", 1, "good", "1.0", "Positive", "test"]])
+    assert eval_main(eval_args(tmp_path, labels)) == 1
+    line = one_error_line(capsys)
+    assert "label.csv:2: media file not found:" in line and line.endswith("Raw/v/1.mp4")
+
+
+def test_empty_split(tmp_path, capsys):
+    labels = write(tmp_path / "label.csv", [HEADER, ["v", 1, "good", "1.0", "Positive", "train"]])
+    assert eval_main(eval_args(tmp_path, labels, dataset="mosi")) == 1
+    assert one_error_line(capsys).endswith("label.csv: no rows for split 'test' (modes in the file: train)")
+
+
+def test_missing_default_model_is_one_line(tmp_path, capsys):
+    labels = write(tmp_path / "label.csv", [HEADER, ["v", 1, "good", "1.0", "Positive", "test"]])
+    from mmsa.model.resources import DEFAULT_CHECKPOINT
+
+    if DEFAULT_CHECKPOINT.is_file():
+        pytest.skip("the embedded default model exists")
+    assert eval_main(eval_args(tmp_path, labels, dataset="mosi")) != 0
+    assert "the embedded default model is missing" in one_error_line(capsys)
+
+
+def test_train_with_an_empty_training_split(tmp_path, tiny_bert, capsys):
+    labels = write(tmp_path / "label.csv", [HEADER, ["v", 1, "good", "1.0", "Positive", "valid"]])
+    cfg = write_config(tmp_path / "t.toml", tiny_bert, tmp_path / "cache",
+                       [{"reader": "mosi", "labels": str(labels), "split": "train"}],
+                       [{"reader": "mosi", "labels": str(labels), "split": "valid"}])
+    assert train_main([str(cfg), "--out", str(tmp_path / "run")]) == 1
+    assert one_error_line(capsys).endswith("no rows for split 'train' (modes in the file: valid)")
+
+
+def test_train_config_errors_exit_2(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[train]\nepochs = 'many'\n")
+    assert train_main([str(cfg)]) == 2
+    assert "train.epochs: expected an integer, got 'many'" in one_error_line(capsys)

@@ -1,0 +1,151 @@
+"""Dataset readers: formats, row filters, deterministic splits and clear errors (file, line, column)."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from mmsa.training.config import SourceConfig
+from mmsa.training.data import RAVDESS_ACTORS, VADER_SCALE, hash_split, read_source
+from mmsa.training.errors import DataError
+
+MOSI_HEADER = ["video_id", "clip_id", "text", "label", "annotation", "mode", "start", "end", "text_available"]
+
+
+def write_csv(path: Path, header, rows) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture()
+def mosi_csv(tmp_path):
+    return write_csv(tmp_path / "label.csv", MOSI_HEADER, [
+        ["v1", 1, "it was really good", 2.4, "Positive", "train", 0.0, 1.0, 1],
+        ["v1", 2, "", 0.2, "Positive", "train", 1.0, 1.0, 0],
+        ["v1", 3, "Not GREAT, honestly!", -1.0, "Negative", "train", 1.0, 2.0, 1],
+        ["v2", 1, "fine", 0.0, "Neutral", "valid", 0.0, 1.0, 1],
+    ])
+
+
+def test_mosi_text_only_filters_split_and_counts_rows_without_text(mosi_csv):
+    data = read_source(SourceConfig(reader="mosi", labels=str(mosi_csv), split="train"))
+    assert [r.id for r in data.records] == ["v1_1", "v1_3"]
+    assert [r.label for r in data.records] == [2.4, -1.0]
+    assert data.records[1].text == "Not GREAT, honestly!"  # normalised later, by the feature contract
+    assert data.modalities == ("text",) and data.media_kind is None
+    assert data.skipped == {"no_text": 1}
+    assert data.records[0].where == f"{mosi_csv}:2"
+    valid = read_source(SourceConfig(reader="mosi", labels=str(mosi_csv), split="valid", label_scale=0.5))
+    assert [(r.id, r.label) for r in valid.records] == [("v2_1", 0.0)]
+
+
+def test_empty_split_names_the_modes_present(mosi_csv):
+    with pytest.raises(DataError, match=r"label\.csv: no rows for split 'test' \(modes in the file: train, valid\)"):
+        read_source(SourceConfig(reader="mosi", labels=str(mosi_csv), split="test"))
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([["v1", 1, "good", "abc", "Positive", "train", 0, 1, 1]], r"label\.csv:2: column 4 \(label\): expected a number, got 'abc'"),
+    ([["v1", 1, "good", "nan", "Positive", "train", 0, 1, 1]], r"label\.csv:2: column 4 \(label\): expected a finite number"),
+    ([["v1", 1, "good", 1.0, "Positive", "train", 0, 1, 1], ["v1", 2, "bad"]], r"label\.csv:3: expected 9 fields, got 3"),
+])
+def test_malformed_rows_name_file_line_and_column(tmp_path, rows, message):
+    path = write_csv(tmp_path / "label.csv", MOSI_HEADER, rows)
+    with pytest.raises(DataError, match=message):
+        read_source(SourceConfig(reader="mosi", labels=str(path), split="train"))
+
+
+def test_missing_column_and_missing_file(tmp_path):
+    path = write_csv(tmp_path / "label.csv", ["video_id", "clip_id", "text", "mode"], [["v", 1, "x", "train"]])
+    with pytest.raises(DataError, match=r"label\.csv:1: missing column 'label' \(columns: video_id, clip_id, text, mode\)"):
+        read_source(SourceConfig(reader="mosi", labels=str(path), split="train"))
+    with pytest.raises(DataError, match="label file not found"):
+        read_source(SourceConfig(reader="mosi", labels=str(tmp_path / "none.csv"), split="train"))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match=r"empty\.csv:1: empty label file"):
+        read_source(SourceConfig(reader="mosi", labels=str(empty), split="train"))
+
+
+def test_mmsa_raw_missing_media_names_the_label_line(tmp_path):
+    path = write_csv(tmp_path / "label.csv", ["video_id", "clip_id", "text", "label", "annotation", "mode"],
+                     [["vidA", 7, "hello", 1.0, "Positive", "test"]])
+    with pytest.raises(DataError, match=r"label\.csv:2: media file not found: .*Raw/vidA/7\.mp4"):
+        read_source(SourceConfig(reader="mmsa-raw", labels=str(path), split="test"))
+    # without media the same file is usable as text-only data
+    data = read_source(SourceConfig(reader="mmsa-raw", labels=str(path), split="test", modalities=("text",)))
+    assert data.records[0].text == "hello" and data.records[0].media is None
+
+
+def test_mosei_reader_uses_the_chosen_transcript_column(tmp_path):
+    header = ["video_id", "start", "end", "text", "asr_text", "label", "happy", "mode"]
+    path = write_csv(tmp_path / "label_valid.csv", header, [
+        ["abc", "1.5", "3.0", "It's GOOD.", "its good", "1.0", "0.5", "valid"],
+        ["abc", "3.0", "4.0", "Bad.", "bad", "-0.5", "0", "valid"],
+    ])
+    data = read_source(SourceConfig(reader="mosei", labels=str(path), split="valid"))
+    assert [r.id for r in data.records] == ["abc_1.5_3.0", "abc_3.0_4.0"]
+    assert data.records[0].text == "It's GOOD."
+    asr = read_source(SourceConfig(reader="mosei", labels=str(path), split="valid", text_column="asr_text"))
+    assert asr.records[0].text == "its good"
+
+
+def test_vader_rescales_to_the_mosi_scale_and_splits_by_hash(tmp_path):
+    folder = tmp_path / "vader"
+    folder.mkdir()
+    lines = [f"{i}\t{(i % 9) - 4}\tsentence number {i} is here" for i in range(1, 201)]
+    (folder / "tweets_GroundTruth.txt").write_text("\n".join(lines) + "\n")
+    (folder / "tweets_anonDataRatings.txt").write_text("not read\n")
+    every = read_source(SourceConfig(reader="vader", labels=str(folder), split="all"))
+    assert len(every.records) == 200
+    first = every.records[0]
+    assert first.id == "tweets:1" and first.label == pytest.approx(-3 * VADER_SCALE) and first.label == pytest.approx(-2.25)
+    assert max(r.label for r in every.records) == pytest.approx(3.0)
+    parts = {s: {r.id for r in read_source(SourceConfig(reader="vader", labels=str(folder), split=s)).records}
+             for s in ("train", "valid", "test")}
+    assert set.union(*parts.values()) == {r.id for r in every.records}
+    assert not (parts["train"] & parts["valid"]) and not (parts["train"] & parts["test"])
+    assert 140 <= len(parts["train"]) <= 180  # about 80 %
+    (folder / "tweets_GroundTruth.txt").write_text("1\t0.5\tok\n2\tmuch\tbad value\n")
+    with pytest.raises(DataError, match=r"tweets_GroundTruth\.txt:2: column 2 \(mean\): expected a number, got 'much'"):
+        read_source(SourceConfig(reader="vader", labels=str(folder), split="all"))
+
+
+def test_hash_split_is_stable():
+    # pinned values: the split of a row must never change between versions or machines
+    assert [hash_split(f"row{i}") for i in range(10)] == ["valid"] + ["train"] * 8 + ["test"]
+    counts = {s: sum(hash_split(f"k{i}") == s for i in range(5000)) for s in ("train", "valid", "test")}
+    assert 3800 < counts["train"] < 4200 and 350 < counts["valid"] < 650 and 350 < counts["test"] < 650
+
+
+def test_ravdess_actor_splits_are_disjoint_and_balanced():
+    parts = [set(RAVDESS_ACTORS[s]) for s in ("train", "valid", "test")]
+    assert set.union(*parts) == set(range(1, 21)) and sum(map(len, parts)) == 20
+    for p in parts:  # odd actors are male: each part is half male, half female
+        assert sum(a % 2 for a in p) * 2 == len(p)
+
+
+def test_ravdess_reader_targets_and_surprise(ravdess_like):
+    train = read_source(SourceConfig(reader="ravdess", labels=str(ravdess_like), split="train"))
+    assert {r.id.split("/")[0] for r in train.records} == {"Actor_01", "Actor_02"}
+    assert {r.emotion: r.label for r in train.records} == {"happy": 2.0, "sad": -2.0, "neutral": 0.0}
+    assert train.skipped == {"no_valence": 2} and train.modalities == ("audio",)
+    valid = read_source(SourceConfig(reader="ravdess", labels=str(ravdess_like), split="valid"), keep_unrated=True)
+    assert {r.id.split("/")[0] for r in valid.records} == {"Actor_13"}
+    assert [r.valence for r in valid.records if r.emotion == "surprised"] == [None]
+    chosen = read_source(SourceConfig(reader="ravdess", labels=str(ravdess_like), split="train", actors=(13,)))
+    assert {r.id.split("/")[0] for r in chosen.records} == {"Actor_13"}
+    with pytest.raises(DataError, match="no rows for split 'test'"):
+        read_source(SourceConfig(reader="ravdess", labels=str(ravdess_like), split="test"))
+
+
+def test_fer_reader_unknown_emotion(fer_like, tmp_path):
+    data = read_source(SourceConfig(reader="fer2013", labels=str(fer_like), split="all"))
+    assert data.modalities == ("vision",) and data.media_kind == "image"
+    assert data.skipped == {"no_valence": 6}  # 30 rows, every 5th is surprise
+    bad = write_csv(tmp_path / "labels.csv", ["path", "emotion"], [["a.jpg", "contempt"]])
+    with pytest.raises(DataError, match=r"labels\.csv:2: column 2 \(emotion\): unknown emotion 'contempt'"):
+        read_source(SourceConfig(reader="fer2013", labels=str(bad), split="all"))

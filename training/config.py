@@ -1,0 +1,324 @@
+"""The training config: TOML -> frozen dataclasses (strict: unknown keys and wrong types name the key).
+
+Sections (see docs/training.md for a full example)::
+
+    [model]       mmsa.model.ModelConfig (architecture, stored in the checkpoint)
+    [loss]        mmsa.model.LossConfig (weights of the joint loss, Eq. 12)
+    [train]       TrainOptions below (epochs, max_steps, batch_size, seed, learning rates, ...)
+    [[data.train]] one table per training source (SourceConfig)
+    [[data.valid]] one table per validation set, evaluated every epoch (never a test split)
+    [cache]       preprocessing cache (dir, workers)
+    [checkpoint]  name, bert_delta, half
+
+Paths in the config are relative to the working directory (run from the repo root);
+``~`` and ``$VARS`` are expanded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mmsa.model import ConfigError, LossConfig, ModelConfig
+from mmsa.model.config import apply_overrides, from_dict, parse_override, read_toml, to_dict
+from mmsa.model.features import MODALITIES
+
+from .metrics import REGRESSION_METRICS, VALENCE_METRICS
+
+Reader = Literal["mosi", "mosei", "mmsa-raw", "ravdess", "fer2013", "vader"]
+EMOTION_READERS = frozenset({"ravdess", "fer2013"})
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One dataset: a reader, its label file, a media root and a row filter."""
+
+    reader: Reader = "mosi"
+    """Label format: mosi, mosei, mmsa-raw, ravdess, fer2013 or vader."""
+    labels: str = ""
+    """Label file (vader: one ``*_GroundTruth.txt`` or the folder holding them)."""
+    split: str = ""
+    """Rows to use: the ``mode`` value (train/valid/test) for mosi/mosei/mmsa-raw; the built-in
+    deterministic splits train/valid/test for ravdess (by actor), fer2013 and vader (by hash);
+    ``all`` for every row."""
+    name: str = ""
+    """Name in logs and metrics keys, e.g. ``mosi_valid`` (default: ``<reader>_<split>``)."""
+    root: str = ""
+    """Media root. mosi/mosei: folder of the full videos (empty: text only). mmsa-raw: folder
+    holding ``Raw/`` (default: the label file's folder). ravdess/fer2013: base of the relative
+    paths (default: the label file's folder)."""
+    modalities: tuple[str, ...] = ()
+    """Use only these of text/audio/vision (default: all the source has)."""
+    actors: tuple[int, ...] = ()
+    """ravdess: use these actor numbers instead of the split's actors."""
+    text_column: str = "text"
+    """mosei: column with the transcript (``text`` human, ``asr_text`` ASR)."""
+    weight: float = 1.0
+    """Relative chance of each of this source's rows to be drawn (1 everywhere: plain concatenation)."""
+    label_scale: float = 1.0
+    """Multiply this source's targets (after the reader's own mapping to the MOSI scale)."""
+    limit: int = 0
+    """Keep only the first N rows after filtering (0: all); for quick runs."""
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            raise ValueError("labels: the label file is required")
+        if not self.split:
+            raise ValueError("split: required (train, valid, test or all), so that a test split is never used by accident")
+        bad = [m for m in self.modalities if m not in MODALITIES]
+        if bad:
+            raise ValueError(f"modalities: unknown modality {bad[0]!r} (known: {', '.join(MODALITIES)})")
+        if self.weight <= 0:
+            raise ValueError("weight: must be > 0")
+        if self.limit < 0:
+            raise ValueError("limit: must be >= 0")
+
+    @property
+    def key(self) -> str:
+        return self.name or f"{self.reader}_{self.split}".replace("-", "_")
+
+    @property
+    def kind(self) -> Literal["regression", "emotion"]:
+        return "emotion" if self.reader in EMOTION_READERS else "regression"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: tuple[SourceConfig, ...] = ()
+    """Training sources, mixed in every epoch (each with its own modalities)."""
+    valid: tuple[SourceConfig, ...] = ()
+    """Validation sets, evaluated every epoch; none may be a test split."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    epochs: int = 10
+    """Passes over the training data."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: no limit)."""
+    batch_size: int = 48
+    """Global batch size (split over the processes under torchrun)."""
+    seed: int = 1
+    """Seeds Python, numpy, torch and the sampler."""
+    lr: float = 1e-4
+    """Adam learning rate of every non-BERT parameter."""
+    bert_lr: float = 1e-5
+    """Adam learning rate of the BERT encoder (paper: 1e-5)."""
+    weight_decay: float = 0.0
+    """L2 term lambda ||theta|| of Eq. 11 (Adam weight decay)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0: off)."""
+    freeze_bert_layers: int = 0
+    """Freeze BERT's embeddings and lowest N layers (>= the layer count freezes all of BERT)."""
+    select: str = ""
+    """Model selection: ``<valid name>.<metric>`` (e.g. ``mosi_valid.mae``; nested ``mosi_valid.unimodal.text.mae``).
+    Default: the first validation set's mae (regression) or valence_uar3 (emotion)."""
+    patience: int = 0
+    """Stop when the selection metric has not improved for this many epochs (0: never)."""
+    eval_batch_size: int = 64
+    """Batch size for validation."""
+    group_by_length: bool = True
+    """Batch rows of similar text length (less padding, much faster BERT on CPU); order stays random."""
+    epoch_samples: int = 0
+    """Rows drawn per epoch (0: the number of training rows)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when present."""
+    amp: bool = True
+    """Mixed precision on CUDA (bfloat16 where supported, else float16 with loss scaling)."""
+    num_workers: int = 0
+    """DataLoader worker processes (features come from the cache, so 0 is usually enough)."""
+    init_from: str = ""
+    """Start from the weights of this checkpoint (same architecture), e.g. a branch trained before."""
+    deterministic: bool = False
+    """torch.use_deterministic_algorithms (slower; CPU runs are reproducible without it)."""
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be >= 1")
+        for key in ("max_steps", "patience", "freeze_bert_layers", "num_workers", "epoch_samples"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key}: must be >= 0")
+        if self.lr <= 0 or self.bert_lr < 0:
+            raise ValueError("lr and bert_lr: must be > 0 (bert_lr 0 freezes BERT)")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    dir: str = ".cache/mmsa"
+    """Per-sample feature cache; a subfolder per feature fingerprint."""
+    workers: int = 4
+    """Parallel decoding threads (each runs ffmpeg and the face detector)."""
+
+
+@dataclass(frozen=True)
+class CheckpointOptions:
+    name: str = ""
+    """Checkpoint name (ScoreEvent ``model`` field); default: the config file's stem."""
+    bert_delta: bool = False
+    """Store only the BERT tensors that differ from the base BERT (small with freeze_bert_layers)."""
+    half: bool = False
+    """Store float tensors as float16."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    data: DataConfig = field(default_factory=DataConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    checkpoint: CheckpointOptions = field(default_factory=CheckpointOptions)
+
+    @property
+    def select(self) -> str:
+        if self.train.select:
+            return self.train.select
+        first = self.data.valid[0]
+        return f"{first.key}.{'valence_uar3' if first.kind == 'emotion' else 'mae'}"
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Cross-field checks: sources present, unique names, no test split in validation, a valid select."""
+    if not cfg.data.train:
+        raise ConfigError("data.train: at least one training source ([[data.train]]) is required")
+    if not cfg.data.valid:
+        raise ConfigError("data.valid: at least one validation set ([[data.valid]]) is required for model selection")
+    for group, sources in (("train", cfg.data.train), ("valid", cfg.data.valid)):
+        names = [s.key for s in sources]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ConfigError(f"data.{group}: two sources are named {sorted(dup)[0]!r}; give each a distinct name")
+    for i, s in enumerate(cfg.data.valid):
+        if s.split.lower() == "test":
+            raise ConfigError(
+                f"data.valid[{i}] ({s.key}): split 'test' cannot be used to select a model; "
+                "validate on 'valid' and evaluate test splits once, with mmsa-eval, after training"
+            )
+        if s.split.lower() == "all" and s.reader in ("mosi", "mosei", "mmsa-raw"):
+            raise ConfigError(f"data.valid[{i}] ({s.key}): split 'all' would include test rows; name the split")
+        for t in cfg.data.train:
+            if _overlap(t, s):
+                raise ConfigError(
+                    f"data.valid[{i}] ({s.key}): shares rows with training source {t.key} (same label file, "
+                    f"splits {t.split!r} and {s.split!r}); validation figures would be inflated"
+                )
+    select = cfg.select
+    name, _, metric = select.partition(".")
+    valid = {s.key: s for s in cfg.data.valid}
+    if name not in valid or not metric:
+        raise ConfigError(
+            f"train.select: {select!r} must be <valid name>.<metric> with a name from data.valid ({', '.join(valid)})"
+        )
+    allowed = VALENCE_METRICS if valid[name].kind == "emotion" else REGRESSION_METRICS
+    last = metric.rsplit(".", 1)[-1]
+    parts = metric.split(".")
+    nested_ok = len(parts) == 1 or (len(parts) == 3 and parts[0] == "unimodal" and parts[1] in MODALITIES)
+    if last not in allowed or last == "n" or not nested_ok:
+        raise ConfigError(
+            f"train.select: unknown metric {metric!r} for {name} (use one of {', '.join(allowed[1:])}, "
+            "optionally as unimodal.<text|audio|vision>.<metric>)"
+        )
+    return cfg
+
+
+def override(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--set`` overrides; a number picks an item of a table list: ``data.train.0.labels=PATH``."""
+    out = apply_overrides(data, [])  # a deep copy
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = out
+        for i, part in enumerate(path[:-1]):
+            if isinstance(node, list):
+                node = _item(node, part, text)
+            else:
+                nxt = node.setdefault(part, {} if not path[i + 1].isdigit() else [])
+                if not isinstance(nxt, (dict, list)):
+                    raise ConfigError(f"--set {text!r}: {part} is not a table")
+                node = nxt
+        if isinstance(node, list):
+            raise ConfigError(f"--set {text!r}: give a key after the list index, e.g. data.train.0.labels=...")
+        node[path[-1]] = value
+    return out
+
+
+def _item(items: list[Any], part: str, text: str) -> Any:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(f"--set {text!r}: {part!r} is not an index of a list of {len(items)} tables")
+    return items[int(part)]
+
+
+def _overlap(a: SourceConfig, b: SourceConfig) -> bool:
+    """Could two sources hold the same rows? (same reader and label file, overlapping splits)"""
+    if a.reader != b.reader or resolve_path(a.labels).absolute() != resolve_path(b.labels).absolute():
+        return False
+    if a.reader == "ravdess":
+        from .data import RAVDESS_ACTORS
+
+        def actors(s: SourceConfig) -> set[int]:
+            if s.actors:
+                return set(s.actors)
+            return set(range(1, 100)) if s.split.lower() == "all" else set(RAVDESS_ACTORS.get(s.split.lower(), ()))
+
+        return bool(actors(a) & actors(b))
+    return a.split.lower() == b.split.lower() or "all" in (a.split.lower(), b.split.lower())
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[TrainConfig, dict[str, Any]]:
+    """Read a TOML config, apply ``--set`` overrides, build and validate it; also return the raw dict."""
+    raw = override(read_toml(path), overrides or [])
+    cfg = from_dict(TrainConfig, raw)
+    if not cfg.checkpoint.name:
+        from dataclasses import replace
+
+        cfg = replace(cfg, checkpoint=replace(cfg.checkpoint, name=Path(path).stem))
+    return validate(cfg), raw
+
+
+def resolve_path(text: str) -> Path:
+    """Config path -> Path (``~`` and ``$VARS`` expanded; relative to the working directory)."""
+    return Path(os.path.expandvars(os.path.expanduser(text)))
+
+
+# --------------------------------------------------------------------------- TOML writer
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _toml_table(prefix: str, table: dict[str, Any], out: list[str], array: bool = False) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and not _is_table_list(v)}
+    out.append(f"[[{prefix}]]" if array else f"[{prefix}]")
+    out.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+    out.append("")
+    for k, v in table.items():
+        if isinstance(v, dict):
+            _toml_table(f"{prefix}.{k}", v, out)
+        elif _is_table_list(v):
+            for item in v:
+                _toml_table(f"{prefix}.{k}", item, out, array=True)
+
+
+def _is_table_list(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
+def to_toml(cfg: TrainConfig) -> str:
+    """The resolved config as TOML (every key, defaults included): ``mmsa-train`` can rerun it."""
+    data = to_dict(cfg)
+    out: list[str] = ["# resolved config written by mmsa-train", ""]
+    for section, table in data.items():
+        _toml_table(section, table, out)
+    return "\n".join(out)

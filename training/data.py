@@ -1,0 +1,360 @@
+"""Dataset readers: label files -> :class:`Record` lists, with row filters and clear errors.
+
+Every reader returns targets on the MOSI scale [-3, 3] and raises :class:`DataError` naming
+file, line and column for malformed input, and the label line for a missing media file.
+
+=========  ===============================================================  ==================
+reader     label file                                                        media
+=========  ===============================================================  ==================
+mosi       CMU-MOSI ``label.csv`` (video_id, clip_id, text, label, mode,     ``root``: the full
+           start, end, text_available)                                       videos of the raw
+mosei      CMU-MOSEI ``label_*.csv`` (video_id, start, end, text, label,     release, cut on the
+           mode)                                                             fly (empty: text)
+mmsa-raw   MMSA ``label.csv`` (video_id, clip_id, text, label, annotation,   ``Raw/<video_id>/
+           mode)                                                             <clip_id>.mp4``
+ravdess    ``labels.csv`` (path, emotion, actor, ...)                        audio files
+fer2013    ``labels.csv`` (path, emotion)                                    48x48 face images
+vader      ``*_GroundTruth.txt`` (id TAB mean TAB text), mean on [-4, 4]     none (text)
+=========  ===============================================================  ==================
+
+Row filters (``split``): the ``mode`` column for mosi/mosei/mmsa-raw; fixed, deterministic
+splits elsewhere: RAVDESS by actor (:data:`RAVDESS_ACTORS`, actor-independent, each part
+half male / half female), FER2013 and VADER by a salted hash of the row id
+(:data:`HASH_SPLITS`). Emotion targets come from :mod:`mmsa.training.emotion`; VADER means are
+rescaled by 3/4 ([-4, 4] -> [-3, 3]).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import SourceConfig, resolve_path
+from .emotion import EMOTION_VALENCE, VALENCE_TARGET, valence_of
+from .errors import DataError
+
+log = logging.getLogger(__name__)
+
+RAVDESS_ACTORS = {
+    "train": tuple(range(1, 13)),  # actors 01-12
+    "valid": (13, 14, 15, 16),
+    "test": (17, 18, 19, 20),
+}
+HASH_SPLITS = (("train", 0.8), ("valid", 0.9), ("test", 1.0))  # cumulative fractions
+HASH_SALT = "mmsa-split-v1"
+VADER_SCALE = 3.0 / 4.0
+CLIP_EXTS = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".wav", ".flac")
+SOURCE_MODALITIES = {
+    "mosi": ("text", "audio", "vision"),
+    "mosei": ("text", "audio", "vision"),
+    "mmsa-raw": ("text", "audio", "vision"),
+    "ravdess": ("audio",),
+    "fer2013": ("vision",),
+    "vader": ("text",),
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One labelled row. ``label`` is the target on the MOSI scale (NaN: no valence, e.g. surprise)."""
+
+    id: str
+    label: float
+    text: str | None = None
+    media: Path | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    emotion: str | None = None
+    valence: str | None = None
+    where: str = ""  # "file:line", for error messages
+
+
+@dataclass
+class SourceData:
+    """The rows of one source after filtering, and what was skipped (reason -> count)."""
+
+    cfg: SourceConfig
+    records: list[Record]
+    modalities: tuple[str, ...]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.cfg.key
+
+    @property
+    def kind(self) -> str:
+        return self.cfg.kind
+
+    @property
+    def media_kind(self) -> str | None:
+        """``clip`` (audio/video files), ``image`` (face crops) or None (text only)."""
+        if not set(self.modalities) & {"audio", "vision"}:
+            return None
+        return "image" if self.cfg.reader == "fer2013" else "clip"
+
+
+def hash_split(key: str) -> str:
+    """The built-in split (train 80 %, valid 10 %, test 10 %) of a row id; stable across runs and machines."""
+    u = int(hashlib.sha256(f"{HASH_SALT}:{key}".encode()).hexdigest()[:12], 16) / float(1 << 48)
+    return next(name for name, upto in HASH_SPLITS if u < upto)
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+class LabelTable:
+    """A CSV label file with a header; values are read with errors naming file, line and column."""
+
+    def __init__(self, path: Path, required: tuple[str, ...]) -> None:
+        self.path = path
+        if not path.is_file():
+            raise DataError(f"{path}: label file not found" if not path.exists() else f"{path}: not a file")
+        try:
+            self._text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+        reader = csv.reader(io.StringIO(self._text, newline=""))
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise DataError(f"{path}:1: malformed CSV header ({exc})") from exc
+        if not header or not any(h.strip() for h in header):
+            raise DataError(f"{path}:1: empty label file (expected a header line)")
+        self.header = [h.strip() for h in header]
+        missing = [c for c in required if c not in self.header]
+        if missing:
+            raise DataError(f"{path}:1: missing column {missing[0]!r} (columns: {', '.join(self.header)})")
+
+    def rows(self) -> Iterator[tuple[int, dict[str, str]]]:
+        reader = csv.reader(io.StringIO(self._text, newline=""))
+        try:
+            next(reader)
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+                if len(row) != len(self.header):
+                    raise DataError(
+                        f"{self.path}:{reader.line_num}: expected {len(self.header)} fields, got {len(row)}"
+                    )
+                yield reader.line_num, dict(zip(self.header, row))
+        except csv.Error as exc:
+            raise DataError(f"{self.path}:{reader.line_num}: malformed CSV ({exc})") from exc
+
+    def col(self, name: str) -> int:
+        return self.header.index(name) + 1
+
+    def number(self, row: dict[str, str], line: int, name: str) -> float:
+        raw = row[name].strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            raise DataError(
+                f"{self.path}:{line}: column {self.col(name)} ({name}): expected a number, got {raw!r}"
+            ) from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise DataError(f"{self.path}:{line}: column {self.col(name)} ({name}): expected a finite number, got {raw!r}")
+        return value
+
+    def where(self, line: int) -> str:
+        return f"{self.path}:{line}"
+
+
+def _by_mode(table: LabelTable, split: str) -> bool:
+    """Filter rows on the ``mode`` column? (``all`` keeps every row.)"""
+    if split.lower() == "all":
+        return False
+    if "mode" not in table.header:
+        raise DataError(f"{table.path}:1: no 'mode' column to select split {split!r} (use split = \"all\")")
+    return True
+
+
+def _first_existing(cands: list[Path]) -> Path | None:
+    return next((c for c in cands if c.is_file()), None)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _read_cmu(cfg: SourceConfig, mods: tuple[str, ...], skipped: Counter) -> list[Record]:
+    """mosi, mosei and mmsa-raw: regression labels with a mode column."""
+    path = resolve_path(cfg.labels)
+    media_needed = bool(set(mods) & {"audio", "vision"})
+    if cfg.reader == "mmsa-raw":
+        required = ("video_id", "clip_id", "text", "label")
+        root = resolve_path(cfg.root) if cfg.root else path.parent
+    elif cfg.reader == "mosi":
+        required = ("video_id", "clip_id", "text", "label") + (("start", "end") if media_needed else ())
+        root = resolve_path(cfg.root) if cfg.root else None
+    else:
+        required = ("video_id", "start", "end", cfg.text_column, "label")
+        root = resolve_path(cfg.root) if cfg.root else None
+    table = LabelTable(path, required)
+    by_mode = _by_mode(table, cfg.split)
+    modes: Counter = Counter()
+    out = []
+    text_col = cfg.text_column if cfg.reader == "mosei" else "text"
+    for line, row in table.rows():
+        mode = row.get("mode", "").strip()
+        modes[mode] += 1
+        if by_mode and mode.lower() != cfg.split.lower():
+            continue
+        vid = row["video_id"].strip()
+        label = table.number(row, line, "label") * cfg.label_scale
+        text = row[text_col].strip() or None
+        if row.get("text_available", "1").strip() == "0":
+            text = None
+        start = end = None
+        if cfg.reader == "mosei" or (cfg.reader == "mosi" and media_needed):
+            start, end = table.number(row, line, "start"), table.number(row, line, "end")
+        if cfg.reader == "mosei":
+            rid = f"{vid}_{row['start'].strip()}_{row['end'].strip()}"
+        else:
+            rid = f"{vid}_{row['clip_id'].strip()}"
+        media = None
+        if media_needed:
+            if cfg.reader == "mmsa-raw":
+                clip = row["clip_id"].strip()
+                cands = [root / "Raw" / vid / f"{clip}{e}" for e in CLIP_EXTS] + [root / vid / f"{clip}{e}" for e in CLIP_EXTS]
+            else:
+                cands = [d / f"{vid}{e}" for d in (root, root / "Video" / "Full", root / "Raw" / "Video" / "Full") for e in CLIP_EXTS]
+            media = _first_existing(cands)
+            if media is None:
+                raise DataError(f"{table.where(line)}: media file not found: {cands[0]}")
+        elif "text" in mods and text is None:
+            skipped["no_text"] += 1
+            continue
+        if "text" not in mods:
+            text = None
+        out.append(Record(rid, label, text, media, start, end, where=table.where(line)))
+    if not out and not sum(skipped.values()):
+        _empty(table.path, cfg.split, sorted(m for m in modes if m))
+    return out
+
+
+def _empty(path: Path, split: str, modes: list[str]) -> None:
+    have = f" (modes in the file: {', '.join(modes)})" if modes else ""
+    raise DataError(f"{path}: no rows for split {split!r}{have}")
+
+
+def _read_emotion(cfg: SourceConfig, keep_unrated: bool, skipped: Counter) -> list[Record]:
+    path = resolve_path(cfg.labels)
+    required = ("path", "emotion") + (("actor",) if cfg.reader == "ravdess" else ())
+    table = LabelTable(path, required)
+    root = resolve_path(cfg.root) if cfg.root else path.parent
+    split = cfg.split.lower()
+    actors: set[int] | None = None
+    if cfg.reader == "ravdess":
+        if cfg.actors:
+            actors = set(cfg.actors)
+        elif split != "all":
+            if split not in RAVDESS_ACTORS:
+                raise DataError(f"{path}: unknown RAVDESS split {cfg.split!r} (train, valid, test, all, or give actors)")
+            actors = set(RAVDESS_ACTORS[split])
+    elif split not in ("all", *(n for n, _ in HASH_SPLITS)):
+        raise DataError(f"{path}: unknown split {cfg.split!r} for {cfg.reader} (train, valid, test or all)")
+    out = []
+    for line, row in table.rows():
+        rel = row["path"].strip()
+        if actors is not None:
+            if int(table.number(row, line, "actor")) not in actors:
+                continue
+        elif split != "all" and hash_split(rel) != split:
+            continue
+        emotion = row["emotion"].strip().lower()
+        if emotion not in EMOTION_VALENCE:
+            raise DataError(
+                f"{table.where(line)}: column {table.col('emotion')} (emotion): unknown emotion {emotion!r} "
+                f"(known: {', '.join(EMOTION_VALENCE)})"
+            )
+        valence = valence_of(emotion)
+        if valence is None and not keep_unrated:
+            skipped["no_valence"] += 1
+            continue
+        media = root / rel
+        if not media.is_file():
+            raise DataError(f"{table.where(line)}: media file not found: {media}")
+        label = VALENCE_TARGET[valence] * cfg.label_scale if valence else float("nan")
+        out.append(Record(rel, label, None, media, emotion=emotion, valence=valence, where=table.where(line)))
+    if not out and not sum(skipped.values()):
+        raise DataError(f"{path}: no rows for split {cfg.split!r}" + (f" (actors {sorted(actors)})" if actors else ""))
+    return out
+
+
+def _read_vader(cfg: SourceConfig, skipped: Counter) -> list[Record]:
+    path = resolve_path(cfg.labels)
+    if path.is_dir():
+        files = sorted(path.glob("*_GroundTruth.txt"))
+        if not files:
+            raise DataError(f"{path}: no *_GroundTruth.txt files in the VADER folder")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise DataError(f"{path}: label file not found")
+    split = cfg.split.lower()
+    if split not in ("all", *(n for n, _ in HASH_SPLITS)):
+        raise DataError(f"{path}: unknown split {cfg.split!r} for vader (train, valid, test or all)")
+    out = []
+    for f in files:
+        stem = f.name.removesuffix("_GroundTruth.txt")
+        try:
+            lines = f.read_text(encoding="utf-8", errors="strict").splitlines()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{f}: not UTF-8 text (byte {exc.start})") from exc
+        for i, text_line in enumerate(lines, 1):
+            if not text_line.strip():
+                continue
+            parts = text_line.split("\t", 2)
+            if len(parts) != 3:
+                raise DataError(f"{f}:{i}: expected 3 tab-separated fields (id, mean, text), got {len(parts)}")
+            rid = f"{stem}:{parts[0].strip()}"
+            if split != "all" and hash_split(rid) != split:
+                continue
+            try:
+                mean = float(parts[1])
+            except ValueError:
+                raise DataError(f"{f}:{i}: column 2 (mean): expected a number, got {parts[1]!r}") from None
+            text = parts[2].strip()
+            if not text:
+                skipped["no_text"] += 1
+                continue
+            out.append(Record(rid, mean * VADER_SCALE * cfg.label_scale, text, where=f"{f}:{i}"))
+    if not out:
+        raise DataError(f"{path}: no rows for split {cfg.split!r}")
+    return out
+
+
+def read_source(cfg: SourceConfig, keep_unrated: bool = False) -> SourceData:
+    """Read and filter one source. ``keep_unrated``: keep emotion rows without valence (surprise)
+    for prediction files; training leaves them out."""
+    have = SOURCE_MODALITIES[cfg.reader]
+    if cfg.reader in ("mosi", "mosei") and not cfg.root:
+        have = ("text",)  # without the raw release only the transcripts exist
+    mods = tuple(m for m in have if not cfg.modalities or m in cfg.modalities)
+    if not mods:
+        raise DataError(
+            f"{cfg.labels}: source {cfg.key} has none of the modalities asked for "
+            f"({', '.join(cfg.modalities)}; it has {', '.join(have)})"
+        )
+    skipped: Counter = Counter()
+    if cfg.reader in ("mosi", "mosei", "mmsa-raw"):
+        records = _read_cmu(cfg, mods, skipped)
+    elif cfg.reader == "vader":
+        records = _read_vader(cfg, skipped)
+    else:
+        records = _read_emotion(cfg, keep_unrated, skipped)
+    if cfg.limit:
+        records = records[: cfg.limit]
+    if not records:
+        raise DataError(
+            f"{cfg.labels}: no usable rows for split {cfg.split!r} ({', '.join(f'{k}: {v}' for k, v in skipped.items())} skipped)"
+        )
+    log.info("%s: %d rows (%s)%s", cfg.key, len(records), "+".join(mods),
+             "".join(f", skipped {v} {k}" for k, v in sorted(skipped.items())))
+    return SourceData(cfg, records, mods, dict(skipped))
