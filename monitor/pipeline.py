@@ -1,0 +1,444 @@
+"""The live pipeline: sources -> segmenter -> ASR -> featurize -> scorer -> log -> bus.
+
+Tasks (one asyncio.TaskGroup) and the bounded channels between them::
+
+    camera thread --offer--> [frames: keep newest] --> frame task --> FrameRing (+ recorder, face status)
+    mic callback --offer---> [audio: cap in s, drop oldest] --> segment task (VAD) --> [windows] --> ASR task
+    ASR task (Whisper, then mmsa.media.window_sample) --> [scoring] --> scorer task (batched model)
+    scorer task --> session log (JSONL, first) --> EventBus (dashboard, MQTT, terminal)
+
+Overflow policies: ``frames`` and ``audio`` drop their oldest items when full (live devices
+cannot wait); ``windows`` drops its oldest window live and makes a replay wait; ``scoring``
+always makes the ASR task wait (results are never dropped); every drop is counted and shown
+in :class:`MonitorStatus`. A replay feeds the same channels with ``put`` (waiting), so it
+never loses data.
+
+Shutdown (``request_stop``, Ctrl-C, or the end of a replay): stop the sources, close their
+channels, let every stage drain its inbox and close its outbox, close the session log and
+the recorder, then close the bus (MQTT then flushes its outbox and publishes ``offline``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mmsa.media import FaceDetector, FaceTracker, window_sample
+from mmsa.model.features import MODALITIES, SAMPLE_RATE_HZ
+
+from .asr import Transcriber, Transcript
+from .channels import Channel, ChannelClosed
+from .config import MonitorConfig
+from .errors import MonitorError
+from .events import EventBus, ModalityScore, ScoreEvent, confidence_of, utc_now_iso
+from .frames import AudioChunk, FrameRing, VideoFrame, Watermark, fit_width
+from .recorder import Recorder, SessionFolder
+from .scorer import ScoreJob, Scorer, Scores, run_scorer
+from .sessionlog import SessionLog
+from .sources import CameraSource, MicSource, ReplaySource
+from .vad import Segment, Segmenter, SileroVAD
+
+try:
+    from asyncio import TaskGroup
+except ImportError:  # Python 3.10
+    from taskgroup import TaskGroup  # type: ignore[no-redef]
+
+log = logging.getLogger(__name__)
+
+END_FRAMES_S = 1.0  # the last window of a stream also takes the frames of the second after its audio
+
+
+@dataclass
+class Sources:
+    """Either live devices (mic, optionally a camera) or a replay."""
+
+    mic: MicSource | None = None
+    camera: CameraSource | None = None
+    replay: ReplaySource | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.replay is None
+
+    @property
+    def label(self) -> str:
+        if self.replay is not None:
+            return self.replay.label + (" (fast)" if self.replay.fast else "")
+        return " + ".join(s.label for s in (self.camera, self.mic) if s is not None)
+
+
+@dataclass
+class Window:
+    """A cut of the stream on its way to the model."""
+
+    t_start: float
+    t_end: float
+    audio: np.ndarray
+    frames: list[np.ndarray]
+    final: bool
+    closed_at: float  # time.monotonic() when the audio that completed it arrived
+
+
+@dataclass
+class _Stats:
+    totals_ms: deque = field(default_factory=lambda: deque(maxlen=200))
+
+    def percentiles(self) -> tuple[float | None, float | None]:
+        if not self.totals_ms:
+            return None, None
+        a = np.asarray(self.totals_ms)
+        return round(float(np.percentile(a, 50)), 1), round(float(np.percentile(a, 95)), 1)
+
+
+class Pipeline:
+    """Runs one session; implements :class:`mmsa.monitor.events.Controls` for the dashboard."""
+
+    def __init__(
+        self,
+        cfg: MonitorConfig,
+        sources: Sources,
+        *,
+        transcriber: Transcriber,
+        scorer: Scorer,
+        bus: EventBus,
+        folder: SessionFolder,
+        session_log: SessionLog,
+        session_id: str,
+        recorder: Recorder | None = None,
+    ) -> None:
+        if sources.replay is None and sources.mic is None:
+            raise MonitorError("the pipeline needs a microphone or a replay")
+        self.cfg = cfg
+        self.sources = sources
+        self.transcriber = transcriber
+        self.scorer = scorer
+        self.bus = bus
+        self.folder = folder
+        self.log = session_log
+        self.session_id = session_id
+        self.recorder = recorder
+        self.detector = FaceDetector()  # window faces (ASR task's worker thread)
+        self._tracker = FaceTracker(FaceDetector(), detect_every=1)  # live "face seen" status
+        self._vad = SileroVAD() if cfg.segmenter.mode == "vad" else None
+        self._seq = 0
+        self._stats = _Stats()
+        self._stop = asyncio.Event()
+        self._done = asyncio.Event()
+        self._camera = "off" if sources.live and sources.camera is None else ("ok" if sources.live else "replay")
+        self._face_job: asyncio.Future | None = None
+        self._face_due = 0.0
+        self.channels: dict[str, Channel[Any]] = {}
+        self.ring = FrameRing(cfg.frames.ring_s, cfg.frames.ring_max)
+        self.audio_progress = Watermark()
+        self.extra_drops: dict[str, Callable[[], int]] = {}  # other components' drop counters (MQTT outbox)
+        self._sources_stopped = False
+
+    # ------------------------------------------------------------------ Controls
+
+    def request_stop(self) -> None:
+        """Begin a clean shutdown (idempotent)."""
+        self._stop.set()
+
+    def toggle_recording(self) -> bool:
+        """Start, pause or resume recording media into the session folder; True when recording now."""
+        if self.recorder is None:
+            fps = self.cfg.frames.camera_max_fps if self.sources.live else 30.0
+            self.recorder = Recorder(self.folder, self.cfg.session.record_crf, nominal_fps=fps)
+        if self.recorder.recording:
+            self.recorder.pause()
+        else:
+            self.recorder.start()
+        self.bus.update_status(recording=self.recorder.recording,
+                               message="recording" if self.recorder.recording else "recording paused")
+        return self.recorder.recording
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        """Run until the replay ends or a stop is requested; then drain and close everything."""
+        cfg = self.cfg
+        live = self.sources.live
+        loop = asyncio.get_running_loop()
+        audio_cap = max(int(cfg.audio.queue_s * SAMPLE_RATE_HZ), 1)
+        self.channels = {
+            "frames": Channel("frames", cfg.frames.queue, loop),
+            "audio": Channel("audio", audio_cap, loop, size_of=lambda c: int(c.samples.size)),
+            "windows": Channel("windows", cfg.asr.queue, loop),
+            "scoring": Channel("scoring", cfg.scorer.queue, loop),
+        }
+        if self.recorder is not None and not self.recorder.recording:
+            self.recorder.start()
+        self.bus.update_status(
+            source=self.sources.label, camera=self._camera,
+            mic="replay" if not live else "ok", model=self.scorer.tag, device=self.scorer.device,
+            recording=bool(self.recorder and self.recorder.recording), session_dir=str(self.folder.path),
+        )
+        try:
+            async with TaskGroup() as tg:
+                self._start_sources(tg, loop)
+                tg.create_task(self._frame_task(), name="frames")
+                tg.create_task(self._segment_task(), name="segmenter")
+                tg.create_task(self._asr_task(), name="asr")
+                tg.create_task(self._scorer_task(), name="scorer")
+                tg.create_task(self._status_task(), name="status")
+                tg.create_task(self._stopper(), name="stopper")
+        finally:
+            self._stop_sources()
+            await self._close_outputs()
+
+    def _start_sources(self, tg: TaskGroup, loop: asyncio.AbstractEventLoop) -> None:
+        s = self.sources
+        if s.replay is not None:
+            tg.create_task(s.replay.run_audio(self.channels["audio"]), name="replay-audio")
+            tg.create_task(s.replay.run_video(self.channels["frames"], self.audio_progress), name="replay-video")
+            return
+        if s.camera is not None:
+            s.camera.start(self.channels["frames"].offer,
+                           lambda state: loop.call_soon_threadsafe(self._camera_state, state))
+        else:
+            self.channels["frames"].close()
+        assert s.mic is not None
+        s.mic.start(self.channels["audio"].offer)
+
+    def _stop_sources(self) -> None:
+        if self._sources_stopped:
+            return
+        self._sources_stopped = True
+        s = self.sources
+        if s.replay is not None:
+            s.replay.stop()
+        for dev in (s.camera, s.mic):
+            if dev is not None:
+                dev.stop()
+        if s.live:
+            for name in ("frames", "audio"):
+                if name in self.channels:
+                    self.channels[name].close()
+
+    async def _stopper(self) -> None:
+        stop = asyncio.ensure_future(self._stop.wait())
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            await asyncio.wait({stop, done}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            done.cancel()
+        if self._stop.is_set() and not self._done.is_set():
+            self.bus.update_status(message="stopping: draining queues")
+            await asyncio.to_thread(self._stop_sources)
+
+    async def _close_outputs(self) -> None:
+        if self.recorder is not None:
+            await asyncio.to_thread(self.recorder.close)
+        self.log.close()
+        self.folder.update(ended=utc_now_iso(), n_events=self._seq, drops=self.drops())
+        self.bus.update_status(finished=True, n_events=self._seq, drops=self.drops(), face_seen=None,
+                               message=f"session ended: {self._seq} events in {self.log.path}")
+        self.bus.close()
+
+    # ------------------------------------------------------------------ stages
+
+    async def _frame_task(self) -> None:
+        frames = self.channels["frames"]
+        max_w = self.cfg.frames.max_width
+        try:
+            while True:
+                try:
+                    f = await frames.get()
+                except ChannelClosed:
+                    return
+                vf = VideoFrame(f.t, fit_width(f.image, max_w))
+                self.ring.add(vf)
+                if self.recorder is not None:
+                    self.recorder.frame(vf)
+                self._face_status(vf)
+        finally:
+            self.ring.watermark.end()
+
+    def _face_status(self, frame: VideoFrame) -> None:
+        hz = self.cfg.frames.face_status_hz
+        now = time.monotonic()
+        if hz <= 0 or now < self._face_due or (self._face_job is not None and not self._face_job.done()):
+            return
+        self._face_due = now + 1.0 / hz
+        self._face_job = asyncio.ensure_future(asyncio.to_thread(self._tracker.update, frame.image))
+
+        def done(job: asyncio.Future) -> None:
+            if not job.cancelled() and job.exception() is None and not self.bus.closed:
+                seen = job.result() is not None
+                if seen != self.bus.last_status.face_seen:
+                    self.bus.update_status(face_seen=seen)
+
+        self._face_job.add_done_callback(done)
+
+    async def _segment_task(self) -> None:
+        audio = self.channels["audio"]
+        seg: Segmenter | None = None
+        stream_t0 = 0.0
+        last_arrived = time.monotonic()
+        try:
+            while True:
+                try:
+                    chunk: AudioChunk = await audio.get()
+                except ChannelClosed:
+                    break
+                if self.recorder is not None:
+                    self.recorder.audio(chunk)
+                if seg is not None and round((chunk.t0 - stream_t0) * SAMPLE_RATE_HZ) != seg.position:
+                    # audio was dropped: close what was open and start a fresh stream at this chunk
+                    for s in seg.flush():
+                        await self._window(s, stream_t0, last_arrived, last=False)
+                    seg = None
+                if seg is None:
+                    if self._vad is not None:
+                        self._vad.reset()
+                    seg = Segmenter(self.cfg.segmenter, self._vad)
+                    stream_t0 = chunk.t0
+                seg.push(chunk.samples)
+                last_arrived = chunk.arrived
+                self.audio_progress.advance(stream_t0 + seg.position / SAMPLE_RATE_HZ)
+                for s in seg.ready():
+                    await self._window(s, stream_t0, chunk.arrived, last=False)
+            self.audio_progress.end()
+            if seg is not None:
+                for s in seg.flush():
+                    await self._window(s, stream_t0, time.monotonic(), last=True)
+        finally:
+            self.audio_progress.end()
+            self.channels["windows"].close()
+
+    async def _window(self, s: Segment, stream_t0: float, arrived: float, *, last: bool) -> None:
+        """Collect the frames of a segment and queue the window for ASR."""
+        t0 = stream_t0 + s.start / SAMPLE_RATE_HZ
+        t1 = stream_t0 + s.end / SAMPLE_RATE_HZ
+        frames_until = t1 + END_FRAMES_S if last else t1
+        if self.sources.replay is not None:
+            await self.ring.watermark.wait(frames_until)
+        elif self._camera == "ok":
+            await self.ring.watermark.wait(frames_until, self.cfg.frames.wait_ms / 1000)
+        w = Window(t0, t1, s.audio, self.ring.between(t0, frames_until), s.final, arrived)
+        if self.sources.live:
+            self.channels["windows"].offer(w)
+        else:
+            await self.channels["windows"].put(w)
+
+    async def _asr_task(self) -> None:
+        windows, scoring = self.channels["windows"], self.channels["scoring"]
+        features = self.scorer.features
+        try:
+            while True:
+                try:
+                    w: Window = await windows.get()
+                except ChannelClosed:
+                    return
+                # faces and the STFT do not need the words: featurize while Whisper runs
+                featurizing = asyncio.ensure_future(
+                    asyncio.to_thread(window_sample, w.audio, w.frames, None, self.detector, features)
+                )
+                t = time.perf_counter()
+                try:
+                    transcript = await asyncio.to_thread(self.transcriber.transcribe, w.audio)
+                except (RuntimeError, ValueError) as exc:  # one bad window must not end the session
+                    log.error("ASR failed on %.2f-%.2f s: %s", w.t_start, w.t_end, exc)
+                    self.bus.update_status(message=f"ASR failed: {exc}")
+                    transcript = Transcript("", ())
+                finally:
+                    asr_ms = (time.perf_counter() - t) * 1000
+                    sample = await featurizing
+                # what window_sample(audio, frames, transcript, ...) returns, computed in two parts
+                sample = dataclasses.replace(sample, text=transcript.text or None)
+                await scoring.put(ScoreJob(sample, (w, transcript, asr_ms)))
+        finally:
+            scoring.close()
+
+    async def _scorer_task(self) -> None:
+        try:
+            await run_scorer(
+                self.scorer, self.channels["scoring"], self._publish,
+                max_batch=self.cfg.scorer.max_batch, max_wait_ms=self.cfg.scorer.max_wait_ms,
+                on_error=lambda msg: self.bus.update_status(message=msg),
+            )
+        finally:
+            self._done.set()
+
+    async def _publish(self, job: ScoreJob, scores: Scores, model_ms: float) -> None:
+        """The result path: session log first, then the bus. Never drops."""
+        w, transcript, asr_ms = job.context
+        sample = job.sample
+        n_faces = 0 if sample.faces is None else int(len(sample.faces))
+        mods = {
+            "text": ModalityScore(sample.text is not None and scores.unimodal["text"] is not None, scores.unimodal["text"]),
+            "audio": ModalityScore(scores.unimodal["audio"] is not None, scores.unimodal["audio"]),
+            "vision": ModalityScore(scores.unimodal["vision"] is not None, scores.unimodal["vision"], face_frames=n_faces),
+        }
+        for m in MODALITIES:  # keep present/score consistent with the contract
+            if not mods[m].present:
+                mods[m].score = None
+        if math.isnan(scores.score):
+            log.warning("no usable modality in %.2f-%.2f s; not scored", w.t_start, w.t_end)
+            return
+        score = max(-3.0, min(3.0, scores.score))
+        event = ScoreEvent(
+            session=self.session_id, seq=self._seq, t_start=w.t_start, t_end=w.t_end, text=transcript.text,
+            score=score, modalities=mods, latency_ms={"asr": asr_ms, "model": model_ms, "total": 0.0},
+            model=self.scorer.tag, confidence=confidence_of(score, {m: mods[m].score for m in MODALITIES}),
+        )
+        self._seq += 1
+        event.latency_ms["total"] = (time.monotonic() - w.closed_at) * 1000
+        self.log.write(event)
+        self._stats.totals_ms.append(event.latency_ms["total"])
+        self.bus.publish(event)
+
+    async def _status_task(self) -> None:
+        done = asyncio.ensure_future(self._done.wait())
+        try:
+            while not self._done.is_set():
+                await asyncio.wait({done}, timeout=0.5)
+                p50, p95 = self._stats.percentiles()
+                fields: dict[str, Any] = dict(drops=self.drops(), latency_p50_ms=p50, latency_p95_ms=p95,
+                                              n_events=self._seq)
+                if self.recorder is not None:
+                    fields["recording"] = self.recorder.recording
+                last = self.bus.last_status
+                if any(getattr(last, k) != v for k, v in fields.items()):
+                    self.bus.update_status(**fields)
+        finally:
+            done.cancel()
+
+    def _camera_state(self, state: str) -> None:
+        self._camera = state
+        if state == "lost":
+            log.warning("camera lost: scoring audio and text")
+            self.bus.update_status(camera=state, message="camera lost: scoring audio and text", face_seen=None)
+        else:
+            log.info("camera back")
+            self.bus.update_status(camera=state, message="camera back")
+
+    def drops(self) -> dict[str, int]:
+        """Items dropped so far, per queue (only the non-zero ones)."""
+        out = {name: ch.dropped for name, ch in self.channels.items() if ch.dropped}
+        if self.ring.dropped:
+            out["frame_ring"] = self.ring.dropped
+        if self.recorder is not None and self.recorder.dropped:
+            out["recorder"] = self.recorder.dropped
+        if self.sources.mic is not None and self.sources.mic.overflows:
+            out["mic_overflow"] = self.sources.mic.overflows
+        for name, count in self.extra_drops.items():
+            if count():
+                out[name] = count()
+        return out
+
+    @property
+    def n_events(self) -> int:
+        return self._seq
+
+

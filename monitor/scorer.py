@@ -1,0 +1,117 @@
+"""The fusion model's owner: one task batches the featurized windows waiting and scores them.
+
+:class:`Scorer` is the blocking part (collate, forward on the device); :func:`run_scorer` is
+the task that owns it: it takes the first window waiting, then whatever else arrives within
+``max_wait_ms`` up to ``max_batch``, and runs one forward pass in a worker thread. A batch
+that fails is reported (``on_error``) and its windows are skipped; the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mmsa.model import LoadedModel, Sample, collate
+from mmsa.model.features import MODALITIES
+
+from .channels import Channel, ChannelClosed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Model output for one window; absent modalities have ``None`` scores."""
+
+    score: float
+    unimodal: dict[str, float | None]
+
+
+def pick_torch_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from .errors import MonitorError
+
+        raise MonitorError("--device cuda: no CUDA device is available to torch")
+    return device
+
+
+class Scorer:
+    """Blocking batched scoring with a loaded checkpoint (call from one thread at a time)."""
+
+    def __init__(self, loaded: LoadedModel, device: str = "cpu") -> None:
+        self.device = device
+        self.model = loaded.model.to(device).eval()
+        self.tokenizer = loaded.tokenizer
+        self.features = loaded.features
+        self.tag = loaded.info.tag
+
+    def score(self, samples: list[Sample]) -> list[Scores]:
+        batch = collate(samples, self.tokenizer, self.features).to(self.device)
+        with torch.inference_mode():
+            out = self.model(batch)
+        fused = out.score.float().cpu().tolist()
+        uni = {m: out.unimodal[m].float().cpu().tolist() for m in MODALITIES}
+        res = []
+        for i, s in enumerate(fused):
+            res.append(Scores(float(s), {m: None if math.isnan(uni[m][i]) else float(uni[m][i]) for m in MODALITIES}))
+        return res
+
+
+@dataclass
+class ScoreJob:
+    """A featurized window waiting for the model; ``context`` travels through untouched."""
+
+    sample: Sample
+    context: Any
+
+
+async def run_scorer(
+    scorer: Scorer,
+    inbox: Channel[ScoreJob],
+    on_scores: Callable[[ScoreJob, Scores, float], Awaitable[None]],
+    *,
+    max_batch: int = 8,
+    max_wait_ms: int = 10,
+    on_error: Callable[[str], None] = lambda _m: None,
+) -> None:
+    """Score everything that arrives in ``inbox`` until it is closed and drained.
+
+    ``on_scores(job, scores, model_ms)`` is awaited for each window, in arrival order.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            batch = [await inbox.get()]
+        except ChannelClosed:
+            return
+        deadline = loop.time() + max_wait_ms / 1000
+        while len(batch) < max_batch:
+            item = inbox.get_nowait()
+            if item is None:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or inbox.closed:
+                    break
+                try:
+                    item = await asyncio.wait_for(inbox.get(), remaining)
+                except (asyncio.TimeoutError, ChannelClosed):
+                    break
+            batch.append(item)
+        t = time.perf_counter()
+        try:
+            results = await asyncio.to_thread(scorer.score, [job.sample for job in batch])
+        except (RuntimeError, ValueError) as exc:  # a bad batch must not end live scoring
+            log.error("scoring %d window(s) failed: %s", len(batch), exc)
+            on_error(f"scoring failed: {exc}")
+            continue
+        model_ms = (time.perf_counter() - t) * 1000
+        for job, scores in zip(batch, results):
+            await on_scores(job, scores, model_ms)

@@ -1,0 +1,201 @@
+"""Speech segmentation: streaming Silero VAD and a sans-IO segmenter.
+
+:class:`SileroVAD` runs the Silero VAD v6 ONNX model bundled with faster-whisper on 512-sample
+(32 ms) windows at 16 kHz, carrying the LSTM state and the 64-sample context across calls, so
+a stream pushed in chunks of any size gets the probabilities faster-whisper computes for the
+whole recording at once.
+
+:class:`Segmenter` is sans-IO (``push(samples)``, ``ready()``, ``flush()``): it knows nothing
+of devices or the event loop and is tested with plain arrays. In ``vad`` mode an utterance
+opens on speech and closes after ``min_silence_ms`` of silence; speech longer than
+``max_window_s`` is cut into sliding windows every ``hop_s``. In ``continuous`` mode windows
+are cut regardless of speech (scoring whole files, or a stream without pauses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmsa.model.features import SAMPLE_RATE_HZ
+from mmsa.model.resources import resolve_vad
+
+from .config import SegmenterConfig
+from .errors import MonitorError
+
+WINDOW = 512  # samples per VAD decision (32 ms at 16 kHz)
+CONTEXT = 64  # samples of the previous window the v6 model sees in front of each window
+
+
+class SileroVAD:
+    """Speech probability of consecutive 512-sample windows, state carried between calls."""
+
+    def __init__(self) -> None:
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise MonitorError("onnxruntime is not installed (pip install onnxruntime)") from exc
+        opts = onnxruntime.SessionOptions()
+        opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = 1
+        opts.log_severity_level = 4
+        self._session = onnxruntime.InferenceSession(
+            str(resolve_vad()), providers=["CPUExecutionProvider"], sess_options=opts
+        )
+        self.reset()
+
+    def reset(self) -> None:
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(CONTEXT, dtype=np.float32)
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        """windows: (n, 512) consecutive float32 windows -> (n,) speech probabilities."""
+        windows = np.asarray(windows, dtype=np.float32).reshape(-1, WINDOW)
+        if len(windows) == 0:
+            return np.zeros(0, dtype=np.float32)
+        # each row is prefixed with the last 64 samples of the row before it (the first with
+        # the previous call's); the model runs its LSTM over the rows in order
+        prev = np.concatenate([self._context[None], windows[:-1, -CONTEXT:]], axis=0)
+        batch = np.concatenate([prev, windows], axis=1)
+        probs, self._h, self._c = self._session.run(None, {"input": batch, "h": self._h, "c": self._c})
+        self._context = windows[-1, -CONTEXT:].copy()
+        return np.asarray(probs, dtype=np.float32).reshape(-1)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A window of the stream to score. Sample indices count from the segmenter's start."""
+
+    start: int
+    end: int
+    audio: np.ndarray  # (end - start,) float32
+    final: bool  # True: the utterance (or the stream) ended; False: a sliding window of ongoing speech
+    speech_start: int  # where the utterance's speech began (equals start for continuous windows)
+
+
+class Segmenter:
+    """Turns a 16 kHz stream into :class:`Segment` windows. ``vad`` is any callable like :class:`SileroVAD`."""
+
+    def __init__(
+        self,
+        cfg: SegmenterConfig,
+        vad: Callable[[np.ndarray], np.ndarray] | None = None,
+        sample_rate_hz: int = SAMPLE_RATE_HZ,
+    ) -> None:
+        if cfg.mode == "vad" and vad is None:
+            raise ValueError("vad mode needs a VAD model")
+        self.cfg = cfg
+        self.vad = vad
+        ms = sample_rate_hz // 1000
+        self._pad = cfg.speech_pad_ms * ms
+        self._min_silence = cfg.min_silence_ms * ms
+        self._min_speech = cfg.min_speech_ms * ms
+        self._max = int(round(cfg.max_window_s * sample_rate_hz))
+        self._hop = int(round(cfg.hop_s * sample_rate_hz))
+        self._buf = np.zeros(0, dtype=np.float32)  # audio from sample index self._buf_start
+        self._buf_start = 0
+        self._pending = np.zeros(0, dtype=np.float32)  # < 512 samples not yet seen by the VAD
+        self._n = 0  # samples pushed
+        self._ready: list[Segment] = []
+        self._speech_start: int | None = None  # open utterance
+        self._silence_since: int | None = None  # first silent window after speech
+        self._win_start = 0  # start of the next sliding window
+        self._last_end = 0  # end of the last emitted window (continuous mode)
+
+    @property
+    def position(self) -> int:
+        """Samples pushed so far."""
+        return self._n
+
+    @property
+    def speaking(self) -> bool:
+        """True while an utterance is open."""
+        return self._speech_start is not None
+
+    def push(self, samples: np.ndarray) -> None:
+        """Append contiguous audio; windows that become complete are collected for :meth:`ready`."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._buf = np.concatenate([self._buf, samples])
+        self._n += samples.size
+        if self.cfg.mode == "continuous":
+            self._continuous()
+        else:
+            self._pending = np.concatenate([self._pending, samples])
+            n_win = self._pending.size // WINDOW
+            if n_win:
+                first = self._n - self._pending.size
+                probs = self.vad(self._pending[: n_win * WINDOW].reshape(n_win, WINDOW))
+                self._pending = self._pending[n_win * WINDOW :]
+                for i, p in enumerate(probs):
+                    self._step(first + i * WINDOW, float(p))
+        self._trim()
+
+    def ready(self) -> list[Segment]:
+        """Windows completed since the last call, oldest first."""
+        out, self._ready = self._ready, []
+        return out
+
+    def flush(self) -> list[Segment]:
+        """End of stream: close the open utterance (or the last continuous window) and return all."""
+        if self.cfg.mode == "continuous":
+            if self._n > self._last_end:
+                self._emit(max(self._win_start, self._n - self._max), self._n, True, None)
+        elif self._speech_start is not None:
+            end = self._n if self._silence_since is None else min(self._n, self._silence_since + self._pad)
+            self._close(end)
+        self._speech_start = self._silence_since = None
+        return self.ready()
+
+    # ------------------------------------------------------------------ internals
+
+    def _step(self, at: int, prob: float) -> None:
+        """One VAD window [at, at + 512) with speech probability ``prob``."""
+        cfg = self.cfg
+        end = at + WINDOW
+        if prob >= cfg.threshold:
+            self._silence_since = None
+            if self._speech_start is None:
+                self._speech_start = at
+                self._win_start = max(0, at - self._pad)
+        elif self._speech_start is not None and prob < cfg.neg_threshold:
+            if self._silence_since is None:
+                self._silence_since = at
+            elif end - self._silence_since >= self._min_silence:
+                self._close(self._silence_since + self._pad)
+                return
+        if self._speech_start is not None:
+            while end - self._win_start >= self._max:
+                self._emit(self._win_start, self._win_start + self._max, False, self._speech_start)
+                self._win_start += self._hop
+
+    def _close(self, end: int) -> None:
+        speech_end = end - self._pad
+        start = self._speech_start
+        assert start is not None
+        if speech_end - start >= self._min_speech:
+            self._emit(max(self._win_start, end - self._max), end, True, start)
+        self._speech_start = self._silence_since = None
+
+    def _continuous(self) -> None:
+        while self._n - self._win_start >= self._max:
+            self._emit(self._win_start, self._win_start + self._max, False, None)
+            self._win_start += self._hop
+
+    def _emit(self, start: int, end: int, final: bool, speech_start: int | None) -> None:
+        start = max(start, self._buf_start)
+        audio = self._buf[start - self._buf_start : end - self._buf_start].copy()
+        self._ready.append(Segment(start, end, audio, final, start if speech_start is None else speech_start))
+        self._last_end = max(self._last_end, end)
+
+    def _trim(self) -> None:
+        """Forget audio no window can still need (bounded memory whatever the stream length)."""
+        keep_from = self._n - self._pad - WINDOW
+        if self._speech_start is not None or self.cfg.mode == "continuous":
+            keep_from = min(keep_from, self._win_start)
+        keep_from = max(keep_from, self._buf_start)
+        if keep_from > self._buf_start:
+            self._buf = self._buf[keep_from - self._buf_start :]
+            self._buf_start = keep_from

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from mmsa.media import load_audio
+from mmsa.monitor.asr import trim_padding
+from tests.monitor.helpers import word_recall
+
+SR = 16_000
+
+
+def test_trim_padding_keeps_content_plus_margin_even():
+    feats = np.zeros((80, 3000), np.float32)
+    feats[:, :451] = -0.5
+    out = trim_padding(feats, 100)
+    assert out.shape == (80, 552) and np.all(out[:, :451] == -0.5) and np.all(out[:, 451:] == 0)
+    assert trim_padding(feats[None], 5000).shape == (1, 80, 3000)
+
+
+@pytest.fixture(scope="module")
+def sentences(clip_dir):
+    folder, script = clip_dir
+    audio = load_audio(folder / "speech.wav")
+    return [(line["text"], audio[int((line["t_start"] - 0.2) * SR) : int((line["t_end"] + 0.2) * SR)])
+            for line in script]
+
+
+def test_trimmed_encoder_transcribes_like_the_padded_one(transcriber, sentences):
+    try:
+        for text, audio in sentences:
+            transcriber.set_trim(True)
+            trimmed = transcriber.transcribe(audio)
+            transcriber.set_trim(False)
+            padded = transcriber.transcribe(audio)
+            assert word_recall(text, trimmed.text) >= 0.6, (text, trimmed.text)
+            assert word_recall(padded.text, trimmed.text) >= 0.8, (padded.text, trimmed.text)
+    finally:
+        transcriber.set_trim(True)
+
+
+def test_words_carry_timestamps_inside_the_audio(transcriber, sentences):
+    text, audio = sentences[0]
+    t = transcriber.transcribe(audio)
+    assert t.words and all(0 <= w.start_s <= w.end_s <= audio.size / SR for w in t.words)
+    assert [w.start_s for w in t.words] == sorted(w.start_s for w in t.words)
+
+
+def test_same_audio_same_words(transcriber, sentences):
+    _, audio = sentences[1]
+    assert transcriber.transcribe(audio) == transcriber.transcribe(audio.copy())
+
+
+def test_too_short_audio_is_no_speech(transcriber):
+    assert transcriber.transcribe(np.zeros(800, np.float32)).text == ""

@@ -1,0 +1,243 @@
+"""The pipeline end to end in-process: replay, the live path with device stand-ins, faults, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from mmsa.media import load_audio
+from mmsa.monitor.channels import Channel
+from mmsa.monitor.config import MonitorConfig
+from mmsa.monitor.events import EventBus, MonitorStatus, ScoreEvent, validate_event
+from mmsa.monitor.frames import FrameRing, VideoFrame
+from mmsa.monitor.pipeline import Sources
+from mmsa.monitor.sessionlog import read_lines
+from mmsa.monitor.sources import CameraSource, MicSource, ReplaySource, open_replay
+from tests.monitor.helpers import word_recall
+from tests.monitor.standins import FileCamera, mic_factory
+
+
+class Collector:
+    """Subscribes to a bus and keeps everything it sees until the bus closes."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.queue = bus.subscribe()
+        self.events: list[ScoreEvent] = []
+        self.statuses: list[MonitorStatus] = []
+        self.closed = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while (item := await self.queue.get()) is not None:
+            if isinstance(item, ScoreEvent):
+                self.events.append(item)
+            elif isinstance(item, MonitorStatus):
+                self.statuses.append(item)
+            self.changed.set()
+        self.closed.set()
+        self.changed.set()
+
+    async def until(self, predicate, timeout: float = 120.0) -> None:
+        async def loop():
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+
+class LogCheckingBus(EventBus):
+    """An EventBus that checks, at the moment of publishing, that the event is already in the log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_path = None
+        self.logged_first: list[bool] = []
+
+    def publish(self, item) -> None:
+        if isinstance(item, ScoreEvent):
+            lines = self.log_path.read_text().splitlines()
+            self.logged_first.append(item.to_json() in lines)
+        super().publish(item)
+
+
+def replay_sources(path, fast: bool = True) -> Sources:
+    return Sources(replay=ReplaySource(open_replay(path), fast=fast))
+
+
+async def test_replay_scores_each_sentence_and_logs_before_publishing(make_pipeline, speech_clip, speech_script):
+    bus = LogCheckingBus()
+    pipe, bus, folder = make_pipeline(replay_sources(speech_clip), bus=bus)
+    bus.log_path = pipe.log.path
+    seen = Collector(bus)
+    await pipe.run()
+    await seen.closed.wait()
+    events = seen.events
+    assert len(events) == len(speech_script)
+    assert bus.logged_first == [True] * len(events)
+    assert [e.seq for e in events] == list(range(len(events)))
+    for ev, line in zip(events, speech_script):
+        validate_event(ev.to_dict())
+        assert ev.t_start <= line["t_start"] + 0.3 and ev.t_end >= line["t_end"] - 0.3
+        assert word_recall(line["text"], ev.text) >= 0.6, (line["text"], ev.text)
+        assert ev.modalities["vision"].present and ev.modalities["vision"].face_frames > 0
+        assert ev.modalities["audio"].present and ev.modalities["text"].present
+        assert ev.model == pipe.scorer.tag and ev.session == pipe.session_id
+        assert 0 < ev.latency_ms["asr"] <= ev.latency_ms["total"] and ev.latency_ms["model"] > 0
+    assert [json.loads(e.to_json()) for e in events] == read_lines(folder.path / "events.jsonl")
+    final = seen.statuses[-1]
+    assert final.finished and final.n_events == len(events) and final.drops == {} and final.camera == "replay"
+    meta = json.loads((folder.path / "metadata.json").read_text())
+    assert meta["n_events"] == len(events) and meta["ended"]
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert others == []
+
+
+async def test_audio_only_replay_masks_vision(make_pipeline, clip_dir, speech_script):
+    pipe, bus, _ = make_pipeline(replay_sources(clip_dir[0] / "speech.wav"))
+    seen = Collector(bus)
+    await pipe.run()
+    await seen.closed.wait()
+    assert len(seen.events) == len(speech_script)
+    for ev in seen.events:
+        v = ev.modalities["vision"]
+        assert (v.present, v.score, v.face_frames) == (False, None, 0)
+        assert ev.modalities["audio"].present
+
+
+async def test_live_path_with_a_camera_that_stops_and_recording_replays_the_same_scores(
+    make_pipeline, speech_clip, speech_script
+):
+    """Camera + mic stand-ins feed real media through CameraSource/MicSource in real time.
+
+    The camera stops after the first sentence: the dashboard status says ``lost`` and the
+    later sentences are scored from audio and text. The session is recorded; replaying the
+    recording gives the same windows, transcripts and scores.
+    """
+    audio = load_audio(speech_clip)
+    cut_frame = int((speech_script[0]["t_end"] + 0.5) * 10)  # the clip has 10 fps
+    cfg = MonitorConfig().replace("frames", camera_lost_s=1.0, camera_retry_s=30.0, camera_max_fps=0.0)
+    t_zero = time.monotonic()
+    clock = lambda: time.monotonic() - t_zero  # noqa: E731
+    opened = []
+
+    def open_capture(spec):
+        cam = FileCamera(spec, stop_after=cut_frame) if not opened else FileCamera(spec, stop_after=0)
+        opened.append(cam)
+        return cam
+
+    camera = CameraSource(str(speech_clip), clock, max_fps=0.0, lost_s=1.0, retry_s=30.0, open_capture=open_capture)
+    mic = MicSource(None, clock, block=1024, open_stream=mic_factory(audio))
+    pipe, bus, folder = make_pipeline(Sources(mic=mic, camera=camera), cfg=cfg, record=True)
+    seen = Collector(bus)
+    run = asyncio.ensure_future(pipe.run())
+    await seen.until(lambda: len(seen.events) >= len(speech_script))
+    pipe.request_stop()
+    await run
+    await seen.closed.wait()
+    live = seen.events
+    assert len(live) == len(speech_script)
+    for ev, line in zip(live, speech_script):
+        validate_event(ev.to_dict())
+        assert word_recall(line["text"], ev.text) >= 0.6
+    assert live[0].modalities["vision"].present
+    assert not live[-1].modalities["vision"].present and live[-1].modalities["audio"].present
+    assert any(s.camera == "lost" and "camera lost" in s.message for s in seen.statuses)
+    assert seen.statuses[-1].finished and seen.statuses[-1].mic == "ok"
+
+    replay_pipe, replay_bus, _ = make_pipeline(replay_sources(folder.path))
+    again = Collector(replay_bus)
+    await replay_pipe.run()
+    await again.closed.wait()
+    assert [(e.t_start, e.t_end, e.text) for e in again.events] == [(e.t_start, e.t_end, e.text) for e in live]
+    assert [e.modalities["vision"].face_frames for e in again.events] == [
+        e.modalities["vision"].face_frames for e in live]
+    assert [e.score for e in again.events] == pytest.approx([e.score for e in live], abs=1e-4)
+
+
+async def test_stop_mid_replay_drains_flushes_and_ends_every_task(make_pipeline, speech_clip, speech_script):
+    pipe, bus, folder = make_pipeline(replay_sources(speech_clip, fast=False))
+    seen = Collector(bus)
+    run = asyncio.ensure_future(pipe.run())
+    await seen.until(lambda: len(seen.events) >= 1)
+    pipe.request_stop()
+    await asyncio.wait_for(run, 60)
+    await seen.closed.wait()
+    assert 1 <= len(seen.events) < len(speech_script)
+    assert read_lines(folder.path / "events.jsonl") == [json.loads(e.to_json()) for e in seen.events]
+    assert seen.statuses[-1].finished
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    assert others == []
+
+
+async def test_slow_consumer_means_counted_frame_drops_not_memory(speech_clip):
+    """A camera delivering while nobody consumes: the frames queue keeps the newest 4, counts the rest."""
+    import threading
+
+    delivered = threading.Event()
+    n = 120
+    frames = Channel("frames", 4)
+    device = FileCamera(speech_clip, paced=False, loop=True, stop_after=n, block_after=delivered)
+    camera = CameraSource(str(speech_clip), time.monotonic, open_capture=lambda _spec: device)
+    tracemalloc.start()
+    try:
+        camera.start(frames.offer)
+        await asyncio.to_thread(delivered.wait)
+        await asyncio.sleep(0)  # let the loop run the wake-up callbacks already scheduled
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        device.release()  # unblock the stalled device so the camera thread can end
+        camera.stop()
+    assert len(frames) == 4 and frames.dropped == n - 4 and frames.high_water == 4
+    one_frame = 320 * 240 * 3
+    assert peak < 30 * one_frame  # 120 frames went through; a few are alive at any time
+    got = [await frames.get() for _ in range(4)]
+    assert [f.t for f in got] == sorted(f.t for f in got)
+
+
+async def test_audio_queue_is_capped_in_seconds(speech_clip):
+    audio = load_audio(speech_clip)
+    cap_s = 2.0
+    ch = Channel("audio", int(cap_s * 16000), size_of=lambda c: int(c.samples.size))
+    opener = mic_factory(audio, paced=False, tail_s=0.0)
+    mic = MicSource(None, time.monotonic, block=1024, open_stream=opener)
+    mic.start(ch.offer)
+    await asyncio.to_thread(opener.made[0]._thread.join)  # noqa: SLF001 - wait for the stand-in to finish
+    await asyncio.sleep(0)
+    mic.stop()
+    assert ch.size <= cap_s * 16000 and ch.dropped == audio.size // 1024 - len(ch)
+    first = ch.get_nowait()
+    assert first is not None and first.t0 > 0  # the oldest audio was the one dropped
+
+
+def test_frame_ring_is_bounded_by_age_and_count():
+    ring = FrameRing(ring_s=1.0, ring_max=5)
+    img = np.zeros((2, 2, 3), np.uint8)
+    for i in range(20):
+        ring.add(VideoFrame(i * 0.1, img))
+    assert len(ring) == 5 and ring.dropped == 15  # evicted by the count cap while younger than ring_s
+    assert len(ring.between(1.5, 1.75)) == 3 and len(ring.between(1.6, None)) == 4
+
+
+async def test_a_flood_of_frames_stays_bounded_and_the_drops_are_shown(make_pipeline, speech_clip):
+    """A camera far faster than the pipeline keeps: memory stays bounded, drops are counted in the status."""
+    cfg = MonitorConfig().replace("frames", ring_max=5, camera_max_fps=0.0, face_status_hz=0.0)
+    t_zero = time.monotonic()
+    clock = lambda: time.monotonic() - t_zero  # noqa: E731
+    camera = CameraSource(str(speech_clip), clock, open_capture=lambda s: FileCamera(s, paced=False, loop=True))
+    mic = MicSource(None, clock, block=1024, open_stream=mic_factory(np.zeros(16000, np.float32), tail_s=10.0))
+    pipe, bus, _ = make_pipeline(Sources(mic=mic, camera=camera), cfg=cfg)
+    seen = Collector(bus)
+    run = asyncio.ensure_future(pipe.run())
+    await seen.until(lambda: any(s.drops.get("frame_ring", 0) > 50 for s in seen.statuses))
+    pipe.request_stop()
+    await run
+    assert len(pipe.ring) <= 5 and pipe.channels["frames"].high_water <= 4
+    assert seen.statuses[-1].drops["frame_ring"] == pipe.ring.dropped and seen.events == []
