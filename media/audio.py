@@ -102,7 +102,7 @@ def load_audio(
     res = subprocess.run(cmd, capture_output=True, check=False)
     if res.returncode != 0:
         msg = _last_line(res.stderr, path)
-        if "matches no streams" in msg:
+        if b"matches no streams" in res.stderr:
             raise MediaError(f"{path}: has no audio track")
         raise MediaError(f"{path}: cannot decode audio ({msg})")
     if res.stderr.strip():

@@ -1,6 +1,8 @@
 """Face detection (OpenCV Haar cascade on a downscaled gray frame) and tracking between detections.
 
-The detector returns the largest frontal face. The Haar cascade ships with
+The detector returns the frontal face the cascade is most sure of (the highest level weight of
+``detectMultiScale3``), not the largest box: on real photos the largest box is often a
+textured patch beside the face. The Haar cascade ships with
 ``opencv-python-headless`` 4.x (``cv2.data.haarcascades``), so nothing is downloaded.
 """
 
@@ -30,7 +32,7 @@ class DetectorOptions:
 
 
 class FaceDetector:
-    """Largest frontal face in a BGR or gray frame, or None."""
+    """The most confident frontal face in a BGR or gray frame, or None."""
 
     def __init__(self, options: DetectorOptions = DetectorOptions()) -> None:
         cv2 = _cv2()
@@ -49,12 +51,13 @@ class FaceDetector:
         small = cv2.resize(gray, (max(1, int(W * scale)), max(1, int(H * scale))), interpolation=cv2.INTER_AREA) if scale < 1 else gray
         small = cv2.equalizeHist(small)
         side = max(12, int(self.options.min_face_frac * small.shape[0]))
-        faces = self._cascade.detectMultiScale(
-            small, scaleFactor=self.options.scale_factor, minNeighbors=self.options.min_neighbors, minSize=(side, side)
+        faces, _, weights = self._cascade.detectMultiScale3(
+            small, scaleFactor=self.options.scale_factor, minNeighbors=self.options.min_neighbors,
+            minSize=(side, side), outputRejectLevels=True,
         )
         if len(faces) == 0:
             return None
-        x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+        x, y, w, h = faces[int(np.argmax(np.asarray(weights).reshape(-1)))]
         return (int(round(x / scale)), int(round(y / scale)), int(round(w / scale)), int(round(h / scale)))
 
 
