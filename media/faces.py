@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import cv2.data
 import numpy as np
 
 from .errors import MediaError
-from .video import _cv2
 
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels of the full frame
 
@@ -35,16 +36,13 @@ class FaceDetector:
     """The most confident frontal face in a BGR or gray frame, or None."""
 
     def __init__(self, options: DetectorOptions = DetectorOptions()) -> None:
-        cv2 = _cv2()
         self.options = options
         path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
             raise MediaError(f"{path}: cannot load the Haar face cascade (install opencv-python-headless 4.x)")
-        self._cv2 = cv2
 
     def detect(self, frame: np.ndarray) -> Box | None:
-        cv2 = self._cv2
         gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         H, W = gray.shape[:2]
         scale = min(1.0, self.options.detect_width / max(W, 1))

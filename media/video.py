@@ -5,18 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
+import cv2.data  # imported here, once: a first import of cv2 from several threads at once can lose cv2.data
 import numpy as np
 
 from .audio import _check_file
 from .errors import MediaError
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError as exc:  # pragma: no cover - a dependency of the package
-        raise MediaError("OpenCV is not installed (pip install 'opencv-python-headless<5')") from exc
-    return cv2
 
 
 def read_frames(
@@ -25,7 +19,6 @@ def read_frames(
     """Yield (t_seconds, BGR frame) for the frames of ``path`` with start_s <= t < end_s."""
     path = Path(path)
     _check_file(path)
-    cv2 = _cv2()
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise MediaError(f"{path}: cannot open video")
