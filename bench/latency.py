@@ -1,0 +1,186 @@
+"""End-to-end latency: the end of an utterance's speech -> its ScoreEvent at an MQTT subscriber.
+
+    python bench/latency.py SESSION [--model auto|default|PATH] [--json OUT]
+
+SESSION is a generated session folder (benchlib.make_session: script.json gives each
+sentence's ``speech_end``). It is replayed paced (in real time, as a live microphone delivers
+audio: each 64 ms block is released when its media time comes) through the monitor's wiring
+with MQTT on, to a mosquitto started on a free 127.0.0.1 port. ``mosquitto_sub`` (a separate
+process) stamps each message's arrival (``-F %U``: Unix time, ns).
+
+Latency of an utterance = arrival of its event - the wall time at which the replay reached
+the utterance's ``speech_end`` (the replay's origin, i.e. the monotonic time of media time 0,
+plus ``speech_end``, mapped to Unix time). An utterance's event is the last event whose window
+overlaps its speech (an utterance of <= 9.3 s of speech has exactly one). The models are warmed
+up before the replay starts, as they are in a monitor that has been running for a while.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from benchlib import (
+    Broker,
+    Monitor,
+    load_avg,
+    read_events,
+    read_script,
+    resolve_model,
+    run_monitor,
+    say,
+    set_torch_threads,
+    wall_offset,
+    write_json,
+)
+
+
+def wait_subscribed(host: str, port: int, prefix: str, out: Path, timeout_s: float = 10.0) -> None:
+    """Publish probes until the subscriber has written one (mosquitto_sub has no 'subscribed' signal)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-q", "1", "-t", f"{prefix}/probe", "-m", "ready"],
+                       check=True, timeout=5)
+        time.sleep(0.1)
+        if f" {prefix}/probe ready" in out.read_text():
+            return
+    raise RuntimeError("mosquitto_sub did not receive the probe")
+
+
+def parse_arrivals(out: Path, topic: str) -> list[tuple[float, dict]]:
+    """(Unix arrival time, event) of each message on ``topic``."""
+    arrivals = []
+    for line in out.read_text().splitlines():
+        stamp, _, rest = line.partition(" ")
+        t, _, payload = rest.partition(" ")
+        if t == topic:
+            arrivals.append((float(stamp), json.loads(payload)))
+    return arrivals
+
+
+def iso_to_unix(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("session", type=Path)
+    ap.add_argument("--model", default="auto")
+    ap.add_argument("--torch-threads", type=int, default=0,
+                    help="torch intra-op threads (0: torch's default, as the monitor runs)")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    set_torch_threads(args.torch_threads)
+    if shutil.which("mosquitto_sub") is None:
+        raise SystemExit("bench: the latency benchmark needs mosquitto_sub (apt-get install mosquitto-clients)")
+    script = read_script(args.session)
+    model, model_info = resolve_model(args.model)
+    mon = Monitor.load(model)
+    mon.warm_up()
+    load0 = load_avg()
+    with tempfile.TemporaryDirectory(prefix="mmsa-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = Broker(workdir)
+        prefix = f"bench/{uuid.uuid4().hex[:8]}"
+        out = workdir / "arrivals.txt"
+        with out.open("w") as fh:
+            sub = subprocess.Popen(["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-q", "1",
+                                    "-t", f"{prefix}/#", "-F", "%U %t %p"], stdout=fh)
+        try:
+            wait_subscribed(broker.host, broker.port, prefix, out)
+            pipe, publisher = mon.pipeline(args.session, workdir, fast=False, mqtt=(broker.host, broker.port, prefix))
+            replay = pipe.sources.replay
+            say(f"latency: paced replay of {args.session.name} ({replay.media.duration_s:.0f} s, "
+                f"{len(script)} utterances) ...")
+            asyncio.run(run_monitor(pipe, publisher))
+            offset = wall_offset()
+            # the replay's clock: the monotonic time at which media time audio_t0 was due
+            # (ReplaySource keeps it privately; media time t is due at origin + t - audio_t0)
+            origin_unix = replay._origin + offset - replay.media.audio_t0
+            events = read_events(pipe)
+            deadline = time.monotonic() + 5
+            while len(parse_arrivals(out, f"{prefix}/score")) < len(events) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            sub.terminate()
+            sub.wait(5)
+            broker.stop()
+        arrivals = parse_arrivals(out, f"{prefix}/score")
+    load1 = load_avg()
+
+    pad_s = 0.2  # SegmenterConfig.speech_pad_ms
+    rows = []
+    for u in script:
+        s0, s1 = u["t_start"], u["speech_end"]
+        mine = [(t, e) for t, e in arrivals if min(e["t_end"], s1) - max(e["t_start"], s0) > 0]
+        if not mine:
+            rows.append({"speech_s": round(s1 - s0, 2), "event": False})
+            continue
+        t_arr, ev = max(mine, key=lambda x: x[1]["t_end"])
+        due = origin_unix + s1
+        published = iso_to_unix(ev["wall_time"])
+        rows.append({
+            "speech_s": round(s1 - s0, 2),
+            "event": True,
+            "n_windows": len(mine),
+            "latency_ms": round((t_arr - due) * 1000, 1),
+            # where the time goes: speech end -> the block that closed the window arrived (VAD: 500 ms of
+            # silence, block size); that block -> event published (ASR, features, model, log: latency_ms.total);
+            # published -> received (outbox, broker, subscriber; wall_time has 1 ms resolution)
+            "close_ms": round((published - ev["latency_ms"]["total"] / 1000 - due) * 1000, 1),
+            "pipeline_ms": ev["latency_ms"]["total"],
+            "asr_ms": ev["latency_ms"]["asr"],
+            "model_ms": ev["latency_ms"]["model"],
+            "mqtt_ms": round((t_arr - published) * 1000, 1),
+            "vad_end_lag_ms": round((ev["t_end"] - pad_s - s1) * 1000, 1),
+        })
+    got = [r for r in rows if r["event"]]
+    lat = [r["latency_ms"] for r in got]
+    matched = sum(r.get("n_windows", 0) for r in got)
+    results = {
+        "model": model_info,
+        "session": str(args.session),
+        "media_s": round(replay.media.duration_s, 1),
+        "n_utterances": len(script),
+        "n_scored": len(got),
+        "n_events": len(arrivals),
+        "n_events_unmatched": len(arrivals) - matched,
+        "speech_s": {"min": min(r["speech_s"] for r in rows), "median": float(np.median([r["speech_s"] for r in rows])),
+                     "max": max(r["speech_s"] for r in rows)},
+        "latency_p50_ms": pct(lat, 50),
+        "latency_p95_ms": pct(lat, 95),
+        "latency_max_ms": max(lat) if lat else None,
+        "components_p50_ms": {k: pct([r[k] for r in got], 50)
+                              for k in ("close_ms", "pipeline_ms", "asr_ms", "model_ms", "mqtt_ms", "vad_end_lag_ms")},
+        "components_p95_ms": {k: pct([r[k] for r in got], 95)
+                              for k in ("close_ms", "pipeline_ms", "asr_ms", "model_ms", "mqtt_ms")},
+        "utterances": rows,
+        "runtime": mon.describe(),
+        "load_before": load0,
+        "load_after": load1,
+    }
+    say(f"latency: {len(got)}/{len(script)} utterances scored, p50 {results['latency_p50_ms']} ms, "
+        f"p95 {results['latency_p95_ms']} ms")
+    if args.json:
+        write_json(args.json, results)
+    else:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

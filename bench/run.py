@@ -1,0 +1,235 @@
+"""``make bench``: latency, real-time factor, per-stage cost, scorer throughput and memory of the monitor.
+
+    .venv/bin/python bench/run.py [--quick] [--model auto|default|PATH] [--only SECTIONS] [--out bench/results.json]
+
+Runs each measurement in its own interpreter (bench/stages.py, scorer_throughput.py,
+replay.py, latency.py), prints a table of every figure with its target (PASS / MISS) and
+writes ``bench/results.json``; bench/README.md defines every key. Sessions are generated
+once with examples/make_sample.py into .cache/bench/. ``--quick`` is a short pass (2 to 3
+minutes: fewer repeats, the 8 sample sentences for latency, 4 minutes of media for memory,
+which is too short to get past the warm-up); its figures are indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchlib import (
+    MOSI_CLIP,
+    REPO,
+    SAMPLE_SESSION,
+    device_info,
+    latency_session,
+    load_avg,
+    long_session,
+    resolve_model,
+    say,
+)
+
+SECTIONS = ("stages", "scorer", "replay", "latency", "rss")
+TARGETS = {"replay_rtf": 0.5, "latency_p95_ms": 1000.0, "rss_growth_mb": 50.0}
+
+
+def run_section(name: str, script: str, argv: list[str], timeout_s: float, tmp: Path) -> tuple[dict | None, dict]:
+    """Run ``bench/<script>`` in a fresh interpreter; -> (its JSON or None, timing and load)."""
+    out = tmp / f"{name}.json"
+    cmd = [sys.executable, str(REPO / "bench" / script), *argv, "--json", str(out)]
+    load0, t = load_avg(), time.monotonic()
+    say(f"--- {name}: {' '.join(Path(c).name if c.startswith('/') else c for c in cmd[1:])}")
+    try:
+        rc = subprocess.run(cmd, cwd=REPO, timeout=timeout_s).returncode
+    except subprocess.TimeoutExpired:
+        rc = "timeout"
+    meta = {"seconds": round(time.monotonic() - t, 1), "load_before": load0, "load_after": load_avg()}
+    if rc != 0 or not out.is_file():
+        say(f"{name} failed ({rc})")
+        meta["error"] = f"exit {rc}"
+        return None, meta
+    return json.loads(out.read_text()), meta
+
+
+def fmt(x, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        x = f"{x:.3f}" if abs(x) < 1 else f"{x:.1f}" if abs(x) < 100 else f"{x:.0f}"
+    return f"{x}{unit}"
+
+
+def verdict(value, target: float) -> str:
+    if value is None:
+        return "n/a"
+    return "PASS" if value <= target else "MISS"
+
+
+def print_table(res: dict) -> None:
+    rows: list[tuple[str, str, str, str]] = []
+    rtf = res.get("replay_rtf") or {}
+    for key, label in (("sample_session", "sample session"), ("mosi_clip", "MOSI clip Oz06ZWiO20M_6"),
+                       ("long_session", "long session (RSS run, with MQTT)")):
+        if key in rtf:
+            rows.append((f"replay_rtf: {label}", fmt(rtf[key]), "<= 0.5", verdict(rtf[key], TARGETS["replay_rtf"])))
+    lat = res.get("details", {}).get("latency") or {}
+    n = f" ({lat.get('n_scored')}/{lat.get('n_utterances')} utt.)" if lat else ""
+    rows.append(("latency_p50_ms" + n, fmt(res.get("latency_p50_ms")), "", ""))
+    rows.append(("latency_p95_ms" + n, fmt(res.get("latency_p95_ms")), "<= 1000",
+                 verdict(res.get("latency_p95_ms"), TARGETS["latency_p95_ms"])))
+    lat1 = res.get("details", {}).get("latency_torch_1_thread")
+    if lat1:
+        rows.append(("  same, torch 1 thread: p50 / p95", f"{fmt(lat1['latency_p50_ms'])} / {fmt(lat1['latency_p95_ms'])}",
+                     "(info)", ""))
+    rss = next(iter(res.get("details", {}).get("rss", {}).get("runs", {}).values()), None)
+    label = f" (2nd half of {rss['media_s'] / 60:.0f} min)" if rss else ""
+    rows.append(("rss_growth_mb" + label, fmt(res.get("rss_growth_mb")), "<= 50",
+                 "(quick: too short to judge)" if res.get("quick") else
+                 verdict(res.get("rss_growth_mb"), TARGETS["rss_growth_mb"])))
+    if rss:
+        r = rss["rss"]
+        rows.append(("  RSS start / 2nd half start / end / peak MiB",
+                     f"{r['start_mb']:.0f} / {r['second_half_start_mb']:.0f} / {r['end_mb']:.0f} / {r['peak_mb']:.0f}",
+                     "(info)", ""))
+        rows.append(("  first-half climb MiB; 2nd-half slope MiB/10 min",
+                     f"{r['first_half_growth_mb']:.0f}; {r['slope_mb_per_10min']:.1f}", "(info)", ""))
+    st = res.get("stage_ms") or {}
+    if st:
+        face = st.get("face_detect_per_frame", {})
+        rows += [
+            ("stage_ms: VAD per s of audio", fmt(st.get("vad_per_audio_s")), "", ""),
+            ("stage_ms: face detection per frame", " / ".join(f"{v:.1f}" for v in face.values()), "", ""),
+            ("stage_ms: featurize per window", fmt(st.get("featurize_per_window")), "", ""),
+            ("stage_ms: ASR per utterance", fmt(st.get("asr_per_utterance")), "", ""),
+            ("stage_ms: scorer per batch (1 / 8)",
+             " / ".join(fmt(v) for v in st.get("scorer_per_batch", {}).values()), "", ""),
+            ("slowest stage per utterance", f"{st.get('slowest_stage')} ({fmt(st.get('slowest_stage_ms'))} ms)", "", ""),
+        ]
+    for dev, per in (res.get("scorer_windows_per_s") or {}).items():
+        rows.append((f"scorer_windows_per_s {dev} (b1 / b8 / b32)", " / ".join(fmt(v) for v in per.values()), "", ""))
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    print()
+    print(f"{'figure':<{w[0]}}  {'value':>{w[1]}}  {'target':<{w[2]}}  status")
+    print("-" * (sum(w) + 12))
+    for r in rows:
+        print(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
+    load = res["machine_load"]
+    print(f"\ndevice: {res['device']['summary']}; model: {res['model']['tag']} ({res['model']['source'].split(':')[0]})")
+    print(f"load average (1 min) during the run: {load['min_1min']} .. {load['max_1min']} on {res['device']['n_cpus']} CPUs"
+          + (" -- the CPU was shared: figures are inflated by contention" if res["contended"] else ""))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a short pass (indicative figures only)")
+    ap.add_argument("--model", default="auto", help="auto (default model if built, else a full-size stand-in), "
+                    "default, or a checkpoint path")
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    ap.add_argument("--thread-ab", action="store_true",
+                    help="also replay the latency session with torch limited to 1 thread")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results.json"))
+    args = ap.parse_args()
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    started, t0 = datetime.now(timezone.utc), time.monotonic()
+    loads = [load_avg()]
+    model, model_info = resolve_model(args.model)
+    repeat = "1" if args.quick else "3"
+    notes: list[str] = []
+    lat_session = latency_session(args.quick)
+    need_long = "rss" in only
+    rss_session = long_session(3 if args.quick else 20) if need_long else None
+    mosi = MOSI_CLIP if MOSI_CLIP.is_file() else None
+    if mosi is None:
+        notes.append(f"{MOSI_CLIP} is absent: the MOSI replay_rtf row is skipped")
+    details: dict = {}
+    sections: dict = {}
+    common = ["--model", model]
+    with tempfile.TemporaryDirectory(prefix="mmsa-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+
+        def section(name: str, script: str, argv: list[str], timeout_s: float) -> dict | None:
+            data, meta = run_section(name, script, argv + common, timeout_s, tmp)
+            sections[name] = meta
+            loads.extend([meta["load_before"], meta["load_after"]])
+            if data is not None:
+                details[name] = data
+            else:
+                notes.append(f"the {name} section failed ({meta['error']}); its figures are missing")
+            return data
+
+        if "stages" in only:
+            section("stages", "stages.py", [str(lat_session), "--repeat", repeat], 900)
+        if "scorer" in only:
+            section("scorer", "scorer_throughput.py", [str(lat_session), "--repeat", "3" if args.quick else "5"], 900)
+        if "replay" in only:
+            section("replay", "replay.py", [str(SAMPLE_SESSION), *([str(mosi)] if mosi else []),
+                                            "--repeat", repeat], 900)
+        if "latency" in only:
+            section("latency", "latency.py", [str(lat_session)], 900)
+            if args.thread_ab:
+                section("latency_torch_1_thread", "latency.py", [str(lat_session), "--torch-threads", "1"], 900)
+        if "rss" in only:
+            section("rss", "replay.py", [str(rss_session), "--rss", "--mqtt"], 1800)
+
+    res: dict = {}
+    replay = details.get("replay", {}).get("runs", {})
+    rss_runs = details.get("rss", {}).get("runs", {})
+    rtf = {}
+    if str(SAMPLE_SESSION) in replay:
+        rtf["sample_session"] = replay[str(SAMPLE_SESSION)]["rtf"]
+    if mosi is not None and str(mosi) in replay:
+        rtf["mosi_clip"] = replay[str(mosi)]["rtf"]
+    rss_run = next(iter(rss_runs.values()), None)
+    if rss_run is not None:
+        rtf["long_session"] = rss_run["rtf"]
+    res["replay_rtf"] = rtf or None
+    lat = details.get("latency") or {}
+    res["latency_p50_ms"] = lat.get("latency_p50_ms")
+    res["latency_p95_ms"] = lat.get("latency_p95_ms")
+    st = details.get("stages")
+    if st:
+        res["stage_ms"] = {**st["stage_ms"], "per_utterance": st["per_utterance_ms"],
+                           "slowest_stage": st["slowest_stage"],
+                           "slowest_stage_ms": st["per_utterance_ms"][st["slowest_stage"]]}
+    else:
+        res["stage_ms"] = None
+    sc = details.get("scorer")
+    res["scorer_windows_per_s"] = sc["windows_per_s"] if sc else None
+    res["rss_growth_mb"] = rss_run["rss"]["growth_mb"] if rss_run else None
+    res["device"] = device_info()
+    runtime = next((d["runtime"] for d in details.values() if "runtime" in d), {})
+    res["device"].update(asr=runtime.get("asr"), scorer=runtime.get("scorer"))
+    loads.append(load_avg())
+    one_min = [x[0] for x in loads]
+    n_cpus = os.cpu_count() or 1
+    res["machine_load"] = {"start": loads[0], "end": loads[-1], "min_1min": min(one_min), "max_1min": max(one_min),
+                           "median_1min": sorted(one_min)[len(one_min) // 2], "sections": sections}
+    res["contended"] = max(one_min) > n_cpus
+    if res["contended"]:
+        notes.append(f"the 1-minute load average reached {max(one_min)} on {n_cpus} CPUs during the run: other work "
+                     "shared the CPU and the figures are inflated by contention")
+    res["model"] = model_info
+    res["quick"] = args.quick
+    res["notes"] = notes
+    res["started"] = started.isoformat(timespec="seconds")
+    res["duration_s"] = round(time.monotonic() - t0, 1)
+    res["command"] = "make bench  (.venv/bin/python bench/run.py" + (" --quick" if args.quick else "") + ")"
+    res["details"] = details
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    print_table(res)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"\n{args.out} written ({res['duration_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
