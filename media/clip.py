@@ -2,9 +2,10 @@
 
 Both the live pipeline (``mmsa.monitor``) and dataset readers / ``mmsa-eval`` (``mmsa.training``)
 call :func:`window_sample`, so a clip scored live and offline gets identical features:
-``frames_per_window`` frames spread evenly over the window are each run through the face
-detector (stateless, so the result does not depend on what came before the window), and
-the crops of the frames with a face form the vision input.
+``frames_per_window`` frames spread evenly over the window are run through the face
+detector (searching near the previous frame's face first; nothing carries over from before
+the window, so the result depends only on the window), and the crops of the frames with a
+face form the vision input.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from mmsa.model.features import DEFAULT_FEATURES, FeatureConfig, Sample, audio_features, face_crop, spread_indices
 
 from .audio import load_audio, probe
-from .faces import FaceDetector
+from .faces import Box, FaceDetector
 from .video import read_frames
 
 
@@ -30,10 +31,15 @@ def window_faces(
     if detector is None or not frames:
         return None
     crops = []
+    last: Box | None = None
     for i in spread_indices(len(frames), cfg.frames_per_window):
-        box = detector.detect(frames[i])
+        # near the face of the previous frame first (cheap), the whole frame if it is not there
+        box = detector.detect(frames[i], near=last) if last is not None else None
+        if box is None:
+            box = detector.detect(frames[i])
         if box is not None:
             crops.append(face_crop(frames[i], box, cfg))
+            last = box
     return torch.stack(crops) if crops else None
 
 

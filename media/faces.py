@@ -30,6 +30,8 @@ class DetectorOptions:
     """Haar cascade pyramid step."""
     min_neighbors: int = 5
     """Haar cascade acceptance threshold (higher: fewer false faces)."""
+    near_margin: float = 0.5
+    """A search near an earlier box covers that box enlarged by this fraction of its size per side."""
 
 
 class FaceDetector:
@@ -42,21 +44,41 @@ class FaceDetector:
         if self._cascade.empty():
             raise MediaError(f"{path}: cannot load the Haar face cascade (install opencv-python-headless 4.x)")
 
-    def detect(self, frame: np.ndarray) -> Box | None:
+    def detect(self, frame: np.ndarray, near: Box | None = None) -> Box | None:
+        """The face in ``frame``; with ``near``, search only around that box.
+
+        ``near`` (a face found in an earlier frame of the same window) restricts the search to
+        the box enlarged by ``near_margin`` of its size on each side, at the same scale as a
+        full-frame search and for faces of 0.7x to 1.5x its size: several times cheaper for the
+        frames of one utterance.
+        """
         gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         H, W = gray.shape[:2]
         scale = min(1.0, self.options.detect_width / max(W, 1))
-        small = cv2.resize(gray, (max(1, int(W * scale)), max(1, int(H * scale))), interpolation=cv2.INTER_AREA) if scale < 1 else gray
+        min_side = max(12, int(self.options.min_face_frac * H * scale))
+        ox = oy = 0
+        max_side = 0  # 0: no upper bound
+        if near is not None:
+            x, y, w, h = near
+            # a face does not change size much between frames of one utterance: search 0.7x..1.5x
+            min_side = max(min_side, int(0.7 * min(w, h) * scale))
+            max_side = int(1.5 * max(w, h) * scale) + 1
+            m = self.options.near_margin
+            ox, oy = max(0, int(x - m * w)), max(0, int(y - m * h))
+            gray = gray[oy : min(H, int(y + h + m * h)), ox : min(W, int(x + w + m * w))]
+        h_, w_ = gray.shape[:2]
+        if min(h_, w_) * scale < min_side:
+            return None
+        small = cv2.resize(gray, (max(1, int(w_ * scale)), max(1, int(h_ * scale))), interpolation=cv2.INTER_AREA) if scale < 1 else gray
         small = cv2.equalizeHist(small)
-        side = max(12, int(self.options.min_face_frac * small.shape[0]))
         faces, _, weights = self._cascade.detectMultiScale3(
             small, scaleFactor=self.options.scale_factor, minNeighbors=self.options.min_neighbors,
-            minSize=(side, side), outputRejectLevels=True,
+            minSize=(min_side, min_side), maxSize=(max_side, max_side), outputRejectLevels=True,
         )
         if len(faces) == 0:
             return None
         x, y, w, h = faces[int(np.argmax(np.asarray(weights).reshape(-1)))]
-        return (int(round(x / scale)), int(round(y / scale)), int(round(w / scale)), int(round(h / scale)))
+        return (int(round(x / scale)) + ox, int(round(y / scale)) + oy, int(round(w / scale)), int(round(h / scale)))
 
 
 class FaceTracker:

@@ -113,3 +113,11 @@ def test_bad_media_gives_one_clear_error(tmp_path, talking_clip):
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(talking_clip), "-an", "-c:v", "copy", str(silent)], check=True)
     with pytest.raises(MediaError, match="no audio track"):
         load_audio(silent)
+
+
+def test_search_near_an_earlier_face_finds_it_again_and_nothing_elsewhere():
+    det, img = FaceDetector(), astronaut_bgr()
+    full = det.detect(img)
+    again = det.detect(img, near=full)
+    assert again is not None and iou(again, full) > 0.9
+    assert det.detect(img, near=(400, 400, 60, 60)) is None  # the rocket corner holds no face
