@@ -119,5 +119,5 @@ def test_search_near_an_earlier_face_finds_it_again_and_nothing_elsewhere():
     det, img = FaceDetector(), astronaut_bgr()
     full = det.detect(img)
     again = det.detect(img, near=full)
-    assert again is not None and iou(again, full) > 0.9
+    assert again is not None and iou(again, full) > 0.8
     assert det.detect(img, near=(400, 400, 60, 60)) is None  # the rocket corner holds no face
