@@ -421,9 +421,11 @@ class Monitor:
         self.transcriber.transcribe(audio)
         self.scorer.score([Sample(text="warm up", audio=audio_features(audio))])
 
-    def pipeline(self, media_path: Path, workdir: Path, *, fast: bool, mqtt: tuple[str, int, str] | None = None):
+    def pipeline(self, media_path: Path, workdir: Path, *, fast: bool, mqtt: tuple[str, int, str] | None = None,
+                 speculative: bool | None = None):
         """A Pipeline replaying ``media_path`` the way ``mmsa-monitor --replay PATH [--fast] --headless`` wires
-        it (cli._build); ``mqtt`` = (host, port, prefix) adds the MQTT publisher. -> (pipeline, publisher)."""
+        it (cli._build); ``mqtt`` = (host, port, prefix) adds the MQTT publisher; ``speculative`` overrides
+        ``segmenter.speculative``. -> (pipeline, publisher)."""
         import uuid
 
         from mmsa.monitor.config import MonitorConfig
@@ -435,6 +437,8 @@ class Monitor:
         from mmsa.monitor.sources import ReplaySource, open_replay
 
         cfg = MonitorConfig()
+        if speculative is not None:
+            cfg = cfg.replace("segmenter", speculative=speculative)
         if mqtt is not None:
             cfg = cfg.replace("mqtt", host=mqtt[0], port=mqtt[1], prefix=mqtt[2], node_id="bench",
                               client_id=f"bench-{uuid.uuid4().hex[:8]}", discovery=False)

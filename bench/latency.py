@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -82,6 +83,8 @@ def main() -> int:
     ap.add_argument("--model", default="auto")
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="torch intra-op threads (0: torch's default, as the monitor runs)")
+    ap.add_argument("--no-speculative", action="store_true",
+                    help="segmenter.speculative = false (process each window only once its utterance closed)")
     ap.add_argument("--json")
     args = ap.parse_args()
     set_torch_threads(args.torch_threads)
@@ -102,15 +105,17 @@ def main() -> int:
                                     "-t", f"{prefix}/#", "-F", "%U %t %p"], stdout=fh)
         try:
             wait_subscribed(broker.host, broker.port, prefix, out)
-            pipe, publisher = mon.pipeline(args.session, workdir, fast=False, mqtt=(broker.host, broker.port, prefix))
+            pipe, publisher = mon.pipeline(args.session, workdir, fast=False, mqtt=(broker.host, broker.port, prefix),
+                                           speculative=False if args.no_speculative else None)
             replay = pipe.sources.replay
             say(f"latency: paced replay of {args.session.name} ({replay.media.duration_s:.0f} s, "
                 f"{len(script)} utterances) ...")
             asyncio.run(run_monitor(pipe, publisher))
             offset = wall_offset()
             # the replay's clock: the monotonic time at which media time audio_t0 was due
-            # (ReplaySource keeps it privately; media time t is due at origin + t - audio_t0)
-            origin_unix = replay._origin + offset - replay.media.audio_t0
+            # (media time t is due at origin + t - audio_t0)
+            assert replay.origin is not None, "a paced replay fixes its origin"
+            origin_unix = replay.origin + offset - replay.media.audio_t0
             events = read_events(pipe)
             deadline = time.monotonic() + 5
             while len(parse_arrivals(out, f"{prefix}/score")) < len(events) and time.monotonic() < deadline:
@@ -168,6 +173,8 @@ def main() -> int:
                               for k in ("close_ms", "pipeline_ms", "asr_ms", "model_ms", "mqtt_ms", "vad_end_lag_ms")},
         "components_p95_ms": {k: pct([r[k] for r in got], 95)
                               for k in ("close_ms", "pipeline_ms", "asr_ms", "model_ms", "mqtt_ms")},
+        "speculative": pipe.speculative,
+        "speculation": dataclasses.asdict(pipe.speculation),
         "utterances": rows,
         "runtime": mon.describe(),
         "load_before": load0,

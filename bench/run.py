@@ -86,6 +86,10 @@ def print_table(res: dict) -> None:
     if lat1:
         rows.append(("  same, torch 1 thread: p50 / p95", f"{fmt(lat1['latency_p50_ms'])} / {fmt(lat1['latency_p95_ms'])}",
                      "(info)", ""))
+    lat0 = res.get("details", {}).get("latency_not_speculative")
+    if lat0:
+        rows.append(("  same, segmenter.speculative off: p50 / p95",
+                     f"{fmt(lat0['latency_p50_ms'])} / {fmt(lat0['latency_p95_ms'])}", "(info)", ""))
     rss = next(iter(res.get("details", {}).get("rss", {}).get("runs", {}).values()), None)
     label = f" (2nd half of {rss['media_s'] / 60:.0f} min)" if rss else ""
     rows.append(("rss_growth_mb" + label, fmt(res.get("rss_growth_mb")), "<= 50",
@@ -132,6 +136,8 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--thread-ab", action="store_true",
                     help="also replay the latency session with torch limited to 1 thread")
+    ap.add_argument("--speculation-ab", action="store_true",
+                    help="also replay the latency session with segmenter.speculative = false")
     ap.add_argument("--out", default=str(REPO / "bench" / "results.json"))
     args = ap.parse_args()
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -176,6 +182,8 @@ def main() -> int:
             section("latency", "latency.py", [str(lat_session)], 900)
             if args.thread_ab:
                 section("latency_torch_1_thread", "latency.py", [str(lat_session), "--torch-threads", "1"], 900)
+            if args.speculation_ab:
+                section("latency_not_speculative", "latency.py", [str(lat_session), "--no-speculative"], 900)
         if "rss" in only:
             section("rss", "replay.py", [str(rss_session), "--rss", "--mqtt"], 1800)
 

@@ -71,6 +71,8 @@ class SegmenterConfig:
     """Longest window scored; longer speech is cut into sliding windows (the model sees at most 10 s)."""
     hop_s: float = 5.0
     """Step between sliding windows of long speech (and of ``continuous`` mode)."""
+    speculative: bool = True
+    """Start ASR and features ``speech_pad_ms`` into an utterance's closing silence (same scores, earlier events)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.neg_threshold <= self.threshold < 1.0:

@@ -7,6 +7,17 @@ Tasks (one asyncio.TaskGroup) and the bounded channels between them::
     ASR task (Whisper, then mmsa.media.window_sample) --> [scoring] --> scorer task (batched model)
     scorer task --> session log (JSONL, first) --> EventBus (dashboard, MQTT, terminal)
 
+Speculation (``segmenter.speculative``): while the silence that will close an utterance runs,
+the segmenter already knows the window it will close with (:meth:`Segmenter.tentative`, from
+``speech_pad_ms`` into the silence). The segment task collects that window's frames and hands
+it to the ASR task, which runs Whisper and the featurization on it whenever it is idle (never
+ahead of a window that is waiting). When the utterance closes with the same window (start,
+end, audio, frames), its precomputed result goes to the scorer; if speech resumes first, or
+the window differs, the work is discarded and never published. A run already in a worker
+thread cannot be interrupted (faster-whisper's encoder and decoder are single blocking calls),
+so a stale run delays the next window by at most its remainder; one not started yet is
+dropped for free. Off in ``--fast`` replays, where the segmenter runs ahead of Whisper anyway.
+
 Overflow policies: ``frames`` and ``audio`` drop their oldest items when full (live devices
 cannot wait); ``windows`` drops its oldest window live and makes a replay wait; ``scoring``
 always makes the ASR task wait (results are never dropped); every drop is counted and shown
@@ -33,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from mmsa.media import FaceDetector, FaceTracker, window_sample
+from mmsa.model import Sample
 from mmsa.model.features import MODALITIES, SAMPLE_RATE_HZ
 
 from .asr import Transcriber, Transcript
@@ -86,6 +98,37 @@ class Window:
     frames: list[np.ndarray]
     final: bool
     closed_at: float  # time.monotonic() when the audio that completed it arrived
+    spec: _Speculation | None = None  # work already started on this same window (speculation)
+
+    def same_input(self, other: Window) -> bool:
+        """Whether ``other`` is the same cut: same times, audio and frames (the model input but the words)."""
+        return (self.t_start == other.t_start and self.t_end == other.t_end and self.final == other.final
+                and self.audio.shape == other.audio.shape and bool(np.array_equal(self.audio, other.audio))
+                and len(self.frames) == len(other.frames)
+                and all(a is b for a, b in zip(self.frames, other.frames)))
+
+
+Processed = tuple[Sample, Transcript, float]  # features with the transcript's text, the transcript, ASR ms
+
+
+@dataclass(eq=False)
+class _Speculation:
+    """Work on a tentative window (:meth:`Segmenter.tentative`) before its utterance closes."""
+
+    segment: Segment
+    window: Window | None = None  # once its frames are collected
+    collect: asyncio.Future | None = None  # the task collecting the frames
+    job: asyncio.Future[Processed] | None = None  # ASR + featurization, once the ASR task started it
+
+
+@dataclass
+class SpeculationStats:
+    """Counts of speculative work (``segmenter.speculative``) in a session."""
+
+    tentative: int = 0  # tentative windows seen (each closing silence of an utterance, and each change)
+    ran: int = 0  # of those, ASR + featurization started before the utterance closed
+    used: int = 0  # results published (the utterance closed with the same window)
+    wasted: int = 0  # runs discarded: speech resumed or the window differed
 
 
 @dataclass
@@ -141,6 +184,11 @@ class Pipeline:
         self.audio_progress = Watermark()
         self.extra_drops: dict[str, Callable[[], int]] = {}  # other components' drop counters (MQTT outbox)
         self._sources_stopped = False
+        fast = sources.replay is not None and sources.replay.fast
+        self.speculative = cfg.segmenter.speculative and cfg.segmenter.mode == "vad" and not fast
+        self.speculation = SpeculationStats()
+        self._spec: _Speculation | None = None  # the speculation on the open utterance (segment task's)
+        self._spec_ready = asyncio.Event()  # a speculation's window is ready for the ASR task
 
     # ------------------------------------------------------------------ Controls
 
@@ -240,7 +288,8 @@ class Pipeline:
         if self.recorder is not None:
             await asyncio.to_thread(self.recorder.close)
         self.log.close()
-        self.folder.update(ended=utc_now_iso(), n_events=self._seq, drops=self.drops())
+        extra = {"speculation": dataclasses.asdict(self.speculation)} if self.speculative else {}
+        self.folder.update(ended=utc_now_iso(), n_events=self._seq, drops=self.drops(), **extra)
         self.bus.update_status(finished=True, n_events=self._seq, drops=self.drops(), face_seen=None,
                                message=f"session ended: {self._seq} events in {self.log.path}")
         self.bus.close()
@@ -299,6 +348,7 @@ class Pipeline:
                         await self._window(s, stream_t0, last_arrived, last=False)
                     seg = None
                 if seg is None:
+                    self._drop_speculation()
                     if self._vad is not None:
                         self._vad.reset()
                     seg = Segmenter(self.cfg.segmenter, self._vad)
@@ -308,57 +358,145 @@ class Pipeline:
                 self.audio_progress.advance(stream_t0 + seg.position / SAMPLE_RATE_HZ)
                 for s in seg.ready():
                     await self._window(s, stream_t0, chunk.arrived, last=False)
+                if self.speculative:
+                    self._speculate(seg.tentative(), stream_t0)
             self.audio_progress.end()
             if seg is not None:
                 for s in seg.flush():
                     await self._window(s, stream_t0, time.monotonic(), last=True)
         finally:
+            self._drop_speculation()
             self.audio_progress.end()
             self.channels["windows"].close()
+
+    async def _frames_until(self, t: float) -> None:
+        """Wait until the ring holds the frames before ``t`` (a replay delivers them; a live camera gets wait_ms)."""
+        if self.sources.replay is not None:
+            await self.ring.watermark.wait(t)
+        elif self._camera == "ok":
+            await self.ring.watermark.wait(t, self.cfg.frames.wait_ms / 1000)
 
     async def _window(self, s: Segment, stream_t0: float, arrived: float, *, last: bool) -> None:
         """Collect the frames of a segment and queue the window for ASR."""
         t0 = stream_t0 + s.start / SAMPLE_RATE_HZ
         t1 = stream_t0 + s.end / SAMPLE_RATE_HZ
         frames_until = t1 + END_FRAMES_S if last else t1
-        if self.sources.replay is not None:
-            await self.ring.watermark.wait(frames_until)
-        elif self._camera == "ok":
-            await self.ring.watermark.wait(frames_until, self.cfg.frames.wait_ms / 1000)
+        await self._frames_until(frames_until)
         w = Window(t0, t1, s.audio, self.ring.between(t0, frames_until), s.final, arrived)
+        spec = self._spec
+        if s.final and spec is not None:  # the utterance closed: its speculation is used here or never
+            self._spec = None
+            if spec.job is not None and spec.window is not None and spec.window.same_input(w):
+                w.spec = spec
+            else:
+                self._drop_speculation(spec)
         if self.sources.live:
             self.channels["windows"].offer(w)
         else:
             await self.channels["windows"].put(w)
 
+    def _speculate(self, tentative: Segment | None, stream_t0: float) -> None:
+        """Follow the segmenter's tentative window: start collecting a new one, drop a withdrawn one."""
+        if self._spec is not None and self._spec.segment is tentative:
+            return
+        self._drop_speculation()
+        if tentative is None:
+            return
+        spec = self._spec = _Speculation(tentative)
+        self.speculation.tentative += 1
+        spec.collect = asyncio.ensure_future(self._collect_speculation(spec, stream_t0))
+
+    async def _collect_speculation(self, spec: _Speculation, stream_t0: float) -> None:
+        """The tentative window's frames (as :meth:`_window` will take them); then it is the ASR task's to run."""
+        s = spec.segment
+        t0 = stream_t0 + s.start / SAMPLE_RATE_HZ
+        t1 = stream_t0 + s.end / SAMPLE_RATE_HZ
+        await self._frames_until(t1)
+        if spec is self._spec:
+            spec.window = Window(t0, t1, s.audio, self.ring.between(t0, t1), True, math.nan)
+            self._spec_ready.set()
+
+    def _drop_speculation(self, spec: _Speculation | None = None) -> None:
+        """Discard a speculation (the current one by default): never published; a run in flight is left to end."""
+        if spec is None:
+            spec, self._spec = self._spec, None
+            if spec is None:
+                return
+        if spec.collect is not None:
+            spec.collect.cancel()
+        if spec.job is not None:
+            self.speculation.wasted += 1
+            log.debug("speculative work on %.2f s discarded", spec.segment.end / SAMPLE_RATE_HZ)
+
     async def _asr_task(self) -> None:
         windows, scoring = self.channels["windows"], self.channels["scoring"]
-        features = self.scorer.features
         try:
             while True:
                 try:
-                    w: Window = await windows.get()
+                    w: Window = await self._next_window(windows)
                 except ChannelClosed:
                     return
-                # faces and the STFT do not need the words: featurize while Whisper runs
-                featurizing = asyncio.ensure_future(
-                    asyncio.to_thread(window_sample, w.audio, w.frames, None, self.detector, features)
-                )
-                t = time.perf_counter()
-                try:
-                    transcript = await asyncio.to_thread(self.transcriber.transcribe, w.audio)
-                except (RuntimeError, ValueError) as exc:  # one bad window must not end the session
-                    log.error("ASR failed on %.2f-%.2f s: %s", w.t_start, w.t_end, exc)
-                    self.bus.update_status(message=f"ASR failed: {exc}")
-                    transcript = Transcript("", ())
-                finally:
-                    asr_ms = (time.perf_counter() - t) * 1000
-                    sample = await featurizing
-                # what window_sample(audio, frames, transcript, ...) returns, computed in two parts
-                sample = dataclasses.replace(sample, text=transcript.text or None)
+                spec, w.spec = w.spec, None
+                if spec is not None and spec.job is not None:  # computed ahead on the same window
+                    sample, transcript, asr_ms = await spec.job
+                    self.speculation.used += 1
+                else:
+                    sample, transcript, asr_ms = await self._process(w)
                 await scoring.put(ScoreJob(sample, (w, transcript, asr_ms)))
         finally:
             scoring.close()
+
+    async def _next_window(self, windows: Channel[Window]) -> Window:
+        """The next window; while none is waiting, run the speculation on the open utterance (if ready).
+
+        One window at a time is processed (the Transcriber is not thread-safe), and a waiting
+        window always goes before speculative work.
+        """
+        while True:
+            w = windows.get_nowait()
+            if w is not None:
+                return w
+            spec = self._spec
+            if spec is not None and spec.window is not None and spec.job is None:
+                spec.job = asyncio.ensure_future(self._process(spec.window))
+                spec.job.add_done_callback(_retrieve)  # a discarded run's error must not be reported as lost
+                self.speculation.ran += 1
+                try:
+                    await asyncio.wait({spec.job})  # uninterruptible once in the worker threads: let it end
+                except asyncio.CancelledError:
+                    spec.job.cancel()
+                    raise
+                continue
+            self._spec_ready.clear()
+            getting = asyncio.ensure_future(windows.get())
+            ready = asyncio.ensure_future(self._spec_ready.wait())
+            try:
+                await asyncio.wait({getting, ready}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+                if not getting.done():
+                    getting.cancel()  # Channel.get takes nothing until it returns
+                await asyncio.gather(getting, ready, return_exceptions=True)
+            if getting.done() and not getting.cancelled():
+                return getting.result()  # ChannelClosed once closed and drained
+
+    async def _process(self, w: Window) -> Processed:
+        """Whisper on the window's audio, in parallel with its features (faces and STFT need no words)."""
+        featurizing = asyncio.ensure_future(
+            asyncio.to_thread(window_sample, w.audio, w.frames, None, self.detector, self.scorer.features)
+        )
+        t = time.perf_counter()
+        try:
+            transcript = await asyncio.to_thread(self.transcriber.transcribe, w.audio)
+        except (RuntimeError, ValueError) as exc:  # one bad window must not end the session
+            log.error("ASR failed on %.2f-%.2f s: %s", w.t_start, w.t_end, exc)
+            self.bus.update_status(message=f"ASR failed: {exc}")
+            transcript = Transcript("", ())
+        finally:
+            asr_ms = (time.perf_counter() - t) * 1000
+            sample = await featurizing
+        # what window_sample(audio, frames, transcript, ...) returns, computed in two parts
+        return dataclasses.replace(sample, text=transcript.text or None), transcript, asr_ms
 
     async def _scorer_task(self) -> None:
         try:
@@ -440,5 +578,10 @@ class Pipeline:
     @property
     def n_events(self) -> int:
         return self._seq
+
+
+def _retrieve(job: asyncio.Future) -> None:
+    if not job.cancelled():
+        job.exception()
 
 

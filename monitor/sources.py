@@ -376,6 +376,12 @@ class ReplaySource:
     def label(self) -> str:
         return self.media.label
 
+    @property
+    def origin(self) -> float | None:
+        """The ``time.monotonic()`` at which media time ``media.audio_t0`` was due (media time t is due at
+        ``origin + t - audio_t0``); fixed when a paced replay releases its first item, None before and in ``fast``."""
+        return self._origin
+
     def stop(self) -> None:
         self._stop.set()
 

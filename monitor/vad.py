@@ -5,15 +5,23 @@
 a stream pushed in chunks of any size gets the probabilities faster-whisper computes for the
 whole recording at once.
 
-:class:`Segmenter` is sans-IO (``push(samples)``, ``ready()``, ``flush()``): it knows nothing
-of devices or the event loop and is tested with plain arrays. In ``vad`` mode an utterance
-opens on speech and closes after ``min_silence_ms`` of silence; speech longer than
-``max_window_s`` is cut into sliding windows every ``hop_s``. In ``continuous`` mode windows
-are cut regardless of speech (scoring whole files, or a stream without pauses).
+:class:`Segmenter` is sans-IO (``push(samples)``, ``ready()``, ``flush()``,
+``tentative()``): it knows nothing of devices or the event loop and is tested with plain
+arrays. In ``vad`` mode an utterance opens on speech and closes after ``min_silence_ms`` of
+silence; speech longer than ``max_window_s`` is cut into sliding windows every ``hop_s``. In
+``continuous`` mode windows are cut regardless of speech (scoring whole files, or a stream
+without pauses).
+
+While the silence that will close an utterance runs, the window it will close with is already
+fixed: it ends ``speech_pad_ms`` after the speech, so once that much silence has been pushed
+its audio is known, about ``min_silence_ms - speech_pad_ms`` before the utterance closes.
+:meth:`Segmenter.tentative` returns that window (the pipeline starts ASR and featurization on
+it early: ``segmenter.speculative``); it is withdrawn if speech resumes first.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -104,6 +112,7 @@ class Segmenter:
         self._silence_since: int | None = None  # first silent window after speech
         self._win_start = 0  # start of the next sliding window
         self._last_end = 0  # end of the last emitted window (continuous mode)
+        self._tentative: Segment | None = None  # what tentative() returned last (returned again while unchanged)
 
     @property
     def position(self) -> int:
@@ -114,6 +123,38 @@ class Segmenter:
     def speaking(self) -> bool:
         """True while an utterance is open."""
         return self._speech_start is not None
+
+    def tentative(self) -> Segment | None:
+        """The final window the open utterance will close with if the silence now running goes on.
+
+        Not None once speech has stopped (a VAD window below ``neg_threshold``), at least
+        ``speech_pad_ms`` of that silence has been pushed (the window's audio is then complete)
+        and the utterance has enough speech to be emitted. None again once speech resumes,
+        once the utterance closed (the window is then in :meth:`ready`), and in ``continuous``
+        mode. If the silence goes on, the utterance closes with exactly this window (same start,
+        end and audio), except in two rare cases that callers must check for by comparing: VAD
+        probabilities in the hysteresis band (``neg_threshold`` .. ``threshold``) delay the close
+        while a sliding window of speech longer than ``max_window_s`` is cut, or the stream ends
+        first (:meth:`flush`). The same object is returned while it is unchanged.
+        """
+        if self.cfg.mode != "vad" or self._speech_start is None or self._silence_since is None:
+            self._tentative = None
+            return None
+        end = self._silence_since + self._pad
+        if self._n < end or self._silence_since - self._speech_start < self._min_speech:
+            self._tentative = None
+            return None
+        # _step still cuts sliding windows at each VAD window until the one that closes the utterance
+        # (the first that ends min_silence after the silence began, and not the one that began it)
+        closing_end = self._silence_since + max(2, math.ceil(self._min_silence / WINDOW)) * WINDOW
+        win_start = self._win_start
+        while closing_end - WINDOW - win_start >= self._max:
+            win_start += self._hop
+        start = max(win_start, end - self._max, self._buf_start)
+        t = self._tentative
+        if t is None or (t.start, t.end, t.speech_start) != (start, end, self._speech_start):
+            t = self._tentative = self._segment(start, end, True, self._speech_start)
+        return t
 
     def push(self, samples: np.ndarray) -> None:
         """Append contiguous audio; windows that become complete are collected for :meth:`ready`."""
@@ -184,10 +225,13 @@ class Segmenter:
             self._emit(self._win_start, self._win_start + self._max, False, None)
             self._win_start += self._hop
 
-    def _emit(self, start: int, end: int, final: bool, speech_start: int | None) -> None:
+    def _segment(self, start: int, end: int, final: bool, speech_start: int | None) -> Segment:
         start = max(start, self._buf_start)
         audio = self._buf[start - self._buf_start : end - self._buf_start].copy()
-        self._ready.append(Segment(start, end, audio, final, start if speech_start is None else speech_start))
+        return Segment(start, end, audio, final, start if speech_start is None else speech_start)
+
+    def _emit(self, start: int, end: int, final: bool, speech_start: int | None) -> None:
+        self._ready.append(self._segment(start, end, final, speech_start))
         self._last_end = max(self._last_end, end)
 
     def _trim(self) -> None:

@@ -95,3 +95,97 @@ def test_flush_closes_an_open_utterance_and_silence_keeps_memory_bounded(speech)
     for _ in range(200):
         quiet.push(np.zeros(4096, np.float32))
     assert quiet.ready() == [] and quiet._buf.size < 2 * SR  # noqa: SLF001 - the bound under test
+
+
+# --------------------------------------------------------------------------- tentative windows
+
+
+def scripted_vad(probs):
+    """A VAD stand-in giving the listed probability to each consecutive 512-sample window."""
+    it = iter(probs)
+    return lambda windows: np.array([next(it) for _ in range(len(windows))], np.float32)
+
+
+def push_windows(seg: Segmenter, audio: np.ndarray):
+    """Push one VAD window at a time; -> [(position, ready segments, tentative())] after each push."""
+    out = []
+    for i in range(0, audio.size, WINDOW):
+        seg.push(audio[i : i + WINDOW])
+        out.append((seg.position, seg.ready(), seg.tentative()))
+    return out
+
+
+def same_segment(a, b) -> bool:
+    return ((a.start, a.end, a.final, a.speech_start) == (b.start, b.end, b.final, b.speech_start)
+            and np.array_equal(a.audio, b.audio))
+
+
+def test_tentative_window_is_the_window_the_utterance_closes_with(speech):
+    audio, script = speech
+    rng = np.random.default_rng(3)
+    seg = Segmenter(SegmenterConfig(), SileroVAD())
+    pad = SegmenterConfig().speech_pad_ms * SR // 1000
+    finals, tentatives, i = [], [], 0
+    last = None
+    while i < audio.size:
+        n = int(rng.integers(1, 3000))  # shorter than the 300 ms between a tentative window and the close
+        seg.push(audio[i : i + n])
+        i += n
+        for s in seg.ready():
+            finals.append((s, last))
+        t = seg.tentative()
+        if t is not None:
+            assert seg.position >= t.end and seg.speaking  # its audio is complete
+            if t is not last:
+                tentatives.append(t)
+        last = t
+    assert seg.flush() == [] and len(finals) == len(script)
+    for s, t in finals:
+        assert t is not None and same_segment(s, t), (s.start, s.end, t and (t.start, t.end))
+        np.testing.assert_array_equal(t.audio, audio[t.start : t.end])
+    assert len(tentatives) >= len(script)
+    assert all(t.end - pad > t.speech_start for t in tentatives)
+
+
+def test_tentative_window_is_withdrawn_when_speech_resumes():
+    # speech, 320 ms of silence (longer than the 200 ms pad, shorter than the 500 ms that closes), speech, silence
+    probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.1] * 30
+    audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
+    steps = push_windows(Segmenter(SegmenterConfig(), scripted_vad(probs)), audio)
+    seen = [(pos, t) for pos, _, t in steps if t is not None]
+    early = [t for _, t in seen if t.end == 24 * WINDOW + 3200]
+    assert early, "a tentative window once the pause was 200 ms long"
+    assert all(t is early[0] for t in early)  # the same object while unchanged
+    resumed = next(pos for pos, _, t in steps if pos > early[0].end and t is None)
+    assert resumed <= 36 * WINDOW  # withdrawn as soon as the VAD hears speech again
+    emitted = [s for _, ready, _ in steps for s in ready]
+    assert [(s.start, s.end, s.final) for s in emitted] == [(0, 54 * WINDOW + 3200, True)]
+    last_tentative = [t for _, t in seen if t.start == 0 and t.end == emitted[0].end]
+    assert last_tentative and same_segment(last_tentative[-1], emitted[0])
+    assert steps[-1][2] is None  # closed: nothing tentative any more
+
+
+def test_tentative_window_counts_a_sliding_window_cut_during_the_silence():
+    # 1 s windows every 0.5 s: the sliding window due at 32256 falls between the tentative window (n >= 28800)
+    # and the close (n = 33792), and moves the final window's start from 16000 to 24000
+    cfg = SegmenterConfig(max_window_s=1.0, hop_s=0.5)
+    probs = [0.1] * 4 + [0.9] * 46 + [0.1] * 20
+    audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
+    steps = push_windows(Segmenter(cfg, scripted_vad(probs)), audio)
+    first = next((pos, t) for pos, _, t in steps if t is not None)
+    assert first[0] < 32256 and (first[1].start, first[1].end) == (24000, 28800)
+    emitted = [(pos, s) for pos, ready, _ in steps for s in ready]
+    assert [(pos, s.start, s.end, s.final) for pos, s in emitted] == [
+        (16384, 0, 16000, False), (24064, 8000, 24000, False), (32256, 16000, 32000, False),
+        (33792, 24000, 28800, True)]
+    assert same_segment(emitted[-1][1], first[1])
+
+
+def test_no_tentative_window_for_too_little_speech_or_in_continuous_mode():
+    probs = [0.1] * 4 + [0.9] * 5 + [0.1] * 30  # 160 ms of speech: below min_speech_ms, never emitted
+    audio = np.zeros(len(probs) * WINDOW, np.float32)
+    steps = push_windows(Segmenter(SegmenterConfig(), scripted_vad(probs)), audio)
+    assert all(t is None and ready == [] for _, ready, t in steps)
+    cont = Segmenter(SegmenterConfig(mode="continuous", max_window_s=1.0, hop_s=0.5))
+    cont.push(np.zeros(3 * SR, np.float32))
+    assert cont.tentative() is None and len(cont.ready()) == 5

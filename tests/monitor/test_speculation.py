@@ -1,0 +1,70 @@
+"""Speculative processing (``segmenter.speculative``): the same events as without it, only earlier.
+
+Both runs replay the same clip paced (in real time, as a microphone delivers audio), so the
+silence that closes each utterance takes real time and the speculative work has it to run in.
+The first sentence has two pauses shorter than the 500 ms that close an utterance: the
+segmenter offers a tentative window at each, then withdraws it when speech resumes.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mmsa.monitor.config import MonitorConfig
+from mmsa.monitor.pipeline import SpeculationStats
+from tests.monitor.test_pipeline import Collector, replay_sources
+
+PAUSED_SENTENCES = [
+    ("neutral", "Well... I am not sure. Maybe, maybe not."),
+    ("positive", "I really love this movie, it made me so happy."),
+]
+
+
+@pytest.fixture(scope="module")
+def paused_clip(tmp_path_factory, make_sample):
+    out = tmp_path_factory.mktemp("paused") / "paused.mp4"
+    make_sample.make_clip(out, PAUSED_SENTENCES, gap_s=1.0, lead_s=0.5, fps=10.0)
+    return out
+
+
+async def paced_run(make_pipeline, path, speculative: bool):
+    cfg = MonitorConfig().replace("segmenter", speculative=speculative)
+    pipe, bus, _ = make_pipeline(replay_sources(path, fast=False), cfg=cfg)
+    seen = Collector(bus)
+    await pipe.run()
+    await seen.closed.wait()
+    return pipe, seen.events
+
+
+def without_timing(event) -> dict:
+    d = event.to_dict()
+    for key in ("latency_ms", "wall_time", "session"):
+        del d[key]
+    return d
+
+
+async def test_speculative_run_publishes_exactly_the_events_of_a_plain_run(make_pipeline, paused_clip):
+    plain_pipe, plain = await paced_run(make_pipeline, paused_clip, speculative=False)
+    spec_pipe, spec = await paced_run(make_pipeline, paused_clip, speculative=True)
+    assert not plain_pipe.speculative and plain_pipe.speculation == SpeculationStats()
+    assert len(plain) == len(PAUSED_SENTENCES)
+    # windows, texts, scores (bit for bit), modalities, face frames, confidence, seq
+    assert [without_timing(e) for e in spec] == [without_timing(e) for e in plain]
+    stats = spec_pipe.speculation
+    assert spec_pipe.speculative
+    # one tentative window per pause in the first sentence (withdrawn) and one per utterance end
+    assert stats.tentative >= len(PAUSED_SENTENCES) + 2
+    assert stats.used + stats.wasted <= stats.ran
+    # the ASR task is idle when the first utterance's silence begins: its window is computed ahead
+    assert stats.used >= 1
+    assert spec_pipe.sources.replay.origin is not None
+
+
+async def test_fast_replays_do_not_speculate(make_pipeline, paused_clip):
+    pipe, bus, _ = make_pipeline(replay_sources(paused_clip, fast=True))
+    seen = Collector(bus)
+    await pipe.run()
+    await seen.closed.wait()
+    assert len(seen.events) == len(PAUSED_SENTENCES)
+    assert not pipe.speculative and pipe.speculation == SpeculationStats()
+    assert pipe.sources.replay.origin is None
