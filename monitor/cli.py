@@ -153,7 +153,7 @@ def _build(args: argparse.Namespace, cfg: MonitorConfig) -> Session:
     handler: logging.Handler | None = None
     try:
         _say(f"loading the models on {device} ...")
-        scorer = Scorer(load_checkpoint(args.model, device=device), device)
+        scorer = Scorer(load_checkpoint(args.model, device=device, bert=cfg.scorer.bert or None), device)
         transcriber = Transcriber(cfg.asr, args.device)
         session_id = str(uuid.uuid4())
         if args.record:

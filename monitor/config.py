@@ -113,6 +113,8 @@ class ScorerConfig:
     """After the first window arrives, wait this long for more to batch."""
     queue: int = 16
     """Featurized windows waiting for the model; the stage before waits when it is full."""
+    bert: str = ""
+    """Local BERT folder for a checkpoint whose BERT lies elsewhere on this machine; empty: the one it records."""
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,21 @@ def test_architecture_mismatch_is_refused(tmp_path, model, tiny_bert):
 def test_config_dataclass_round_trip(model):
     cfg = model.cfg
     assert dataclasses.replace(cfg) == cfg
+
+
+def test_bert_moved_elsewhere_is_found_through_the_override(tmp_path, tiny_bert):
+    import shutil
+
+    from mmsa.model import ResourceError
+
+    here = tmp_path / "bert"
+    shutil.copytree(tiny_bert, here)
+    torch.manual_seed(0)
+    model = MMSAModel.build(tiny_config(here), here).eval()
+    path = save_checkpoint(tmp_path / "m.safetensors", model, name="moved")
+    moved = tmp_path / "elsewhere"
+    here.rename(moved)
+    with pytest.raises(ResourceError, match="not a BERT directory"):
+        load_checkpoint(path)
+    loaded = load_checkpoint(path, bert=moved).model
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
