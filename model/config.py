@@ -37,8 +37,8 @@ class ModelConfig:
     """Width of the audio and image embeddings and of the fusion layer."""
     text_proj_dim: int = 0
     """Project h^c to this width before fusion; 0 keeps the BERT width (paper)."""
-    audio_channels: tuple[int, ...] = (16, 32, 64, 96)
-    """Channels of the four stride-2 conv blocks of the STFT audio encoder."""
+    audio_channels: tuple[int, ...] = (128, 128, 128)
+    """Channels of the 1-D conv layers (1 to 4) of the STFT audio encoder."""
     inception_width: int = 2
     """d of the 2D-Inception block: kernel widths d and 2d, pooling width round(1.5 d)."""
     inception_channels: tuple[int, int] = (16, 32)
@@ -47,6 +47,8 @@ class ModelConfig:
     """Width of the f/g projections of the self-attention module (Eq. 5)."""
     fusion: Fusion = "concat"
     """``concat``: Eq. 9 concat -> FC. ``attention``: transformer over modality tokens. ``late``: weighted mean of unimodal scores."""
+    late_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Fixed weights (text, audio, vision) of the ``late`` fusion over the present modalities."""
     fusion_layers: int = 5
     """Transformer layers of the ``attention`` fusion (the paper's "transform layers = 5")."""
     fusion_heads: int = 4

@@ -4,10 +4,10 @@ Shapes are written at every boundary. Choices where the paper is vague:
 
 * Text (Eq. 1-4): any Hugging Face BERT; h^c is the mean of all token states of the input
   (Eq. 2), h^seg1 / h^seg2 the means over the aspect span in segment 1 / segment 2 (Eq. 3-4).
-* Audio: the paper only says STFT. We encode the normalised log-STFT map with four stride-2
-  3x3 conv blocks (BatchNorm, ReLU); padded frames are zeroed after every block, so a short
-  clip gets the same embedding alone or in a padded batch. Masked mean over time and mean
-  over frequency give the clip vector.
+* Audio: the paper only says STFT. We encode the normalised log-STFT map with 1-D convolutions
+  over time that take every frequency bin as a channel (a TDNN), then pool the mean and the
+  standard deviation over time; padded frames are zeroed after every layer, so a short clip
+  gets the same embedding alone or in a padded batch.
 * Image (section 3.2): two stacked 2D-Inception blocks. Branch 1: 1x1 conv then a d x d conv;
   branch 2: a 2d x 2d conv; branch 3: max pooling of width round(1.5 d) then a 1x1 conv;
   the branches are concatenated on channels; average pooling (2x2) and BatchNorm follow
@@ -90,30 +90,42 @@ class TextEncoder(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """Log-STFT map (B, n_freq, T) + frame mask (B, T) -> (B, out_dim)."""
+    """Log-STFT map (B, n_freq, T) + frame mask (B, T) -> (B, out_dim).
 
-    def __init__(self, channels: tuple[int, ...], out_dim: int) -> None:
+    The map is read as a sequence of n_freq-dimensional frames: 1-D convolutions over time
+    (kernels 5, 3, 3 with dilations 1, 2, 3: a TDNN / x-vector front end), BatchNorm and ReLU,
+    padded frames zeroed after every layer, then statistics pooling (masked mean and standard
+    deviation over time) and a linear layer. Keeping every frequency bin as a channel keeps
+    where the energy lies in the spectrum, which the mean over frequency of a 2-D CNN loses; on
+    RAVDESS it learned faster and generalised better to unseen actors (docs/default-model.md).
+    """
+
+    KERNELS = (5, 3, 3, 3)
+    DILATIONS = (1, 2, 3, 1)
+
+    def __init__(self, n_freq: int, channels: tuple[int, ...], out_dim: int) -> None:
         super().__init__()
-        blocks = []
-        c_in = 1
-        for c in channels:
-            blocks.append(
-                nn.Sequential(nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
-            )
+        if not 1 <= len(channels) <= len(self.KERNELS):
+            raise ValueError(f"audio_channels needs 1 to {len(self.KERNELS)} layers, got {len(channels)}")
+        layers = []
+        c_in = n_freq
+        for c, k, d in zip(channels, self.KERNELS, self.DILATIONS):
+            layers.append(nn.Sequential(
+                nn.Conv1d(c_in, c, k, dilation=d, padding=d * (k - 1) // 2, bias=False), nn.BatchNorm1d(c), nn.ReLU(),
+            ))
             c_in = c
-        self.blocks = nn.ModuleList(blocks)
-        self.proj = nn.Linear(c_in, out_dim)
+        self.layers = nn.ModuleList(layers)
+        self.proj = nn.Linear(2 * c_in, out_dim)
         self.dim = out_dim
 
     def forward(self, spec: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = spec[:, None]  # (B, 1, F, T)
-        m = mask
-        for block in self.blocks:
-            x = block(x * m[:, None, None, :].to(x.dtype))
-            m = m[:, ::2][:, : x.shape[-1]]  # output t is valid iff input 2t is: ceil(n / 2) frames
-        x = x * m[:, None, None, :].to(x.dtype)  # (B, C, F', T')
-        x = x.mean(2)  # (B, C, T')
-        return self.proj(_masked_mean(x, m[:, None, :], 2))  # (B, out_dim)
+        m = mask[:, None, :]  # (B, 1, T)
+        x = spec * m.to(spec.dtype)  # (B, F, T)
+        for layer in self.layers:
+            x = layer(x) * m.to(x.dtype)  # (B, C, T), zero beyond each clip's end
+        mean = _masked_mean(x, m, 2)  # (B, C)
+        var = _masked_mean((x - mean[..., None]) ** 2, m, 2)
+        return self.proj(torch.cat([mean, (var + 1e-5).sqrt()], 1))  # (B, out_dim)
 
 
 # --------------------------------------------------------------------------- image

@@ -12,17 +12,21 @@
   over a [CLS] token and one token per present modality (text, audio, image view 1,
   image view 2); missing modalities are key-padding-masked; the [CLS] output -> FC.
 * Fusion ``late``: a weighted mean of the unimodal scores over the present modalities, with
-  learnable positive weights; used by the default model, which has no aligned trimodal data.
+  fixed weights from the config (``late_weights``); used by the default model, which has no
+  aligned trimodal data to fit them on.
 * Unimodal heads (Table 5): one FC -> ReLU -> FC head per modality on its own embedding
   (vision: mean of the two view embeddings), so each modality has its own score.
 * Views: in training the two image views are random crops and the audio views random
   crops/masks (``augment.py``); the text views are segment 1 / segment 2 aspect features
-  when aspects are given, else two dropout passes of BERT (Eq. 6). In evaluation the views
-  are deterministic.
+  when aspects are given, else two dropout passes of BERT (Eq. 6). The second pass of a
+  modality is only computed when its contrastive loss needs it (``views``); otherwise one
+  random view is used (for both image slots of Eq. 9). In evaluation the views are
+  deterministic.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +36,7 @@ import torch.nn as nn
 from . import augment
 from .config import ModelConfig
 from .encoders import AudioEncoder, ImageEncoder, TextEncoder
-from .features import MODALITIES, ModelInputs, TextInputs
+from .features import MODALITIES, N_FREQ, ModelInputs, TextInputs
 
 
 @dataclass
@@ -64,7 +68,7 @@ class MMSAModel(nn.Module):
         self.text = text_encoder
         self.text_proj = nn.Linear(text_encoder.dim, cfg.text_proj_dim) if cfg.text_proj_dim else nn.Identity()
         d_text = cfg.text_proj_dim or text_encoder.dim
-        self.audio = AudioEncoder(cfg.audio_channels, H)
+        self.audio = AudioEncoder(N_FREQ, cfg.audio_channels, H)
         self.vision = ImageEncoder(cfg.inception_channels, cfg.inception_width, cfg.attention_dim, H)
         self.dims = {"text": d_text, "audio": H, "vision": H}
         self.heads = nn.ModuleDict({m: _head(self.dims[m], H, cfg.dropout) for m in MODALITIES})
@@ -80,7 +84,9 @@ class MMSAModel(nn.Module):
             self.fusion_encoder = nn.TransformerEncoder(layer, cfg.fusion_layers, enable_nested_tensor=False)
             self.fusion = _head(H, H, cfg.dropout)
         elif cfg.fusion == "late":
-            self.late_logits = nn.Parameter(torch.zeros(len(MODALITIES)))
+            if min(cfg.late_weights) < 0 or max(cfg.late_weights) <= 0:
+                raise ValueError(f"late_weights must be >= 0 with one > 0, got {cfg.late_weights}")
+            self.register_buffer("late_weights", torch.tensor(cfg.late_weights, dtype=torch.float32), persistent=False)
         else:  # pragma: no cover - Literal checked by the config loader
             raise ValueError(f"unknown fusion {cfg.fusion!r}")
 
@@ -101,13 +107,20 @@ class MMSAModel(nn.Module):
         r = self.cfg.score_range
         return r * torch.tanh(raw.squeeze(-1) / r)
 
-    def forward(self, x: ModelInputs, text_views: bool = False) -> ModelOutput:
-        """Score a batch. ``text_views``: also run the second dropout pass for L_text."""
+    def forward(
+        self, x: ModelInputs, text_views: bool = False, views: Collection[str] = ("audio", "vision")
+    ) -> ModelOutput:
+        """Score a batch.
+
+        In training, ``text_views`` also runs the second dropout pass of BERT for L_text, and
+        ``views`` names the modalities among audio and vision whose second random view is
+        computed for their contrastive loss.
+        """
         B = x.batch_size
         dev = x.audio.device
         present = x.presence()  # (B, 3)
         feats: dict[str, torch.Tensor] = {}
-        views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         train = self.training
 
         # text: h^c (Eq. 2); views = aspect segments (Eq. 3-4) or a second dropout pass
@@ -118,9 +131,9 @@ class MMSAModel(nn.Module):
             tf = self.text(rows)
             h_text[idx] = self.text_proj(tf.h_c)
             if tf.h_seg1 is not None:
-                views["text"] = (tf.h_seg1, tf.h_seg2)
+                pairs["text"] = (tf.h_seg1, tf.h_seg2)
             elif text_views and train:
-                views["text"] = (tf.h_c, self.text(rows).h_c)
+                pairs["text"] = (tf.h_c, self.text(rows).h_c)
         feats["text"] = h_text
 
         # audio: clean map for scoring in evaluation, two random views in training (Eq. 8)
@@ -130,8 +143,8 @@ class MMSAModel(nn.Module):
             spec, mask = x.audio[idx], x.audio_mask[idx]
             if train:
                 a1 = self.audio(*augment.audio_view(spec, mask))
-                a2 = self.audio(*augment.audio_view(spec, mask))
-                views["audio"] = (a1, a2)
+                if "audio" in views:
+                    pairs["audio"] = (a1, self.audio(*augment.audio_view(spec, mask)))
             else:
                 a1 = self.audio(spec, mask)
             h_audio[idx] = a1
@@ -146,9 +159,9 @@ class MMSAModel(nn.Module):
             shape = faces.shape
             flat = faces.reshape(-1, *shape[2:])
             v1 = self.vision.encode_windows(augment.image_view(flat, train).view(shape), fmask)
-            if train:
+            if train and "vision" in views:
                 v2 = self.vision.encode_windows(augment.image_view(flat, train).view(shape), fmask)
-                views["vision"] = (v1, v2)
+                pairs["vision"] = (v1, v2)
             else:
                 v2 = v1
             h_v1[idx], h_v2[idx] = v1, v2
@@ -163,7 +176,7 @@ class MMSAModel(nn.Module):
             unimodal[m] = s
 
         score = self._fuse(feats, h_v1, h_v2, present, unimodal)
-        return ModelOutput(score=score, unimodal=unimodal, presence=present, views=views)
+        return ModelOutput(score=score, unimodal=unimodal, presence=present, views=pairs)
 
     def _fuse(self, feats, h_v1, h_v2, present, unimodal) -> torch.Tensor:
         pf = present.to(h_v1.dtype)
@@ -179,6 +192,6 @@ class MMSAModel(nn.Module):
             keep = torch.cat([torch.ones_like(present[:, :1]), present, present[:, 2:3]], dim=1)
             out = self.fusion_encoder(toks, src_key_padding_mask=~keep)
             return self._squash(self.fusion(out[:, 0]))
-        w = torch.nn.functional.softplus(self.late_logits)[None] * pf  # (B, 3)
+        w = self.late_weights[None] * pf  # (B, 3)
         s = torch.stack([torch.nan_to_num(unimodal[m]) for m in MODALITIES], dim=1)
         return (w * s).sum(1) / w.sum(1).clamp_min(1e-6)

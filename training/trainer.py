@@ -317,6 +317,7 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
         generator=loader_gen, worker_init_fn=_worker_init, pin_memory=device.type == "cuda",
     )
     text_views = cfg.loss.text > 0
+    views = tuple(m for m in ("audio", "vision") if getattr(cfg.loss, m) > 0)  # second views only for InfoNCE
     select = cfg.select
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"value": None, "epoch": 0, "state": None, "valid": {}, "preds": {}}
@@ -336,7 +337,7 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
         for batch, labels in _progress(loader, f"epoch {epoch}", dist.main):
             batch, labels = batch.to(device), labels.to(device)
             with autocast(device, use_amp):
-                out = net(batch, text_views=text_views)
+                out = net(batch, text_views=text_views, views=views)
             loss = joint_loss(_float_output(out), labels, cfg.loss)
             if not math.isfinite(loss.parts["total"]):
                 raise TrainingError(f"the loss became {loss.parts['total']} at step {step + 1}; lower the learning rates")

@@ -28,7 +28,7 @@ def test_encoder_shapes(tiny_bert, tokenizer):
     mask = torch.tensor([[True, True, False], [True, False, False]])
     assert img.encode_windows(torch.randn(2, 3, 1, 48, 48), mask).shape == (2, 16)
 
-    aud = AudioEncoder((4, 8), 16)
+    aud = AudioEncoder(201, (4, 8), 16)
     spec = torch.randn(2, 201, 90)
     amask = torch.ones(2, 90, dtype=torch.bool)
     assert aud(spec, amask).shape == (2, 16)
@@ -36,7 +36,7 @@ def test_encoder_shapes(tiny_bert, tokenizer):
 
 def test_audio_embedding_independent_of_batch_padding():
     torch.manual_seed(0)
-    aud = AudioEncoder((4, 8, 8), 16).eval()
+    aud = AudioEncoder(201, (4, 8, 8), 16).eval()
     short = torch.randn(1, 201, 37)
     alone = aud(short, torch.ones(1, 37, dtype=torch.bool))
     padded = torch.cat([short, torch.zeros(1, 201, 63)], dim=2)
@@ -82,7 +82,7 @@ def test_gradients_reach_every_encoder_from_joint_loss(tiny_bert, tokenizer, fus
         torch.nn.functional.l1_loss(out.score, torch.zeros(4))
     only_nce.backward()
     assert model.vision.block1.branch2[0][1].weight.grad.abs().sum() > 0
-    assert model.audio.blocks[0][0].weight.grad.abs().sum() > 0
+    assert model.audio.layers[0][0].weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("fusion", ["concat", "attention", "late"])
@@ -127,3 +127,29 @@ def test_single_token_text_and_batch_of_one(tiny_bert, tokenizer):
     loss = joint_loss(out, torch.tensor([0.0]))
     assert torch.isfinite(loss.total)
     loss.total.backward()
+
+
+def test_late_fusion_is_the_weighted_mean_of_present_unimodal_scores(tiny_bert, tokenizer):
+    rng = seeded(5)
+    model = MMSAModel.build(tiny_config(tiny_bert, fusion="late", late_weights=(0.6, 0.3, 0.1)), tiny_bert).eval()
+    b = collate([random_sample(rng), random_sample(rng, n_faces=0), random_sample(rng, text=None, n_faces=0)], tokenizer)
+    with torch.inference_mode():
+        out = model(b)
+    u = {m: out.unimodal[m] for m in MODALITIES}
+    expected = [
+        (0.6 * u["text"][0] + 0.3 * u["audio"][0] + 0.1 * u["vision"][0]) / 1.0,
+        (0.6 * u["text"][1] + 0.3 * u["audio"][1]) / 0.9,
+        u["audio"][2],
+    ]
+    assert torch.allclose(out.score, torch.stack(expected), atol=1e-6)
+    with pytest.raises(ValueError, match="late_weights"):
+        MMSAModel.build(tiny_config(tiny_bert, fusion="late", late_weights=(0.0, 0.0, 0.0)), tiny_bert)
+
+
+def test_second_views_only_where_asked(tiny_bert, tokenizer):
+    rng = seeded(6)
+    model = MMSAModel.build(tiny_config(tiny_bert), tiny_bert).train()
+    b = collate([random_sample(rng) for _ in range(3)], tokenizer)
+    assert set(model(b, views=()).views) == set()
+    assert set(model(b, views=("vision",)).views) == {"vision"}
+    assert set(model(b, text_views=True).views) == {"text", "audio", "vision"}
