@@ -2,6 +2,8 @@
 
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +14,8 @@ import pytest
     ("mmsa-eval", ["--model", "--dataset", "--labels", "--predictions"]),
 ])
 def test_console_script_help(cmd, words):
-    exe = shutil.which(cmd)
+    # the venv's bin folder need not be on PATH (make test calls .venv/bin/pytest)
+    exe = shutil.which(cmd, path=str(Path(sys.executable).parent))
     assert exe, f"{cmd} is not installed (pip install -e .)"
     res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -4,6 +4,7 @@ Sections (see docs/training.md for a full example)::
 
     [model]       mmsa.model.ModelConfig (architecture, stored in the checkpoint)
     [loss]        mmsa.model.LossConfig (weights of the joint loss, Eq. 12)
+    [augment]     mmsa.model.augment.AugmentConfig (strength of the random training views)
     [train]       TrainOptions below (epochs, max_steps, batch_size, seed, learning rates, ...)
     [[data.train]] one table per training source (SourceConfig)
     [[data.valid]] one table per validation set, evaluated every epoch (never a test split)
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmsa.model import ConfigError, LossConfig, ModelConfig
+from mmsa.model.augment import AugmentConfig
 from mmsa.model.config import apply_overrides, from_dict, parse_override, read_toml, to_dict
 from mmsa.model.features import MODALITIES
 
@@ -62,6 +64,9 @@ class SourceConfig:
     """Multiply this source's targets (after the reader's own mapping to the MOSI scale)."""
     limit: int = 0
     """Keep only the first N rows after filtering (0: all); for quick runs."""
+    balance: bool = False
+    """ravdess/fer2013 training sources: draw every valence class (negative, neutral, positive)
+    equally often (rows drawn with replacement, the source's total share unchanged)."""
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -75,6 +80,8 @@ class SourceConfig:
             raise ValueError("weight: must be > 0")
         if self.limit < 0:
             raise ValueError("limit: must be >= 0")
+        if self.balance and self.reader not in EMOTION_READERS:
+            raise ValueError(f"balance: only for emotion sources ({', '.join(sorted(EMOTION_READERS))}), not {self.reader}")
 
     @property
     def key(self) -> str:
@@ -93,6 +100,10 @@ class DataConfig:
     """Validation sets, evaluated every epoch; none may be a test split."""
 
 
+PARTS = ("text", "audio", "vision", "fusion")
+"""What ``train.trainable`` can name: a modality branch (encoder, projection, unimodal head) or the fusion layers."""
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     epochs: int = 10
@@ -104,15 +115,30 @@ class TrainOptions:
     seed: int = 1
     """Seeds Python, numpy, torch and the sampler."""
     lr: float = 1e-4
-    """Adam learning rate of every non-BERT parameter."""
+    """Learning rate of every non-BERT parameter."""
     bert_lr: float = 1e-5
-    """Adam learning rate of the BERT encoder (paper: 1e-5)."""
+    """Learning rate of the BERT encoder (paper: 1e-5)."""
+    optimizer: Literal["adam", "adamw"] = "adam"
+    """``adam`` (weight decay as an L2 term in the gradient, the paper's Eq. 11) or ``adamw``
+    (decoupled weight decay, as BERT fine-tuning usually does)."""
     weight_decay: float = 0.0
-    """L2 term lambda ||theta|| of Eq. 11 (Adam weight decay)."""
+    """L2 term lambda ||theta|| of Eq. 11 (adam), or the decoupled decay (adamw)."""
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning-rate schedule over the run's steps after the warm-up: constant, or a linear or
+    cosine decay to 0 at the last step (epochs x batches per epoch, or max_steps if smaller)."""
+    warmup: float = 0.0
+    """Fraction of the run's steps with a linear warm-up from 0 (0: none)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0: off)."""
     freeze_bert_layers: int = 0
     """Freeze BERT's embeddings and lowest N layers (>= the layer count freezes all of BERT)."""
+    freeze_bert_embeddings: bool = False
+    """Freeze BERT's embeddings (word, position, type, LayerNorm) and run them in eval mode (no
+    dropout); a ``bert_delta`` checkpoint then never stores them."""
+    trainable: tuple[str, ...] = ()
+    """Train only these parts (text, audio, vision, fusion); every other part is frozen and kept
+    in eval mode (no dropout, BatchNorm statistics unchanged), so a later stage of a chained
+    build (``init_from``) never changes an earlier branch. Empty: everything trains."""
     select: str = ""
     """Model selection: ``<valid name>.<metric>`` (e.g. ``mosi_valid.mae``; nested ``mosi_valid.unimodal.text.mae``).
     Default: the first validation set's mae (regression) or valence_uar3 (emotion)."""
@@ -134,6 +160,9 @@ class TrainOptions:
     """Start from the weights of this checkpoint (same architecture), e.g. a branch trained before."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms (slower; CPU runs are reproducible without it)."""
+    ema: float = 0.0
+    """Keep an exponential moving average of the trained weights with this decay per step
+    (e.g. 0.99) and validate, select and save the averaged weights (0: off, the raw weights)."""
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -144,6 +173,17 @@ class TrainOptions:
                 raise ValueError(f"{key}: must be >= 0")
         if self.lr <= 0 or self.bert_lr < 0:
             raise ValueError("lr and bert_lr: must be > 0 (bert_lr 0 freezes BERT)")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError("warmup: must be a fraction of the steps in [0, 1)")
+        if self.weight_decay < 0:
+            raise ValueError("weight_decay: must be >= 0")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError("ema: must be in [0, 1) (0: off)")
+        bad = [p for p in self.trainable if p not in PARTS]
+        if bad:
+            raise ValueError(f"trainable: unknown part {bad[0]!r} (known: {', '.join(PARTS)})")
+        if len(set(self.trainable)) != len(self.trainable):
+            raise ValueError("trainable: a part is named twice")
 
 
 @dataclass(frozen=True)
@@ -168,6 +208,7 @@ class CheckpointOptions:
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainOptions = field(default_factory=TrainOptions)
     data: DataConfig = field(default_factory=DataConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

@@ -1,11 +1,16 @@
 """The training loop behind ``mmsa-train`` (one process, or one per GPU under torchrun).
 
-Per epoch: draw rows from the mixed training sources (``weight`` per source, length-grouped
-batches), optimise the joint loss of the paper (Eq. 12; ``mmsa.model.joint_loss``) with Adam
-(one learning rate for BERT, one for the rest), clip gradients, log the mean gradient norm of
+Per epoch: draw rows from the mixed training sources (``weight`` per source, optionally
+class-balanced, length-grouped batches), optimise the joint loss of the paper (Eq. 12;
+``mmsa.model.joint_loss``) with Adam or AdamW (one learning rate for BERT, one for the rest;
+optional warm-up and linear or cosine decay), clip gradients, log the mean gradient norm of
 each modality branch (the paper's Figure 5), then score every validation set (fused and
 unimodal heads, Table 5) and keep the checkpoint that is best on ``train.select``, a metric of
 a validation set, never of a test split.
+
+Chained builds: ``init_from`` starts from an earlier run's checkpoint and ``trainable`` trains
+only some parts (the rest frozen and in eval mode); the checkpoint's metadata lists every
+stage of the chain (``training.stages``).
 
 Run folder: ``model.safetensors``, ``metrics.json``, ``curves.png``, ``grad_norms.png``,
 ``config.toml`` (the resolved config), ``valid_<name>.csv|png`` (predictions of the selected
@@ -137,12 +142,15 @@ class MixtureBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, dataset: MixedDataset, weights: list[float], batch_size: int, seed: int,
-                 epoch_samples: int = 0, group_by_length: bool = True, rank: int = 0, world: int = 1) -> None:
+                 epoch_samples: int = 0, group_by_length: bool = True, rank: int = 0, world: int = 1,
+                 balance: list[bool] | None = None) -> None:
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.rank, self.world, self.group = rank, world, group_by_length
-        sizes = [len(s) for s in dataset.stores]
-        self.row_weights = torch.cat([torch.full((n,), float(w)) for n, w in zip(sizes, weights)])
-        self.uniform = len(set(weights)) == 1
+        balance = balance or [False] * len(dataset.stores)
+        self.row_weights = torch.cat([
+            _row_weights(store, float(w), bal) for store, w, bal in zip(dataset.stores, weights, balance)
+        ])
+        self.uniform = len(set(weights)) == 1 and not any(balance)
         self.n_draw = epoch_samples or len(dataset)
         self.epoch = 0
         self._lengths: list[int] | None = None
@@ -180,6 +188,20 @@ class MixtureBatchSampler(Sampler[list[int]]):
         return full + (1 if rest >= self.world else 0)
 
 
+def _row_weights(store: SampleStore, weight: float, balance: bool) -> torch.Tensor:
+    """Each row's chance of being drawn: its source's weight; with ``balance``, divided among the
+    valence classes (targets) of the source so that every class is drawn equally often, while the
+    source's total share (weight x rows) stays the same."""
+    n = len(store)
+    if not balance:
+        return torch.full((n,), weight)
+    labels = [r.label for r in store.records]
+    counts: dict[float, int] = defaultdict(int)
+    for y in labels:
+        counts[y] += 1
+    return torch.tensor([weight * n / (len(counts) * counts[y]) for y in labels], dtype=torch.float32)
+
+
 def load_sources(sources, cfg: TrainConfig, features: FeatureConfig, dist: Dist, training: bool):
     """Read and featurize sources. Training sources: on every rank (rank 0 fills the cache first,
     the others then read it). Validation sets: on rank 0 only, which validates."""
@@ -201,25 +223,61 @@ def load_sources(sources, cfg: TrainConfig, features: FeatureConfig, dist: Dist,
 # --------------------------------------------------------------------------- model
 
 
-def freeze_bert(model: MMSAModel, n_layers: int, bert_lr: float) -> int:
-    """Freeze BERT's embeddings and lowest ``n_layers`` layers (all of it when bert_lr is 0); return #frozen."""
+BRANCHES = {"text": "text", "text_proj": "text", "audio": "audio", "vision": "vision"}
+
+
+def part_of(name: str) -> str:
+    """The ``train.trainable`` part of a parameter or module name of MMSAModel."""
+    top, _, rest = name.partition(".")
+    if top == "heads":
+        return rest.partition(".")[0]
+    return BRANCHES.get(top, "fusion")
+
+
+def freeze(model: MMSAModel, opts) -> tuple[int, list[torch.nn.Module]]:
+    """Apply ``trainable``, ``freeze_bert_embeddings``, ``freeze_bert_layers`` and ``bert_lr = 0``.
+
+    Returns the number of frozen parameters and the modules to keep in eval mode during
+    training: the parts left out of ``trainable`` and BERT's embeddings when
+    ``freeze_bert_embeddings`` is set (layers frozen by ``freeze_bert_layers`` keep running in
+    train mode, as they always have, so existing presets train as before).
+    """
+    eval_modules: list[torch.nn.Module] = []
+    if opts.trainable:
+        for name, p in model.named_parameters():
+            if part_of(name) not in opts.trainable:
+                p.requires_grad_(False)
+        for name, child in model.named_children():
+            if name == "heads":
+                eval_modules += [h for m, h in child.items() if m not in opts.trainable]
+            elif part_of(name) not in opts.trainable:
+                eval_modules.append(child)
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ConfigError(f"train.trainable: {list(opts.trainable)} leaves nothing to train in this model")
     bert = model.text.bert
-    if bert_lr == 0:
+    if opts.bert_lr == 0:
         for p in bert.parameters():
             p.requires_grad_(False)
-        return sum(p.numel() for p in bert.parameters())
-    if n_layers == 0:
-        return 0
-    layers = getattr(getattr(bert, "encoder", None), "layer", None)
-    if layers is None:
-        raise ConfigError("train.freeze_bert_layers: this text encoder has no encoder.layer list (not a BERT)")
-    frozen = [bert.embeddings, *list(layers)[:n_layers]]
-    n = 0
-    for mod in frozen:
-        for p in mod.parameters():
-            p.requires_grad_(False)
-            n += p.numel()
-    return n
+    elif opts.freeze_bert_layers or opts.freeze_bert_embeddings:
+        embeddings = getattr(bert, "embeddings", None)
+        layers = getattr(getattr(bert, "encoder", None), "layer", None)
+        if embeddings is None or (opts.freeze_bert_layers and layers is None):
+            raise ConfigError("train.freeze_bert_layers / freeze_bert_embeddings: this text encoder is not a BERT "
+                              "(no embeddings and encoder.layer)")
+        for mod in [embeddings, *list(layers or [])[: opts.freeze_bert_layers]]:
+            for p in mod.parameters():
+                p.requires_grad_(False)
+        if opts.freeze_bert_embeddings:
+            eval_modules.append(embeddings)
+    n = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return n, eval_modules
+
+
+def train_mode(net: torch.nn.Module, eval_modules: list[torch.nn.Module]) -> None:
+    """``net.train()``, then the frozen parts back in eval mode (no dropout, BatchNorm statistics kept)."""
+    net.train()
+    for mod in eval_modules:
+        mod.eval()
 
 
 def build_optimizer(model: MMSAModel, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -229,7 +287,35 @@ def build_optimizer(model: MMSAModel, cfg: TrainConfig) -> torch.optim.Optimizer
     groups = [{"params": rest, "lr": cfg.train.lr, "name": "model"}]
     if bert:
         groups.append({"params": bert, "lr": cfg.train.bert_lr, "name": "bert"})
-    return torch.optim.Adam(groups, weight_decay=cfg.train.weight_decay)
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
+    return opt(groups, weight_decay=cfg.train.weight_decay)
+
+
+def lr_factor(step: int, total: int, warmup: float, schedule: str) -> float:
+    """Multiplier of the learning rates at optimizer step ``step`` (0-based) of ``total``."""
+    warm = max(1, round(warmup * total)) if warmup > 0 else 0
+    if step < warm:
+        return (step + 1) / warm
+    if schedule == "constant":
+        return 1.0
+    frac = min(1.0, (step - warm) / max(1, total - warm))
+    if schedule == "linear":
+        return 1.0 - frac
+    return 0.5 * (1.0 + math.cos(math.pi * frac))  # cosine
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Warm-up and decay over the run's steps (None for a constant rate without warm-up)."""
+    opts = cfg.train
+    if opts.schedule == "constant" and opts.warmup == 0:
+        return None
+    total = opts.epochs * steps_per_epoch
+    if opts.max_steps:
+        total = min(total, opts.max_steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total, opts.warmup, opts.schedule)
+    )
 
 
 def _grad_norms(model: MMSAModel, present: torch.Tensor) -> dict[str, float]:
@@ -288,12 +374,13 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
     tokenizer = AutoTokenizer.from_pretrained(bert_dir)
     seed_everything(opt_cfg.seed)  # the same initial weights whatever the data loading consumed
     model = MMSAModel.build(cfg.model, bert_dir)
-    if opt_cfg.init_from:
-        _init_from(model, opt_cfg.init_from)
-    n_frozen = freeze_bert(model, opt_cfg.freeze_bert_layers, opt_cfg.bert_lr)
+    earlier = _init_from(model, opt_cfg.init_from) if opt_cfg.init_from else None
+    n_frozen, eval_modules = freeze(model, opt_cfg)
+    model.augment_cfg = cfg.augment  # training-only view strengths ([augment])
     model.to(device)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("model: %d trainable parameters (%d frozen BERT parameters)", n_train, n_frozen)
+    log.info("model: %d trainable parameters, %d frozen%s", n_train, n_frozen,
+             f" (training only {', '.join(opt_cfg.trainable)})" if opt_cfg.trainable else "")
     net: torch.nn.Module = model
     if dist.enabled:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -308,7 +395,9 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
     sampler = MixtureBatchSampler(
         dataset, [d.cfg.weight for d, _ in train_sets], opt_cfg.batch_size // dist.world, opt_cfg.seed,
         opt_cfg.epoch_samples, opt_cfg.group_by_length, dist.rank, dist.world,
+        balance=[d.cfg.balance for d, _ in train_sets],
     )
+    scheduler = build_scheduler(optimizer, cfg, len(sampler))
     if opt_cfg.num_workers:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     loader_gen = torch.Generator().manual_seed(opt_cfg.seed)
@@ -323,13 +412,14 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
     best: dict[str, Any] = {"value": None, "epoch": 0, "state": None, "valid": {}, "preds": {}}
     step, stale = 0, 0
     ckpt_path = out_dir / "model.safetensors"
+    ema = WeightAverage(model, opt_cfg.ema) if opt_cfg.ema > 0 else None
     # seed the augmentation / dropout stream per rank (weights were initialised identically above)
     torch.manual_seed(opt_cfg.seed * 7919 + dist.rank)
 
     for epoch in range(1, opt_cfg.epochs + 1):
         t_epoch = time.perf_counter()
         sampler.set_epoch(epoch)
-        net.train()
+        train_mode(net, eval_modules)
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         gsum: dict[str, float] = defaultdict(float)
@@ -351,6 +441,10 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
                 torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], opt_cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            if ema is not None:
+                ema.update(model)
             for k, v in loss.parts.items():
                 sums[k] += v
                 counts[k] += 1
@@ -364,6 +458,7 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
         }
         stop = False
         if dist.main:
+            raw_state = ema.swap_in(model) if ema is not None else None  # validate/save the averaged weights
             entry["valid"], preds = _validate(model, valid_sets, tokenizer, features, cfg, device, use_amp)
             try:
                 value = lookup(entry["valid"], select)
@@ -378,9 +473,11 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
                 best.update(value=value, epoch=epoch, step=step, valid=entry["valid"], preds=preds,
                             state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
                 stale = 0
-                _save(model, ckpt_path, cfg, command, best, features)
+                _save(model, ckpt_path, cfg, command, best, features, earlier)
             else:
                 stale += 1
+            if raw_state is not None:
+                model.load_state_dict(raw_state)  # training goes on from the raw weights
             entry["seconds"] = time.perf_counter() - t_epoch
             history.append(entry)
             log.info("epoch %d (step %d, %.0f s): loss %.4f | %s = %.4f%s | grad norm %s", epoch, step, entry["seconds"],
@@ -426,6 +523,33 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
     return metrics
 
 
+class WeightAverage:
+    """Exponential moving average of the trained tensors (``train.ema``): after every step
+    ``avg = decay * avg + (1 - decay) * weight`` for the float parameters and buffers of the
+    parts that train (BatchNorm statistics included); integer buffers are copied."""
+
+    def __init__(self, model: MMSAModel, decay: float) -> None:
+        self.decay = decay
+        trained = {part_of(n) for n, p in model.named_parameters() if p.requires_grad}
+        self.avg = {k: v.detach().clone() for k, v in model.state_dict().items() if part_of(k) in trained}
+
+    @torch.no_grad()
+    def update(self, model: MMSAModel) -> None:
+        state = model.state_dict()
+        for k, a in self.avg.items():
+            v = state[k].detach()
+            if a.is_floating_point():
+                a.mul_(self.decay).add_(v.to(a.dtype), alpha=1.0 - self.decay)
+            else:
+                a.copy_(v)
+
+    def swap_in(self, model: MMSAModel) -> dict[str, torch.Tensor]:
+        """Load the averaged tensors into ``model``; return the raw ones to restore afterwards."""
+        raw = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.avg}
+        model.load_state_dict(self.avg, strict=False)
+        return raw
+
+
 def _float_output(out):
     """Scores and views in float32 for the loss (autocast may hand back bfloat16)."""
     out.score = out.score.float()
@@ -455,7 +579,23 @@ def _validate(model, valid_sets, tokenizer, features, cfg: TrainConfig, device, 
     return metrics, preds
 
 
-def _save(model: MMSAModel, path: Path, cfg: TrainConfig, command: list[str], best: dict, features) -> None:
+def _stage(cfg: TrainConfig, command: list[str], best: dict) -> dict[str, Any]:
+    """What one run (one stage of a chained build) trained on, and how it was selected."""
+    return {
+        "name": cfg.checkpoint.name,
+        "command": " ".join(command),
+        "data": [to_dict(s) for s in cfg.data.train],
+        "valid": [s.key for s in cfg.data.valid],
+        "trainable": list(cfg.train.trainable) or ["all"],
+        "seed": cfg.train.seed,
+        "select": cfg.select,
+        "best_epoch": best["epoch"],
+        "best_value": best["value"],
+    }
+
+
+def _save(model: MMSAModel, path: Path, cfg: TrainConfig, command: list[str], best: dict, features,
+          earlier: dict[str, Any] | None = None) -> None:
     training = {
         "data": [to_dict(s) for s in cfg.data.train],
         "valid": [to_dict(s) for s in cfg.data.valid],
@@ -464,20 +604,32 @@ def _save(model: MMSAModel, path: Path, cfg: TrainConfig, command: list[str], be
         "seed": cfg.train.seed,
         "best_epoch": best["epoch"],
         "select": cfg.select,
+        # every run of a chained build (init_from), the first one first, this one last
+        "stages": [*(earlier["stages"] if earlier else []), _stage(cfg, command, best)],
     }
+    if earlier:
+        training["init_from"] = {"checkpoint": earlier["checkpoint"], "model": earlier["model"]}
     valid = {k: {m: v for m, v in d.items() if m != "skipped"} for k, d in best["valid"].items()}
     save_checkpoint(path, model, name=cfg.checkpoint.name, features=features, training=training,
                     metrics=valid, bert_delta=cfg.checkpoint.bert_delta, half=cfg.checkpoint.half)
 
 
-def _init_from(model: MMSAModel, path: str) -> None:
-    loaded = load_checkpoint(path).model.state_dict()
+def _init_from(model: MMSAModel, path: str) -> dict[str, Any]:
+    """Load a checkpoint's weights into ``model``; return what it was trained on (its stages)."""
+    loaded = load_checkpoint(path)
+    state = loaded.model.state_dict()
     own = model.state_dict()
-    bad = [k for k, v in loaded.items() if k not in own or own[k].shape != v.shape]
+    bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
     if bad:
         raise ConfigError(f"train.init_from: {path} does not fit this model (e.g. tensor {bad[0]}); use the same [model] settings")
-    model.load_state_dict(loaded)
-    log.info("initialised from %s", path)
+    model.load_state_dict(state)
+    log.info("initialised from %s (%s)", path, loaded.info.tag)
+    info = loaded.info.training
+    stages = info.get("stages") or ([{
+        "name": loaded.info.name, "command": info.get("command", ""), "data": info.get("data", []),
+        "select": info.get("select", ""), "best_epoch": info.get("best_epoch"),
+    }] if info else [])
+    return {"checkpoint": str(path), "model": loaded.info.tag, "stages": stages}
 
 
 def plot_source(data: SourceData, preds: Predictions, path: Path) -> Path:

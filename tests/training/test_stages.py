@@ -1,0 +1,257 @@
+"""Trainer features of the chained default-model build: trainable parts, frozen BERT embeddings in
+eval mode, AdamW with warm-up and decay, class-balanced emotion sources, stage metadata, and the
+stage configs of configs/train/default/."""
+
+import json
+import math
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmsa.model import ConfigError, MMSAModel, collate, load_checkpoint, read_info
+from mmsa.training.cache import SampleStore
+from mmsa.training.cli import train_main
+from mmsa.training.config import TrainConfig, TrainOptions, load_config
+from mmsa.training.data import Record, SourceData
+from mmsa.training.trainer import (
+    MixedDataset,
+    MixtureBatchSampler,
+    build_optimizer,
+    build_scheduler,
+    freeze,
+    lr_factor,
+    part_of,
+    train_mode,
+)
+from tests.model.helpers import random_sample, seeded, tiny_config
+from tests.training.conftest import write_config
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = sorted((REPO / "configs" / "train" / "default").glob("*.toml"))
+
+
+def tiny_model(tiny_bert, **kw) -> MMSAModel:
+    torch.manual_seed(0)
+    return MMSAModel.build(tiny_config(tiny_bert, **kw), tiny_bert)
+
+
+def snapshot(model: MMSAModel) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def one_step(model: MMSAModel, opts: TrainOptions, tokenizer) -> None:
+    """Freeze per ``opts``, then one Adam step on a batch with every modality present."""
+    _, eval_modules = freeze(model, opts)
+    train_mode(model, eval_modules)
+    rng = seeded(1)
+    batch = collate([random_sample(rng), random_sample(rng, text="awful"), random_sample(rng, n_faces=3)], tokenizer)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    out = model(batch)
+    loss = out.score.sum() + sum(s.sum() for s in out.unimodal.values())
+    loss.backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("name, part", [
+    ("text.bert.encoder.layer.0.output.dense.weight", "text"), ("text_proj.weight", "text"),
+    ("heads.text.0.weight", "text"), ("audio.layers.0.0.weight", "audio"), ("heads.audio.3.bias", "audio"),
+    ("vision.post1.1.running_mean", "vision"), ("heads.vision.0.weight", "vision"),
+    ("fusion.0.weight", "fusion"), ("cls", "fusion"), ("fusion_encoder.layers.0.linear1.weight", "fusion"),
+])
+def test_parts_of_parameter_names(name, part):
+    assert part_of(name) == part
+
+
+@pytest.mark.parametrize("fusion", ["concat", "late"])
+def test_trainable_audio_changes_nothing_else_not_even_batchnorm_statistics(tiny_bert, tokenizer, fusion):
+    model = tiny_model(tiny_bert, fusion=fusion)
+    before = snapshot(model)
+    one_step(model, TrainOptions(trainable=("audio",)), tokenizer)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(part_of(k) == "audio" for k in changed), sorted(changed)[:5]
+    assert any(k.endswith("running_mean") for k in changed)  # the audio branch itself did train
+    # frozen parts run in eval mode: no dropout, no BatchNorm statistics update
+    assert model.training and model.audio.training and model.heads["audio"].training
+    assert not model.vision.training and not model.text.training and not model.heads["text"].training
+
+
+def test_without_trainable_everything_trains_as_before(tiny_bert, tokenizer):
+    model = tiny_model(tiny_bert)
+    before = snapshot(model)
+    one_step(model, TrainOptions(), tokenizer)
+    changed = {part_of(k) for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+    assert changed == {"text", "audio", "vision", "fusion"}
+
+
+def test_frozen_bert_embeddings_run_in_eval_mode(tiny_bert, tokenizer):
+    model = tiny_model(tiny_bert)
+    before = snapshot(model)
+    n, eval_modules = freeze(model, TrainOptions(freeze_bert_embeddings=True, trainable=("text",)))
+    assert n == sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    assert all(not p.requires_grad for p in model.text.bert.embeddings.parameters())
+    assert all(p.requires_grad for p in model.text.bert.encoder.parameters())
+    train_mode(model, eval_modules)
+    assert not model.text.bert.embeddings.training and model.text.bert.encoder.training
+    one_step(model, TrainOptions(freeze_bert_embeddings=True, trainable=("text",)), tokenizer)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("text.bert.embeddings."))
+    assert not torch.equal(before["text.bert.encoder.layer.0.output.dense.weight"],
+                           after["text.bert.encoder.layer.0.output.dense.weight"])
+
+
+def test_trainable_that_leaves_nothing_is_refused(tiny_bert):
+    model = tiny_model(tiny_bert, fusion="late")  # late fusion has no fusion parameters
+    with pytest.raises(ConfigError, match=r"train\.trainable: \['fusion'\] leaves nothing to train"):
+        freeze(model, TrainOptions(trainable=("fusion",)))
+
+
+@pytest.mark.parametrize("schedule, expect", [
+    ("constant", [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0]),
+    ("linear", [0.25, 0.5, 0.75, 1.0, 1.0, 0.75, 0.5, 0.25]),
+    ("cosine", [0.25, 0.5, 0.75, 1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))]),
+])
+def test_warmup_then_decay(schedule, expect):
+    assert [lr_factor(s, 8, 0.5, schedule) for s in range(8)] == pytest.approx(expect)
+    assert lr_factor(0, 8, 0.0, "linear") == 1.0
+
+
+def test_adamw_and_scheduler_follow_the_config(tiny_bert):
+    model = tiny_model(tiny_bert)
+    cfg = TrainConfig(train=TrainOptions(optimizer="adamw", weight_decay=0.01, schedule="linear", warmup=0.25,
+                                         epochs=2, lr=1e-3, bert_lr=3e-5))
+    opt = build_optimizer(model, cfg)
+    assert isinstance(opt, torch.optim.AdamW) and {g["name"] for g in opt.param_groups} == {"model", "bert"}
+    sched = build_scheduler(opt, cfg, steps_per_epoch=4)  # 8 steps, 2 of warm-up
+    lrs = []
+    for _ in range(8):
+        lrs.append({g["name"]: g["lr"] for g in opt.param_groups})
+        opt.step()
+        sched.step()
+    assert [x["model"] for x in lrs] == pytest.approx([1e-3 * f for f in (0.5, 1, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6)])
+    assert lrs[1]["bert"] == pytest.approx(3e-5)
+    assert isinstance(build_optimizer(model, TrainConfig()), torch.optim.Adam)
+    assert build_scheduler(opt, TrainConfig(), 4) is None  # constant, no warm-up: the old behaviour
+
+
+def _emotion_store(labels: list[float], name: str) -> SampleStore:
+    from mmsa.training.config import SourceConfig
+
+    cfg = SourceConfig(reader="ravdess", labels="x.csv", split="train", name=name, balance=True)
+    return SampleStore(SourceData(cfg, [Record(f"{name}{i}", y) for i, y in enumerate(labels)], ("audio",)))
+
+
+def test_balanced_source_draws_every_class_equally_often():
+    emo = _emotion_store([-2.0] * 12 + [0.0] * 3 + [2.0] * 1, "e")  # 16 rows
+    other = _emotion_store([0.0] * 16, "o")
+    sampler = MixtureBatchSampler(MixedDataset([emo, other]), [1.0, 1.0], batch_size=8, seed=3,
+                                  epoch_samples=30000, group_by_length=False, balance=[True, False])
+    drawn = [i for b in sampler for i in b]
+    labels = [emo.records[i].label for i in drawn if i < 16]
+    assert abs(len(labels) / len(drawn) - 0.5) < 0.02  # the source keeps its share
+    for y in (-2.0, 0.0, 2.0):
+        assert abs(labels.count(y) / len(labels) - 1 / 3) < 0.02
+    plain = MixtureBatchSampler(MixedDataset([emo]), [1.0], batch_size=8, seed=3, group_by_length=False)
+    assert sorted(i for b in plain for i in b) == list(range(16))  # unbalanced: a permutation, as before
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('[[data.train]]\nname = "m"\nreader = "mosi"\nlabels = "m.csv"\nsplit = "train"\nbalance = true\n',
+     r"balance: only for emotion sources"),
+    ('[train]\ntrainable = ["txt"]\n', r"trainable: unknown part 'txt'"),
+    ('[train]\nwarmup = 1.5\n', r"warmup: must be a fraction"),
+    ('[train]\noptimizer = "sgd"\n', r"train\.optimizer: expected one of 'adam', 'adamw'"),
+])
+def test_bad_stage_options_name_the_key(tmp_path, extra, message):
+    base = ('[[data.valid]]\nname = "v"\nreader = "ravdess"\nlabels = "r.csv"\nsplit = "valid"\n'
+            '[[data.train]]\nname = "r"\nreader = "ravdess"\nlabels = "r.csv"\nsplit = "train"\n')
+    path = tmp_path / "c.toml"
+    path.write_text(extra + base if extra.startswith("[train]") else base + extra)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_chained_stages_keep_earlier_branches_and_record_every_stage(mmsa_raw, ravdess_like, tiny_bert, tmp_path):
+    """Stage 1 trains the text branch, stage 2 only audio from it: text weights identical, both stages in the metadata."""
+    common = dict(cache=tmp_path / "cache", checkpoint={"bert_delta": True, "half": True})
+    text = write_config(
+        tmp_path / "text.toml", tiny_bert, **common,
+        sources=[{"name": "t", "reader": "mmsa-raw", "labels": str(mmsa_raw), "split": "train", "modalities": ["text"]}],
+        valid=[{"name": "tv", "reader": "mmsa-raw", "labels": str(mmsa_raw), "split": "valid", "modalities": ["text"]}],
+        train={"epochs": 2, "batch_size": 2, "optimizer": "adamw", "weight_decay": 0.01, "schedule": "linear",
+               "warmup": 0.2, "freeze_bert_embeddings": True, "trainable": ["text"]},
+    )
+    audio = write_config(
+        tmp_path / "audio.toml", tiny_bert, **common,
+        sources=[{"name": "a", "reader": "ravdess", "labels": str(ravdess_like), "split": "train", "balance": True}],
+        valid=[{"name": "av", "reader": "ravdess", "labels": str(ravdess_like), "split": "valid"},
+               {"name": "tv", "reader": "mmsa-raw", "labels": str(mmsa_raw), "split": "valid", "modalities": ["text"]}],
+        train={"epochs": 2, "batch_size": 2, "bert_lr": 0.0, "trainable": ["audio"],
+               "init_from": str(tmp_path / "r1" / "model.safetensors"), "select": "av.valence_uar3"},
+    )
+    for path in (text, audio):
+        path.write_text(path.read_text().replace("[model]", '[model]\nfusion = "late"', 1))
+    assert train_main([str(text), "--out", str(tmp_path / "r1")]) == 0
+    assert train_main([str(audio), "--out", str(tmp_path / "r2")]) == 0
+    first, second = (load_checkpoint(tmp_path / r / "model.safetensors") for r in ("r1", "r2"))
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if part_of(k) != "audio")
+    assert any(not torch.equal(a[k], b[k]) for k in a if part_of(k) == "audio")
+    # the text scores of stage 2 are those of stage 1 (stage 1 validated in float32, stored float16)
+    m1 = json.loads((tmp_path / "r1" / "metrics.json").read_text())["valid"]["tv"]
+    m2 = json.loads((tmp_path / "r2" / "metrics.json").read_text())["valid"]["tv"]
+    assert m1["mae"] == pytest.approx(m2["mae"], abs=1e-3)
+    info = read_info(tmp_path / "r2" / "model.safetensors")
+    stages = info.training["stages"]
+    assert [s["name"] for s in stages] == ["text", "audio"]
+    assert [[d["reader"] for d in s["data"]] for s in stages] == [["mmsa-raw"], ["ravdess"]]
+    assert stages[0]["trainable"] == ["text"] and "mmsa-train" in stages[0]["command"]
+    assert info.training["init_from"]["model"] == first.info.tag
+    # frozen embeddings are not in the delta checkpoint
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "r1" / "model.safetensors"), framework="pt") as fh:
+        keys = set(fh.keys())
+    assert not any(k.startswith("text.bert.embeddings.") for k in keys)
+    assert any(k.startswith("text.bert.encoder.layer.0.") for k in keys)
+
+
+# --------------------------------------------------------------------------- configs/train/default
+
+
+def test_default_build_stages_load_and_chain():
+    assert [p.stem for p in STAGES] == ["1_text_vader", "2_text_mosi", "3_audio", "4_face"]
+    cfgs = [load_config(p)[0] for p in STAGES]
+    model = cfgs[0].model
+    assert model.fusion == "late" and model.bert == "packaged"
+    for prev, cfg in zip([None, *STAGES], cfgs):
+        assert cfg.model == model  # init_from needs one architecture
+        assert cfg.checkpoint.bert_delta and cfg.checkpoint.half
+        assert all(s.split != "test" for s in cfg.data.valid)
+        assert cfg.train.init_from == ("" if prev is None else f"runs/default-model/{prev.stem}/model.safetensors")
+    assert [c.train.trainable for c in cfgs] == [("text",), ("text",), ("audio",), ("vision",)]
+    assert [[s.reader for s in c.data.train] for c in cfgs] == [["vader"], ["mosi"], ["ravdess"], ["fer2013"]]
+    assert cfgs[0].data.train[0].split == "all"  # VADER: every sentence (rescaled [-4, 4] -> [-3, 3] by the reader)
+    assert cfgs[2].data.train[0].split == "train" and cfgs[3].data.train[0].split == "train"
+    assert cfgs[-1].checkpoint.name == "default"
+    assert {s.key for s in cfgs[-1].data.valid} == {"mosi_valid", "ravdess_valid", "fer_valid"}
+
+
+def test_makefile_builds_the_stages_in_order_and_ships_the_last():
+    make = (REPO / "Makefile").read_text()
+    target = make[make.index("default-model:"):]
+    target = target[: target.index("\n\n")]
+    assert "configs/train/default/" in make and "mmsa-train" in target
+    assert re.search(r"model/default/default\.safetensors", target)
+
+
+def test_stage_options_round_trip_through_the_resolved_toml():
+    from mmsa.model.config import from_dict, tomllib
+    from mmsa.training.config import to_toml
+
+    cfg = load_config(STAGES[2])[0]
+    cfg = replace(cfg, train=replace(cfg.train, freeze_bert_embeddings=True))
+    assert from_dict(TrainConfig, tomllib.loads(to_toml(cfg))) == cfg
