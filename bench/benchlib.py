@@ -137,9 +137,14 @@ def median_time(fn: Callable[[], Any], repeat: int, warmup: int = 1) -> tuple[fl
     return statistics.median(times), times
 
 
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
+def write_json(path: str | Path | None, data: dict[str, Any]) -> None:
+    """A section's figures to ``path`` (its ``--json``), or to stdout when there is none."""
+    text = json.dumps(data, indent=2, default=_plain) + "\n"
+    if path is None:
+        sys.stdout.write(text)
+        return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(data, indent=2, default=_plain) + "\n", encoding="utf-8")
+    Path(path).write_text(text, encoding="utf-8")
 
 
 def _plain(x: Any) -> Any:

@@ -182,10 +182,7 @@ def main() -> int:
     }
     say(f"latency: {len(got)}/{len(script)} utterances scored, p50 {results['latency_p50_ms']} ms, "
         f"p95 {results['latency_p95_ms']} ms")
-    if args.json:
-        write_json(args.json, results)
-    else:
-        print(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return 0
 
 

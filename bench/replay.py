@@ -112,12 +112,7 @@ def main() -> int:
         finally:
             if broker is not None:
                 broker.stop()
-    if args.json:
-        write_json(args.json, results)
-    else:
-        import json
-
-        print(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return 0
 
 

@@ -34,8 +34,8 @@ from benchlib import (
     say,
 )
 
-SECTIONS = ("stages", "scorer", "replay", "latency", "rss")
-TARGETS = {"replay_rtf": 0.5, "latency_p95_ms": 1000.0, "rss_growth_mb": 50.0}
+SECTIONS = ("load", "stages", "scorer", "replay", "latency", "rss")
+TARGETS = {"replay_rtf": 0.5, "latency_p95_ms": 1000.0, "rss_growth_mb": 50.0, "model_load_s": 5.0}
 
 
 def run_section(name: str, script: str, argv: list[str], timeout_s: float, tmp: Path) -> tuple[dict | None, dict]:
@@ -72,6 +72,13 @@ def verdict(value, target: float) -> str:
 
 def print_table(res: dict) -> None:
     rows: list[tuple[str, str, str, str]] = []
+    if res.get("model_load_s") is not None:
+        ml = res["details"]["load"]["median"]
+        rows.append(("model_load_s: checkpoint -> Scorer, fresh process, offline", fmt(res["model_load_s"]), "<= 5",
+                     verdict(res["model_load_s"], TARGETS["model_load_s"])))
+        rows.append(("  imports / first score / Whisper / all models ready (s)",
+                     f"{fmt(ml['import_s'])} / {fmt(ml['first_score_s'])} / {fmt(ml['whisper_s'])} / {fmt(ml['ready_s'])}",
+                     "(info)", ""))
     rtf = res.get("replay_rtf") or {}
     for key, label in (("sample_session", "sample session"), ("mosi_clip", "MOSI clip Oz06ZWiO20M_6"),
                        ("long_session", "long session (RSS run, with MQTT)")):
@@ -171,6 +178,8 @@ def main() -> int:
                 notes.append(f"the {name} section failed ({meta['error']}); its figures are missing")
             return data
 
+        if "load" in only:
+            section("load", "model_load.py", ["--repeat", repeat], 900)
         if "stages" in only:
             section("stages", "stages.py", [str(lat_session), "--repeat", repeat], 900)
         if "scorer" in only:
@@ -188,6 +197,8 @@ def main() -> int:
             section("rss", "replay.py", [str(rss_session), "--rss", "--mqtt"], 1800)
 
     res: dict = {}
+    res["model_load_s"] = details["load"]["median"]["checkpoint_s"] if "load" in details else None
+    res["monitor_ready_s"] = details["load"]["median"]["ready_s"] if "load" in details else None
     replay = details.get("replay", {}).get("runs", {})
     rss_runs = details.get("rss", {}).get("runs", {})
     rtf = {}

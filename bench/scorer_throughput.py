@@ -14,7 +14,6 @@ thread (``cpu_1_thread``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -66,10 +65,7 @@ def main() -> int:
             out["cuda_device"] = torch.cuda.get_device_name(0)
     torch.set_num_threads(default_threads)
     out["load_before"], out["load_after"] = load0, load_avg()
-    if args.json:
-        write_json(args.json, out)
-    else:
-        print(json.dumps(out, indent=2))
+    write_json(args.json, out)
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -176,10 +175,7 @@ def main() -> int:
     out["slowest_stage"] = max(per, key=per.get)
     out["load_before"], out["load_after"] = load0, load_avg()
     say(f"stages: slowest {out['slowest_stage']} ({per[out['slowest_stage']]} ms per {win_s} s utterance)")
-    if args.json:
-        write_json(args.json, out)
-    else:
-        print(json.dumps(out, indent=2))
+    write_json(args.json, out)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Shapes are written at every boundary. Choices where the paper is vague:
 
-* Text (Eq. 1-4): any Hugging Face BERT; h^c is the mean of all token states of the input
+* Text (Eq. 1-4): any Hugging Face BERT (a plain BERT runs on :mod:`mmsa.model.bert`, others on
+  ``transformers.AutoModel``); h^c is the mean of all token states of the input
   (Eq. 2), h^seg1 / h^seg2 the means over the aspect span in segment 1 / segment 2 (Eq. 3-4).
 * Audio: the paper only says STFT. We encode the normalised log-STFT map with 1-D convolutions
   over time that take every frequency bin as a channel (a TDNN), then pool the mean and the
@@ -60,6 +61,12 @@ class TextEncoder(nn.Module):
 
     @classmethod
     def from_dir(cls, bert_dir: Path, pretrained: bool = True) -> TextEncoder:
+        """A plain BERT through :mod:`mmsa.model.bert` (fast to load), any other model through AutoModel."""
+        from .bert import Bert
+
+        bert = Bert.from_dir(bert_dir, pretrained=pretrained)
+        if bert is not None:
+            return cls(bert)
         from transformers import AutoConfig, AutoModel
         from transformers.utils import logging as hf_logging
 
@@ -72,11 +79,12 @@ class TextEncoder(nn.Module):
         return cls(bert)
 
     def forward(self, text: TextInputs) -> TextFeatures:
-        hidden = self.bert(
+        out = self.bert(
             input_ids=text.input_ids,
             attention_mask=text.attention_mask,
             token_type_ids=text.token_type_ids,
-        ).last_hidden_state  # (B, L, D)
+        )
+        hidden = out if isinstance(out, torch.Tensor) else out.last_hidden_state  # (B, L, D)
         L = hidden.shape[1]
         h_c = _masked_mean(hidden, text.attention_mask.bool()[..., None], 1)
         if text.seg1 is None or text.seg2 is None:
