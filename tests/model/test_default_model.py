@@ -1,0 +1,101 @@
+"""The embedded default model (model/default/, docs/default-model.md): it ships in the repo, loads
+offline, scores sentiment the right way round, records how it was built, and ``mmsa-eval``
+reproduces the figures its model card quotes."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmsa.model import Sample, collate, load_checkpoint, read_info
+from mmsa.model.resources import DEFAULT_CHECKPOINT
+
+REPO = Path(__file__).resolve().parents[2]
+EVAL_DIR = REPO / "model" / "default" / "eval"
+CARD = REPO / "docs" / "default-model.md"
+# (eval file stem, mmsa-eval arguments relative to ../shared/data, name in the card's table)
+SETS = {
+    "mosi_valid": (["--dataset", "mosi", "--labels", "mosi/label.csv", "--split", "valid"], "MOSI valid"),
+    "mosei_valid": (["--dataset", "mosei", "--labels", "mosei/label_valid.csv", "--split", "valid"], "MOSEI valid"),
+    "ravdess_valid": (["--dataset", "ravdess", "--labels", "ravdess/labels.csv", "--split", "valid"], "RAVDESS actors 13-16"),
+    "ravdess_test": (["--dataset", "ravdess", "--labels", "ravdess/labels.csv", "--split", "test"], "RAVDESS actors 17-20"),
+    "fer2013_valid": (["--dataset", "fer2013", "--labels", "fer2013/labels.csv", "--split", "valid"], "FER2013 valid"),
+    "fer2013_test": (["--dataset", "fer2013", "--labels", "fer2013/labels.csv", "--split", "test"], "FER2013 test"),
+}
+# the headline figures the card quotes per kind of set, and how it prints them
+REGRESSION = {"mae": "{:.3f}", "corr": "{:.3f}", "acc2_non0": "{:.1f}", "acc7": "{:.1f}"}
+EMOTION = {"valence_uar3": "{:.3f}", "valence_acc2": "{:.1f}"}
+PERCENT = {"acc2_non0", "acc7", "valence_acc2"}
+
+
+def card_figures(stem: str, metrics: dict) -> list[str]:
+    keys = REGRESSION if stem.startswith("mos") else EMOTION
+    return [fmt.format(metrics[k] * (100 if k in PERCENT else 1)) for k, fmt in keys.items()]
+
+
+def test_default_checkpoint_ships_within_32_mb():
+    assert DEFAULT_CHECKPOINT.is_file(), "model/default/default.safetensors is missing: run `make default-model`"
+    assert DEFAULT_CHECKPOINT.stat().st_size <= 32 * 2**20
+
+
+def test_default_loads_offline_and_records_its_four_stages(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    loaded = load_checkpoint("default")
+    info = loaded.info
+    assert info.name == "default" and loaded.model.cfg.fusion == "late"
+    stages = info.training["stages"]
+    assert [s["name"] for s in stages] == ["default-1-text-vader", "default-2-text-mosi", "default-3-audio", "default"]
+    assert [[d["reader"] for d in s["data"]] for s in stages] == [["vader"], ["mosi"], ["ravdess"], ["fer2013"]]
+    assert [s["trainable"] for s in stages] == [["text"], ["text"], ["audio"], ["vision"]]
+    # trained on train splits only (VADER: every sentence; it is never evaluated on)
+    assert [d["split"] for s in stages for d in s["data"]] == ["all", "train", "train", "train"]
+    assert read_info("default").tag == info.tag
+
+
+def test_default_scores_the_right_way_round():
+    loaded = load_checkpoint("default")
+    tok = loaded.tokenizer
+    texts = ["i absolutely loved it , it was a wonderful , moving film and i would see it again",
+             "it was okay i guess",
+             "this was a terrible boring waste of time and i hated every minute of it"]
+    with torch.no_grad():
+        out = loaded.model.eval()(collate([Sample(text=t) for t in texts], tok))
+    pos, mid, neg = out.score.tolist()
+    assert pos > 1.0 and neg < -1.0 and neg < mid < pos
+    # late fusion with only text present: the fused score is the text head's
+    assert torch.allclose(out.score, out.unimodal["text"], atol=1e-4)
+
+
+def test_card_quotes_the_recorded_evaluations():
+    card = CARD.read_text()
+    assert "CC BY-NC-SA" in card and "never trained on trimodal" in card.lower()
+    for stem, (_, name) in SETS.items():
+        path = EVAL_DIR / f"{stem}.json"
+        assert path.is_file(), f"{path} is missing: run `make default-model-eval`"
+        metrics = json.loads(path.read_text())
+        assert metrics["model"] == read_info("default").tag, f"{path} was made with another checkpoint"
+        row = next((line for line in card.splitlines() if line.startswith(f"| {name} ")), None)
+        assert row is not None, f"no row for {name} in the card's table"
+        for figure in card_figures(stem, metrics):
+            assert re.search(rf"\b{re.escape(figure)}\b", row), f"{name}: {figure} not in {row!r}"
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("stem", ["mosi_valid", "ravdess_test", "fer2013_test"])
+def test_mmsa_eval_reproduces_the_card(stem, data_dir, tmp_path):
+    from mmsa.training.cli import eval_main
+
+    args, _ = SETS[stem]
+    args = [a if not a.endswith(".csv") else str(data_dir / a) for a in args]
+    out = tmp_path / "m.json"
+    assert eval_main(["--model", "default", *args, "--out", str(out), "--predictions", str(tmp_path / "p.csv"),
+                      "--cache", str(tmp_path / "cache")]) == 0
+    got = json.loads(out.read_text())
+    want = json.loads((EVAL_DIR / f"{stem}.json").read_text())
+    assert got["n"] == want["n"]
+    keys = REGRESSION if stem.startswith("mos") else EMOTION
+    for k in keys:
+        assert got[k] == pytest.approx(want[k], abs=1e-3), k
