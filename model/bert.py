@@ -11,8 +11,6 @@ and ``transformers.BertModel`` unchanged, and every checkpoint stays compatible.
 It serves folders whose ``config.json`` says ``model_type = "bert"`` with absolute positions and
 a plain GELU / ReLU activation (MiniLM, bert-base/large-uncased and the like); anything else
 (RoBERTa, DeBERTa, ...) goes through ``transformers.AutoModel`` (``TextEncoder.from_dir``).
-:func:`load_tokenizer` likewise reads ``tokenizer.json`` with the ``tokenizers`` library instead of
-``transformers.AutoTokenizer`` where it can.
 Weights: ``model.safetensors`` or ``pytorch_model.bin``; a ``bert.`` prefix and the old
 ``gamma`` / ``beta`` LayerNorm names are accepted; pooler and pre-training heads are ignored.
 ``tests/model/test_bert.py`` checks the outputs against ``transformers.BertModel``.
@@ -21,10 +19,8 @@ Weights: ``model.safetensors`` or ``pytorch_model.bin``; a ``bert.`` prefix and 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -222,72 +218,3 @@ def _read_weights(bert_dir: Path) -> dict[str, torch.Tensor]:
         key = key.removeprefix("bert.").replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
         out[key] = value.float() if value.is_floating_point() else value
     return out
-
-
-class FastTokenizer:
-    """The folder's ``tokenizer.json`` through the ``tokenizers`` library: the subset of a
-    transformers fast tokenizer's call that :func:`mmsa.model.features.tokenize` uses, without
-    importing transformers (about 1.5 s of a 2-core CPU). Same ids, masks and token types as
-    ``AutoTokenizer`` (the same tokenizer.json underneath; ``tests/model/test_bert.py``)."""
-
-    def __init__(self, path: Path, special: dict[str, str]) -> None:
-        from tokenizers import Tokenizer
-
-        self._tok = Tokenizer.from_file(str(path))
-        self._tok.no_padding()
-        self._tok.no_truncation()
-        ids = {name: self._tok.token_to_id(tok) for name, tok in special.items()}
-        missing = [special[n] for n, i in ids.items() if i is None]
-        if missing:
-            raise ValueError(f"{path}: no token {missing[0]!r} in the vocabulary")
-        self.cls_token_id, self.sep_token_id, self.pad_token_id = ids["cls"], ids["sep"], ids["pad"]
-        self.pad_token = special["pad"]
-        self._truncating: dict[int, Any] = {}
-
-    def _configured(self, max_length: int | None) -> Any:
-        """The tokenizer, truncating to ``max_length`` (one copy per length: calls never mutate a shared one)."""
-        if max_length is None:
-            return self._tok
-        if max_length not in self._truncating:
-            from tokenizers import Tokenizer
-
-            tok = Tokenizer.from_str(self._tok.to_str())
-            tok.enable_truncation(max_length)
-            self._truncating[max_length] = tok
-        return self._truncating[max_length]
-
-    def __call__(self, texts: str | Sequence[str], add_special_tokens: bool = True, padding: bool = False,
-                 truncation: bool = False, max_length: int | None = None, return_tensors: str | None = None,
-                 return_token_type_ids: bool = True) -> dict[str, Any]:
-        single = isinstance(texts, str)
-        tok = self._configured(max_length if truncation else None)
-        encs = tok.encode_batch([texts] if single else list(texts), add_special_tokens=add_special_tokens)
-        rows = [(e.ids, e.attention_mask, e.type_ids) for e in encs]
-        if padding:
-            L = max(len(r[0]) for r in rows)
-            rows = [(i + [self.pad_token_id] * (L - len(i)), m + [0] * (L - len(m)), t + [0] * (L - len(t)))
-                    for i, m, t in rows]
-        out: dict[str, Any] = {"input_ids": [r[0] for r in rows], "attention_mask": [r[1] for r in rows]}
-        if return_token_type_ids:
-            out["token_type_ids"] = [r[2] for r in rows]
-        if return_tensors == "pt":
-            return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
-        return {k: v[0] for k, v in out.items()} if single else out
-
-
-def load_tokenizer(bert_dir: Path) -> Any:
-    """The folder's tokenizer: :class:`FastTokenizer` for a BERT with a ``tokenizer.json``, else AutoTokenizer."""
-    bert_dir = Path(bert_dir)
-    if BertConfig.read(bert_dir) is not None and (bert_dir / "tokenizer.json").is_file():
-        special = {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]"}
-        try:
-            names = json.loads((bert_dir / "special_tokens_map.json").read_text())
-            for key in special:
-                value = names.get(f"{key}_token")
-                special[key] = value.get("content") if isinstance(value, dict) else value or special[key]
-        except (OSError, ValueError):
-            pass
-        return FastTokenizer(bert_dir / "tokenizer.json", special)
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(bert_dir)

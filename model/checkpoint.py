@@ -23,7 +23,6 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .bert import load_tokenizer
 from .config import ModelConfig, from_dict
 from .errors import CheckpointError, ConfigError
 from .features import DEFAULT_FEATURES, FeatureConfig
@@ -199,7 +198,9 @@ def load_checkpoint(
         raise CheckpointError(f"{info.path}: missing tensors, e.g. {missing[0]}")
     model.load_state_dict(state, strict=False)
     model.to(device).eval()
-    tokenizer = load_tokenizer(bert_dir)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(bert_dir)
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, features=features)
 
 

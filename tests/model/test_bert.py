@@ -86,26 +86,3 @@ def test_weights_missing_a_tensor_are_refused(tmp_path, tiny_bert):
     with pytest.raises(ValueError, match="lack encoder.layer.0.attention.self.query.weight"):
         Bert.from_dir(tmp_path)
 
-
-@pytest.mark.data
-def test_fast_tokenizer_gives_autotokenizers_ids_on_real_transcripts(data_dir):
-    import csv
-
-    from mmsa.model.bert import FastTokenizer, load_tokenizer
-    from mmsa.model.features import tokenize
-
-    bert_dir = resolve_bert()
-    ours, hf = load_tokenizer(bert_dir), AutoTokenizer.from_pretrained(bert_dir)
-    assert isinstance(ours, FastTokenizer)
-    assert (ours.cls_token_id, ours.sep_token_id, ours.pad_token_id) == (hf.cls_token_id, hf.sep_token_id, hf.pad_token_id)
-    with open(data_dir / "mosi" / "label.csv", newline="") as fh:
-        texts = [r["text"] for r in csv.DictReader(fh)][:300]
-    texts += ["a " * 400, "", "Émile's café — naïve 'quotes' & ünïcödé 😀"]  # truncation, empty, accents
-    for i in range(0, len(texts), 64):
-        chunk = texts[i:i + 64]
-        a, b = tokenize(chunk, ours), tokenize(chunk, hf)
-        for name in ("input_ids", "attention_mask", "token_type_ids"):
-            assert torch.equal(getattr(a, name), getattr(b, name)), name
-        aspects = ["movie" if j % 2 else None for j in range(len(chunk))]
-        a, b = tokenize(chunk, ours, aspects=aspects), tokenize(chunk, hf, aspects=aspects)
-        assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.seg1, b.seg1) and torch.equal(a.seg2, b.seg2)
