@@ -73,6 +73,10 @@ class SegmenterConfig:
     """Step between sliding windows of long speech (and of ``continuous`` mode)."""
     speculative: bool = True
     """Start ASR and features ``speech_pad_ms`` into an utterance's closing silence (same scores, earlier events)."""
+    partials: bool = True
+    """Publish partial scores of the open utterance (dashboard, MQTT ``<prefix>/partial``); never in ``--fast``."""
+    partial_every_s: float = 2.0
+    """With ``partials``: also score the open utterance every this many seconds of speech (when ASR is idle); 0: off."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.neg_threshold <= self.threshold < 1.0:
@@ -81,6 +85,8 @@ class SegmenterConfig:
             raise ValueError("need 0 < hop_s <= max_window_s")
         if self.speech_pad_ms >= self.min_silence_ms:
             raise ValueError("speech_pad_ms must be shorter than min_silence_ms")
+        if self.partial_every_s < 0:
+            raise ValueError("need partial_every_s >= 0 (0: no periodic partial scores)")
 
 
 @dataclass(frozen=True)

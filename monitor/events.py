@@ -195,7 +195,17 @@ class MonitorStatus:
 
 @dataclass
 class PartialScore:
-    """A score of a still-open window (optional, MQTT ``partial`` topic)."""
+    """A score of a still-open window (MQTT ``<prefix>/partial``, the dashboard's "listening" line).
+
+    ``event`` is a valid ScoreEvent of the window heard so far, never written to the session
+    log, the outbox or the report. Its fields mean what they mean in a final event, except:
+    ``seq`` is the seq the session's next ScoreEvent will get (the event of this utterance's
+    next window, unless that window turns out unscorable), so several partials share it and the
+    final event with that seq supersedes them; ``t_start``/``t_end`` span the audio scored so
+    far (the final window may end later and, past ``max_window_s``, start later); ``text`` is
+    Whisper's transcript of that audio; ``latency_ms.total`` runs from the arrival of the
+    window's last audio block to the publication of the partial (``asr`` and ``model`` as usual).
+    """
 
     event: ScoreEvent
 
@@ -208,8 +218,9 @@ class EventBus:
 
     The session log is written by the pipeline *before* ``publish`` is called, so a slow or
     failed subscriber can never lose a result. Each subscriber owns an unbounded queue: events
-    are one per utterance, and status snapshots coalesce (a subscriber that lags only ever
-    has the latest status pending).
+    are one per window (plus a few partial scores per utterance, at most one every
+    ``segmenter.partial_every_s`` of speech and one per pause), and status snapshots coalesce
+    (a subscriber that lags only ever has the latest status pending).
     """
 
     def __init__(self) -> None:

@@ -2,6 +2,9 @@
 
 ``<prefix>/status``  online / offline, retained, QoS 1; ``offline`` is also the Last Will.
 ``<prefix>/score``   every ScoreEvent, QoS 1, through the on-disk :class:`Outbox` (in order, none lost).
+``<prefix>/partial`` partial scores of the open utterance (:class:`PartialScore`), QoS 0, not retained,
+                     never through the outbox: only the newest waits, sent once the outbox is empty;
+                     dropped while the broker is away and once the utterance's own ScoreEvent arrived.
 ``<prefix>/state``   the latest ScoreEvent, retained, QoS 1 (for late subscribers).
 ``<discovery>/sensor/<node_id>/sentiment/config``  Home Assistant discovery, retained, QoS 1,
 re-sent whenever ``<discovery>/status`` says ``online``.
@@ -26,7 +29,7 @@ from typing import Any
 
 from .config import MqttConfig, node_id
 from .errors import PublisherError
-from .events import EventBus, ScoreEvent
+from .events import EventBus, PartialScore, ScoreEvent
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -114,8 +117,11 @@ class MqttPublisher:
         self._deadline: float | None = None
         self._state: bytes | None = None
         self._state_sent = True
+        self._partial: bytes | None = None  # the newest partial score, not sent yet (QoS 0, never stored)
         self.connected = False
         self.n_delivered = 0
+        self.n_partials = 0  # partial scores sent
+        self.partials_dropped = 0  # partial scores dropped (broker away, or superseded before they could go)
         self.undelivered = 0  # left in the outbox when the publisher ended
 
     @property
@@ -178,7 +184,20 @@ class MqttPublisher:
                 payload = item.to_json().encode()
                 self.outbox.append(self.topics.score, payload, qos=1)
                 self._state, self._state_sent = payload, False
+                self._drop_partial()  # the event it previewed is here (partials precede their event on the bus)
                 self._wake.set()
+            elif isinstance(item, PartialScore):
+                self._drop_partial()
+                if self.connected and not self._closing:
+                    self._partial = item.event.to_json().encode()
+                    self._wake.set()
+                else:  # ephemeral: not kept for a broker that is away
+                    self.partials_dropped += 1
+
+    def _drop_partial(self) -> None:
+        if self._partial is not None:
+            self._partial = None
+            self.partials_dropped += 1
 
     def _time_left(self) -> float | None:
         if self._deadline is None:
@@ -201,6 +220,7 @@ class MqttPublisher:
             except self._aiomqtt.MqttError as exc:
                 was = self.connected
                 self.connected = False
+                self._drop_partial()
                 wait = random.uniform(0, delay)  # full jitter: many monitors do not reconnect in lockstep
                 delay = min(delay * 2, self.cfg.backoff_max_s)
                 msg = f"MQTT {'lost' if was else 'cannot reach'} {self.address} ({exc}); retrying"
@@ -252,7 +272,7 @@ class MqttPublisher:
                 await self._send_discovery(client)
 
     async def _send(self, client) -> None:
-        """Deliver the outbox in order, one acknowledged message at a time; then the state."""
+        """Deliver the outbox in order, one acknowledged message at a time; then the newest partial; the state."""
         while True:
             self._wake.clear()
             for msg in self.outbox.peek():
@@ -261,6 +281,10 @@ class MqttPublisher:
                 self.n_delivered += 1
             if len(self.outbox):
                 continue
+            if self._partial is not None and not self._closing:
+                partial, self._partial = self._partial, None
+                await client.publish(self.topics.partial, partial, qos=0, retain=False)
+                self.n_partials += 1
             if not self._state_sent and self._state is not None:
                 state = self._state
                 await client.publish(self.topics.state, state, qos=1, retain=True)

@@ -18,6 +18,18 @@ thread cannot be interrupted (faster-whisper's encoder and decoder are single bl
 so a stale run delays the next window by at most its remainder; one not started yet is
 dropped for free. Off in ``--fast`` replays, where the segmenter runs ahead of Whisper anyway.
 
+Partial scores (``segmenter.partials``; live and paced replay, never ``--fast``): scores of
+the utterance still open, published as :class:`PartialScore` on the bus (dashboard, MQTT
+``<prefix>/partial``) and never written to the session log. Two sources: the speculative
+run on the tentative window, scored as soon as its ASR and features are ready, and, during
+speech, the open window so far every ``segmenter.partial_every_s`` seconds of speech. Both
+are idle work of the ASR task: a waiting window always goes first (a pending open-window
+request is dropped when speech stops or a window is cut), a partial is only queued for the
+scorer when no window waits for ASR or scoring, and the scorer drops a partial whenever a
+real window is waiting or in the same batch (so finals are never batched with partials); a
+final that closes with the window of its speculative partial takes that partial's model
+output instead of a pass of its own. A partial carries the ``seq`` the next ScoreEvent gets.
+
 Overflow policies: ``frames`` and ``audio`` drop their oldest items when full (live devices
 cannot wait); ``windows`` drops its oldest window live and makes a replay wait; ``scoring``
 always makes the ASR task wait (results are never dropped); every drop is counted and shown
@@ -51,7 +63,7 @@ from .asr import Transcriber, Transcript
 from .channels import Channel, ChannelClosed
 from .config import MonitorConfig
 from .errors import MonitorError
-from .events import EventBus, ModalityScore, ScoreEvent, confidence_of, utc_now_iso
+from .events import EventBus, ModalityScore, PartialScore, ScoreEvent, confidence_of, utc_now_iso
 from .frames import AudioChunk, FrameRing, VideoFrame, Watermark, fit_width
 from .recorder import Recorder, SessionFolder
 from .scorer import ScoreJob, Scorer, Scores, run_scorer
@@ -99,6 +111,8 @@ class Window:
     final: bool
     closed_at: float  # time.monotonic() when the audio that completed it arrived
     spec: _Speculation | None = None  # work already started on this same window (speculation)
+    partial: bool = False  # scored as a partial score of the open utterance (never logged)
+    work: _Speculation | None = None  # the speculation whose result this window carries (partial or final)
 
     def same_input(self, other: Window) -> bool:
         """Whether ``other`` is the same cut: same times, audio and frames (the model input but the words)."""
@@ -113,12 +127,15 @@ Processed = tuple[Sample, Transcript, float]  # features with the transcript's t
 
 @dataclass(eq=False)
 class _Speculation:
-    """Work on a tentative window (:meth:`Segmenter.tentative`) before its utterance closes."""
+    """Work on a window of an open utterance: the tentative window (:meth:`Segmenter.tentative`) or the open
+    window so far (:meth:`Segmenter.open_window`, for a partial score)."""
 
     segment: Segment
+    arrived: float = math.nan  # time.monotonic() when the audio that completed the segment arrived
     window: Window | None = None  # once its frames are collected
     collect: asyncio.Future | None = None  # the task collecting the frames
     job: asyncio.Future[Processed] | None = None  # ASR + featurization, once the ASR task started it
+    scores: tuple[Scores, float] | None = None  # model output and ms, once its partial score was scored
 
 
 @dataclass
@@ -188,7 +205,13 @@ class Pipeline:
         self.speculative = cfg.segmenter.speculative and cfg.segmenter.mode == "vad" and not fast
         self.speculation = SpeculationStats()
         self._spec: _Speculation | None = None  # the speculation on the open utterance (segment task's)
-        self._spec_ready = asyncio.Event()  # a speculation's window is ready for the ASR task
+        self._spec_ready = asyncio.Event()  # a speculation's (or an open window's) window is ready for the ASR task
+        seg_cfg = cfg.segmenter
+        self.partials = seg_cfg.partials and seg_cfg.mode == "vad" and not fast
+        self.n_partials = 0  # partial scores published on the bus
+        self._open: _Speculation | None = None  # the latest open-window partial request (segment task's)
+        self._open_utt: int | None = None  # speech_start of the utterance the open-window requests follow
+        self._open_next = 0.0  # seconds of its speech at which the next open-window request is due
 
     # ------------------------------------------------------------------ Controls
 
@@ -288,7 +311,9 @@ class Pipeline:
         if self.recorder is not None:
             await asyncio.to_thread(self.recorder.close)
         self.log.close()
-        extra = {"speculation": dataclasses.asdict(self.speculation)} if self.speculative else {}
+        extra: dict[str, Any] = {"speculation": dataclasses.asdict(self.speculation)} if self.speculative else {}
+        if self.partials:
+            extra["n_partials"] = self.n_partials
         self.folder.update(ended=utc_now_iso(), n_events=self._seq, drops=self.drops(), **extra)
         self.bus.update_status(finished=True, n_events=self._seq, drops=self.drops(), face_seen=None,
                                message=f"session ended: {self._seq} events in {self.log.path}")
@@ -349,6 +374,8 @@ class Pipeline:
                     seg = None
                 if seg is None:
                     self._drop_speculation()
+                    self._drop_open()
+                    self._open_utt = None
                     if self._vad is not None:
                         self._vad.reset()
                     seg = Segmenter(self.cfg.segmenter, self._vad)
@@ -356,16 +383,20 @@ class Pipeline:
                 seg.push(chunk.samples)
                 last_arrived = chunk.arrived
                 self.audio_progress.advance(stream_t0 + seg.position / SAMPLE_RATE_HZ)
-                for s in seg.ready():
+                cut = seg.ready()
+                for s in cut:
                     await self._window(s, stream_t0, chunk.arrived, last=False)
                 if self.speculative:
-                    self._speculate(seg.tentative(), stream_t0)
+                    self._speculate(seg.tentative(), stream_t0, chunk.arrived)
+                if self.partials:
+                    self._open_partial(seg, stream_t0, chunk.arrived, cut=bool(cut))
             self.audio_progress.end()
             if seg is not None:
                 for s in seg.flush():
                     await self._window(s, stream_t0, time.monotonic(), last=True)
         finally:
             self._drop_speculation()
+            self._drop_open()
             self.audio_progress.end()
             self.channels["windows"].close()
 
@@ -395,26 +426,60 @@ class Pipeline:
         else:
             await self.channels["windows"].put(w)
 
-    def _speculate(self, tentative: Segment | None, stream_t0: float) -> None:
+    def _speculate(self, tentative: Segment | None, stream_t0: float, arrived: float) -> None:
         """Follow the segmenter's tentative window: start collecting a new one, drop a withdrawn one."""
         if self._spec is not None and self._spec.segment is tentative:
             return
         self._drop_speculation()
         if tentative is None:
             return
-        spec = self._spec = _Speculation(tentative)
+        spec = self._spec = _Speculation(tentative, arrived)
         self.speculation.tentative += 1
         spec.collect = asyncio.ensure_future(self._collect_speculation(spec, stream_t0))
 
     async def _collect_speculation(self, spec: _Speculation, stream_t0: float) -> None:
-        """The tentative window's frames (as :meth:`_window` will take them); then it is the ASR task's to run."""
+        """The window's frames (as :meth:`_window` will take them); then it is the ASR task's to run."""
         s = spec.segment
         t0 = stream_t0 + s.start / SAMPLE_RATE_HZ
         t1 = stream_t0 + s.end / SAMPLE_RATE_HZ
         await self._frames_until(t1)
-        if spec is self._spec:
-            spec.window = Window(t0, t1, s.audio, self.ring.between(t0, t1), True, math.nan)
+        if spec is self._spec or spec is self._open:
+            spec.window = Window(t0, t1, s.audio, self.ring.between(t0, t1), s.final, math.nan)
             self._spec_ready.set()
+
+    def _open_partial(self, seg: Segmenter, stream_t0: float, arrived: float, *, cut: bool) -> None:
+        """Every ``partial_every_s`` seconds of speech, ask for a partial score of the open window so far.
+
+        A request not started yet is dropped when speech stops (the tentative window then takes
+        over) or a window was just cut (it goes first); a newer request replaces it.
+        """
+        every = self.cfg.segmenter.partial_every_s
+        if every <= 0:
+            return
+        if cut or not seg.in_speech:
+            if self._open is not None and self._open.job is None:
+                self._drop_open()
+            return
+        start = seg.speech_start
+        assert start is not None
+        if start != self._open_utt:
+            self._open_utt, self._open_next = start, every
+        spoken = (seg.position - start) / SAMPLE_RATE_HZ
+        if spoken < self._open_next:
+            return
+        self._open_next = (math.floor(spoken / every) + 1) * every
+        window = seg.open_window()
+        if window is None:
+            return
+        self._drop_open()
+        req = self._open = _Speculation(window, arrived)
+        req.collect = asyncio.ensure_future(self._collect_speculation(req, stream_t0))
+
+    def _drop_open(self) -> None:
+        """Forget the open-window partial request (a run in flight is left to end; its partial may still go out)."""
+        req, self._open = self._open, None
+        if req is not None and req.collect is not None:
+            req.collect.cancel()
 
     def _drop_speculation(self, spec: _Speculation | None = None) -> None:
         """Discard a speculation (the current one by default): never published; a run in flight is left to end."""
@@ -433,39 +498,46 @@ class Pipeline:
         try:
             while True:
                 try:
-                    w: Window = await self._next_window(windows)
+                    w: Window = await self._next_window(windows, scoring)
                 except ChannelClosed:
                     return
                 spec, w.spec = w.spec, None
                 if spec is not None and spec.job is not None:  # computed ahead on the same window
                     sample, transcript, asr_ms = await spec.job
                     self.speculation.used += 1
+                    w.work = spec
                 else:
                     sample, transcript, asr_ms = await self._process(w)
                 await scoring.put(ScoreJob(sample, (w, transcript, asr_ms)))
         finally:
             scoring.close()
 
-    async def _next_window(self, windows: Channel[Window]) -> Window:
-        """The next window; while none is waiting, run the speculation on the open utterance (if ready).
+    async def _next_window(self, windows: Channel[Window], scoring: Channel[ScoreJob]) -> Window:
+        """The next window; while none is waiting, work on the open utterance (when ready).
 
-        One window at a time is processed (the Transcriber is not thread-safe), and a waiting
-        window always goes before speculative work.
+        One window at a time is processed (the Transcriber is not thread-safe). A waiting window
+        always goes first, then the speculation on the tentative window, then the open window
+        so far (for a partial score).
         """
         while True:
             w = windows.get_nowait()
             if w is not None:
                 return w
-            spec = self._spec
-            if spec is not None and spec.window is not None and spec.job is None:
-                spec.job = asyncio.ensure_future(self._process(spec.window))
-                spec.job.add_done_callback(_retrieve)  # a discarded run's error must not be reported as lost
-                self.speculation.ran += 1
+            work = next((x for x in (self._spec, self._open)
+                         if x is not None and x.window is not None and x.job is None), None)
+            if work is not None:
+                work.job = asyncio.ensure_future(self._process(work.window))
+                work.job.add_done_callback(_retrieve)  # a discarded run's error must not be reported as lost
+                if work is self._spec:
+                    self.speculation.ran += 1
                 try:
-                    await asyncio.wait({spec.job})  # uninterruptible once in the worker threads: let it end
+                    await asyncio.wait({work.job})  # uninterruptible once in the worker threads: let it end
                 except asyncio.CancelledError:
-                    spec.job.cancel()
+                    work.job.cancel()
                     raise
+                if work is self._open:
+                    self._open = None
+                await self._queue_partial(work, windows, scoring)
                 continue
             self._spec_ready.clear()
             getting = asyncio.ensure_future(windows.get())
@@ -479,6 +551,33 @@ class Pipeline:
                 await asyncio.gather(getting, ready, return_exceptions=True)
             if getting.done() and not getting.cancelled():
                 return getting.result()  # ChannelClosed once closed and drained
+
+    async def _queue_partial(self, work: _Speculation, windows: Channel[Window], scoring: Channel[ScoreJob]) -> None:
+        """Hand the result of work on the open utterance to the scorer as a partial, if nothing else waits."""
+        job = work.job
+        if not self.partials or job is None or work.window is None or job.cancelled() or job.exception() is not None:
+            return
+        if len(windows) or len(scoring):  # a window is waiting: it goes first (and makes this one stale)
+            return
+        sample, transcript, asr_ms = job.result()
+        w = dataclasses.replace(work.window, partial=True, spec=None, closed_at=work.arrived, work=work)
+        await scoring.put(ScoreJob(sample, (w, transcript, asr_ms)))
+
+    def _select(self, batch: list[ScoreJob]) -> list[ScoreJob]:
+        """The scorer's choice in a batch: real windows; a partial only when nothing else waits.
+
+        A final window whose speculative partial was scored takes that pass's scores (the very
+        same model input) instead of a pass of its own.
+        """
+        windows = [job for job in batch if not job.context[0].partial]
+        if len(windows) < len(batch) and not windows and not len(self.channels["windows"]) \
+                and not len(self.channels["scoring"]):
+            return batch[-1:]  # the newest partial alone
+        for job in windows:
+            work = job.context[0].work
+            if work is not None and work.scores is not None:
+                job.scores, job.model_ms = work.scores
+        return windows
 
     async def _process(self, w: Window) -> Processed:
         """Whisper on the window's audio, in parallel with its features (faces and STFT need no words)."""
@@ -504,12 +603,17 @@ class Pipeline:
                 self.scorer, self.channels["scoring"], self._publish,
                 max_batch=self.cfg.scorer.max_batch, max_wait_ms=self.cfg.scorer.max_wait_ms,
                 on_error=lambda msg: self.bus.update_status(message=msg),
+                select=self._select if self.partials else None,
             )
         finally:
             self._done.set()
 
     async def _publish(self, job: ScoreJob, scores: Scores, model_ms: float) -> None:
-        """The result path: session log first, then the bus. Never drops."""
+        """The result path: session log first, then the bus. Never drops.
+
+        A partial (a window of the open utterance) goes to the bus only, as a :class:`PartialScore`
+        with the ``seq`` the next event will get.
+        """
         w, transcript, asr_ms = job.context
         sample = job.sample
         n_faces = 0 if sample.faces is None else int(len(sample.faces))
@@ -522,7 +626,8 @@ class Pipeline:
             if not mods[m].present:
                 mods[m].score = None
         if math.isnan(scores.score):
-            log.warning("no usable modality in %.2f-%.2f s; not scored", w.t_start, w.t_end)
+            if not w.partial:
+                log.warning("no usable modality in %.2f-%.2f s; not scored", w.t_start, w.t_end)
             return
         score = max(-3.0, min(3.0, scores.score))
         event = ScoreEvent(
@@ -530,6 +635,13 @@ class Pipeline:
             score=score, modalities=mods, latency_ms={"asr": asr_ms, "model": model_ms, "total": 0.0},
             model=self.scorer.tag, confidence=confidence_of(score, {m: mods[m].score for m in MODALITIES}),
         )
+        if w.partial:
+            if w.work is not None:  # the final of this same window (if it comes) reuses these scores
+                w.work.scores = (scores, model_ms)
+            event.latency_ms["total"] = (time.monotonic() - w.closed_at) * 1000
+            self.n_partials += 1
+            self.bus.publish(PartialScore(event))
+            return
         self._seq += 1
         event.latency_ms["total"] = (time.monotonic() - w.closed_at) * 1000
         self.log.write(event)

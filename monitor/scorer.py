@@ -68,10 +68,16 @@ class Scorer:
 
 @dataclass
 class ScoreJob:
-    """A featurized window waiting for the model; ``context`` travels through untouched."""
+    """A featurized window waiting for the model; ``context`` travels through untouched.
+
+    ``scores`` set (with the ``model_ms`` of the pass that computed them): the same input was
+    scored already, and the job skips the forward pass but keeps its place in the order.
+    """
 
     sample: Sample
     context: Any
+    scores: Scores | None = None
+    model_ms: float = 0.0
 
 
 async def run_scorer(
@@ -82,10 +88,14 @@ async def run_scorer(
     max_batch: int = 8,
     max_wait_ms: int = 10,
     on_error: Callable[[str], None] = lambda _m: None,
+    select: Callable[[list[ScoreJob]], list[ScoreJob]] | None = None,
 ) -> None:
     """Score everything that arrives in ``inbox`` until it is closed and drained.
 
     ``on_scores(job, scores, model_ms)`` is awaited for each window, in arrival order.
+    ``select(batch)``, when given, returns the jobs of a gathered batch worth scoring (in
+    order); the others are dropped unscored (the pipeline drops stale partial scores so, and
+    attaches the scores of a window it already scored).
     """
     loop = asyncio.get_running_loop()
     while True:
@@ -105,13 +115,25 @@ async def run_scorer(
                 except (asyncio.TimeoutError, ChannelClosed):
                     break
             batch.append(item)
-        t = time.perf_counter()
-        try:
-            results = await asyncio.to_thread(scorer.score, [job.sample for job in batch])
-        except (RuntimeError, ValueError) as exc:  # a bad batch must not end live scoring
-            log.error("scoring %d window(s) failed: %s", len(batch), exc)
-            on_error(f"scoring failed: {exc}")
-            continue
-        model_ms = (time.perf_counter() - t) * 1000
-        for job, scores in zip(batch, results):
-            await on_scores(job, scores, model_ms)
+        if select is not None:
+            batch = select(batch)
+            if not batch:
+                continue
+        todo = [job for job in batch if job.scores is None]
+        results: list[Scores] = []
+        model_ms = 0.0
+        if todo:
+            t = time.perf_counter()
+            try:
+                results = await asyncio.to_thread(scorer.score, [job.sample for job in todo])
+            except (RuntimeError, ValueError) as exc:  # a bad batch must not end live scoring
+                log.error("scoring %d window(s) failed: %s", len(todo), exc)
+                on_error(f"scoring failed: {exc}")
+                batch = [job for job in batch if job.scores is not None]
+            model_ms = (time.perf_counter() - t) * 1000
+        computed = iter(results)
+        for job in batch:
+            if job.scores is not None:
+                await on_scores(job, job.scores, job.model_ms)
+            else:
+                await on_scores(job, next(computed), model_ms)

@@ -6,11 +6,11 @@ a stream pushed in chunks of any size gets the probabilities faster-whisper comp
 whole recording at once.
 
 :class:`Segmenter` is sans-IO (``push(samples)``, ``ready()``, ``flush()``,
-``tentative()``): it knows nothing of devices or the event loop and is tested with plain
-arrays. In ``vad`` mode an utterance opens on speech and closes after ``min_silence_ms`` of
-silence; speech longer than ``max_window_s`` is cut into sliding windows every ``hop_s``. In
-``continuous`` mode windows are cut regardless of speech (scoring whole files, or a stream
-without pauses).
+``tentative()``, ``open_window()``): it knows nothing of devices or the event loop and is
+tested with plain arrays. In ``vad`` mode an utterance opens on speech and closes after
+``min_silence_ms`` of silence; speech longer than ``max_window_s`` is cut into sliding
+windows every ``hop_s``. In ``continuous`` mode windows are cut regardless of speech
+(scoring whole files, or a stream without pauses).
 
 While the silence that will close an utterance runs, the window it will close with is already
 fixed: it ends ``speech_pad_ms`` after the speech, so once that much silence has been pushed
@@ -123,6 +123,27 @@ class Segmenter:
     def speaking(self) -> bool:
         """True while an utterance is open."""
         return self._speech_start is not None
+
+    @property
+    def in_speech(self) -> bool:
+        """True while an utterance is open and no silence is running in it (its last VAD window was not silent)."""
+        return self._speech_start is not None and self._silence_since is None
+
+    @property
+    def speech_start(self) -> int | None:
+        """Where the open utterance's speech began (None when none is open)."""
+        return self._speech_start
+
+    def open_window(self) -> Segment | None:
+        """The open utterance so far: from where its next window starts to the audio pushed, ``max_window_s`` at most.
+
+        ``final`` is False: the utterance goes on. None when no utterance is open and in
+        ``continuous`` mode. The pipeline scores it for partial scores (``segmenter.partial_every_s``).
+        """
+        if self.cfg.mode != "vad" or self._speech_start is None:
+            return None
+        start = max(self._win_start, self._n - self._max, self._buf_start)
+        return self._segment(start, self._n, False, self._speech_start)
 
     def tentative(self) -> Segment | None:
         """The final window the open utterance will close with if the silence now running goes on.

@@ -230,6 +230,7 @@ class Subscriber:
         self.client_id = client_id
         self.persistent = persistent
         self.messages: list[tuple[str, bytes, bool]] = []  # topic, payload, retained
+        self.qos: list[int] = []  # the QoS each of ``messages`` was delivered with
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.connected = asyncio.Event()
@@ -246,6 +247,7 @@ class Subscriber:
                     self.connected.set()
                     async for m in c.messages:
                         self.messages.append((str(m.topic), bytes(m.payload), bool(m.retain)))
+                        self.qos.append(int(m.qos))
                         self._changed.set()
             except aiomqtt.MqttError:
                 self.connected.clear()

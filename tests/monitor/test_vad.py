@@ -189,3 +189,25 @@ def test_no_tentative_window_for_too_little_speech_or_in_continuous_mode():
     cont = Segmenter(SegmenterConfig(mode="continuous", max_window_s=1.0, hop_s=0.5))
     cont.push(np.zeros(3 * SR, np.float32))
     assert cont.tentative() is None and len(cont.ready()) == 5
+
+
+def test_open_window_is_the_utterance_so_far_from_where_its_next_window_starts():
+    # as above: 1 s windows every 0.5 s, speech from window 4 to 50, then silence that closes it
+    cfg = SegmenterConfig(max_window_s=1.0, hop_s=0.5)
+    probs = [0.1] * 4 + [0.9] * 46 + [0.1] * 20
+    audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
+    seg = Segmenter(cfg, scripted_vad(probs))
+    n_cut = 0
+    for i in range(len(probs)):
+        seg.push(audio[i * WINDOW : (i + 1) * WINDOW])
+        n_cut += sum(not s.final for s in seg.ready())
+        w, pos = seg.open_window(), seg.position
+        assert seg.in_speech == (4 <= i < 50)
+        if not seg.speaking:
+            assert w is None and seg.speech_start is None
+            continue
+        assert seg.speech_start == 4 * WINDOW and w.speech_start == 4 * WINDOW and not w.final
+        assert (w.start, w.end) == (max(n_cut * SR // 2, pos - SR), pos)  # the next window's start, 1 s at most
+        np.testing.assert_array_equal(w.audio, audio[w.start : w.end])
+    assert n_cut == 3 and not seg.speaking
+    assert Segmenter(SegmenterConfig(mode="continuous")).open_window() is None
