@@ -89,6 +89,8 @@ class MMSAModel(nn.Module):
             self.register_buffer("late_weights", torch.tensor(cfg.late_weights, dtype=torch.float32), persistent=False)
         else:  # pragma: no cover - Literal checked by the config loader
             raise ValueError(f"unknown fusion {cfg.fusion!r}")
+        # training-only view strengths (not part of the architecture or the checkpoint)
+        self.augment_cfg: augment.AugmentConfig = augment.DEFAULT_AUGMENT
 
     @classmethod
     def build(cls, cfg: ModelConfig, bert_dir: Path, pretrained_bert: bool = True) -> MMSAModel:
@@ -142,9 +144,9 @@ class MMSAModel(nn.Module):
         if idx.numel():
             spec, mask = x.audio[idx], x.audio_mask[idx]
             if train:
-                a1 = self.audio(*augment.audio_view(spec, mask))
+                a1 = self.audio(*augment.audio_view(spec, mask, self.augment_cfg))
                 if "audio" in views:
-                    pairs["audio"] = (a1, self.audio(*augment.audio_view(spec, mask)))
+                    pairs["audio"] = (a1, self.audio(*augment.audio_view(spec, mask, self.augment_cfg)))
             else:
                 a1 = self.audio(spec, mask)
             h_audio[idx] = a1
@@ -158,9 +160,9 @@ class MMSAModel(nn.Module):
             faces, fmask = x.faces[idx], x.face_mask[idx]
             shape = faces.shape
             flat = faces.reshape(-1, *shape[2:])
-            v1 = self.vision.encode_windows(augment.image_view(flat, train).view(shape), fmask)
+            v1 = self.vision.encode_windows(augment.image_view(flat, train, self.augment_cfg).view(shape), fmask)
             if train and "vision" in views:
-                v2 = self.vision.encode_windows(augment.image_view(flat, train).view(shape), fmask)
+                v2 = self.vision.encode_windows(augment.image_view(flat, train, self.augment_cfg).view(shape), fmask)
                 pairs["vision"] = (v1, v2)
             else:
                 v2 = v1

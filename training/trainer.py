@@ -477,7 +477,7 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
             else:
                 stale += 1
             if raw_state is not None:
-                model.load_state_dict(raw_state)  # training goes on from the raw weights
+                model.load_state_dict(raw_state, strict=False)  # training goes on from the raw weights
             entry["seconds"] = time.perf_counter() - t_epoch
             history.append(entry)
             log.info("epoch %d (step %d, %.0f s): loss %.4f | %s = %.4f%s | grad norm %s", epoch, step, entry["seconds"],
