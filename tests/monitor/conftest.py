@@ -53,9 +53,13 @@ def make_sample():
 @pytest.fixture(scope="session")
 def clip_dir(tmp_path_factory, make_sample):
     """A folder with speech.mp4 (video + audio), speech.wav (audio only) and their script."""
-    out = tmp_path_factory.mktemp("clip")
-    script = make_sample.make_clip(out / "speech.mp4", CLIP_SENTENCES, gap_s=1.0, lead_s=0.5, fps=10.0)
-    make_sample.make_clip(out / "speech.wav", CLIP_SENTENCES, gap_s=1.0, lead_s=0.5, video=False)
+    return speech_clips(make_sample, tmp_path_factory.mktemp("clip"), CLIP_SENTENCES, gap_s=1.0)
+
+
+def speech_clips(make_sample, out: Path, sentences, gap_s: float) -> tuple[Path, dict]:
+    """speech.mp4 (video + audio) and speech.wav (audio only) of ``sentences`` in ``out``, and their script."""
+    script = make_sample.make_clip(out / "speech.mp4", sentences, gap_s=gap_s, lead_s=0.5, fps=10.0)
+    make_sample.make_clip(out / "speech.wav", sentences, gap_s=gap_s, lead_s=0.5, video=False)
     return out, script
 
 

@@ -18,7 +18,7 @@ from mmsa.monitor.config import MonitorConfig
 from mmsa.monitor.events import EventBus, ModalityScore, PartialScore, ScoreEvent, validate_event
 from mmsa.monitor.mqtt import MqttPublisher
 from mmsa.monitor.sessionlog import read_lines
-from tests.monitor.conftest import Subscriber
+from tests.monitor.conftest import Subscriber, speech_clips
 from tests.monitor.test_mqtt import mqtt_cfg
 from tests.monitor.test_pipeline import replay_sources
 from tests.monitor.test_speculation import without_timing
@@ -35,10 +35,7 @@ LONG_SENTENCES = [
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory, make_sample):
     """speech.mp4 (video + audio) and speech.wav (audio only) of LONG_SENTENCES, and the script."""
-    out = tmp_path_factory.mktemp("long")
-    script = make_sample.make_clip(out / "speech.mp4", LONG_SENTENCES, gap_s=3.0, lead_s=0.5, fps=10.0)
-    make_sample.make_clip(out / "speech.wav", LONG_SENTENCES, gap_s=3.0, lead_s=0.5, video=False)
-    return out, script
+    return speech_clips(make_sample, tmp_path_factory.mktemp("long"), LONG_SENTENCES, gap_s=3.0)
 
 
 class BusLog:
