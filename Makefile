@@ -64,8 +64,8 @@ default-model: install
 # held-out set, written to model/default/eval/<set>.json (tests/model/test_default_model.py
 # checks that mmsa-eval reproduces them and that the card quotes them).
 DATA ?= ../shared/data
-EVAL_SETS := mosi:valid:mosi/label.csv mosei:valid:mosei/label_valid.csv ravdess:valid:ravdess/labels.csv \
-             ravdess:test:ravdess/labels.csv fer2013:valid:fer2013/labels.csv fer2013:test:fer2013/labels.csv
+EVAL_SETS := mosi:valid:mosi/label.csv mosei:valid:mosei/label_valid.csv ravdess:test:ravdess/labels.csv \
+             fer2013:valid:fer2013/labels.csv fer2013:test:fer2013/labels.csv
 default-model-eval: install
 	@set -e; mkdir -p model/default/eval; \
 	for s in $(EVAL_SETS); do \

@@ -27,6 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from mmsa.model.runtime import flush_denormals
+
+# Like mmsa-monitor, which does this first thing: torch's worker threads, started later, inherit it.
+flush_denormals()
+
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "bench"  # generated sessions and the stand-in checkpoint (git-ignored)
 SAMPLE_SESSION = REPO / "examples" / "sample-session"

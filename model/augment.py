@@ -1,7 +1,8 @@
 """Random views for the contrastive losses (Eq. 6-8), applied inside the model in training.
 
 * Audio: a random time crop keeping ``crop`` of the valid frames, then one time mask and one
-  frequency mask (SpecAugment style) per view. Padded frames stay masked.
+  frequency mask (SpecAugment style) per view, on the STFT bins or, with ``[model] audio_bands``,
+  on the mel bands. Padded frames stay masked.
 * Image: a random square crop covering ``scale`` of the side, resized back to the input size
   (RandomResizedCrop without aspect change). In evaluation both views are the same centre
   crop at the mean scale, so scoring is deterministic.

@@ -39,6 +39,9 @@ class ModelConfig:
     """Project h^c to this width before fusion; 0 keeps the BERT width (paper)."""
     audio_channels: tuple[int, ...] = (128, 128, 128)
     """Channels of the 1-D conv layers (1 to 4) of the STFT audio encoder."""
+    audio_bands: int = 0
+    """0: every STFT bin is an input channel of the audio encoder; N: the bins are first pooled into
+    N mel-spaced triangular bands (a fixed matrix)."""
     inception_width: int = 2
     """d of the 2D-Inception block: kernel widths d and 2d, pooling width round(1.5 d)."""
     inception_channels: tuple[int, int] = (16, 32)

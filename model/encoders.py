@@ -8,7 +8,9 @@ Shapes are written at every boundary. Choices where the paper is vague:
 * Audio: the paper only says STFT. We encode the normalised log-STFT map with 1-D convolutions
   over time that take every frequency bin as a channel (a TDNN), then pool the mean and the
   standard deviation over time; padded frames are zeroed after every layer, so a short clip
-  gets the same embedding alone or in a padded batch.
+  gets the same embedding alone or in a padded batch. Optionally (``[model] audio_bands``) the
+  201 STFT bins are first averaged into mel-spaced triangular bands by a fixed matrix: fewer,
+  smoother channels generalised better to unseen RAVDESS speakers (docs/default-model.md).
 * Image (section 3.2): two stacked 2D-Inception blocks. Branch 1: 1x1 conv then a d x d conv;
   branch 2: a 2d x 2d conv; branch 3: max pooling of width round(1.5 d) then a 1x1 conv;
   the branches are concatenated on channels; average pooling (2x2) and BatchNorm follow
@@ -97,6 +99,26 @@ class TextEncoder(nn.Module):
 # --------------------------------------------------------------------------- audio
 
 
+def mel_bands(n_freq: int, n_bands: int, sample_rate: int) -> torch.Tensor:
+    """(n_bands, n_freq): triangular filters evenly spaced on the mel scale from 0 Hz to Nyquist,
+    each row normalised to sum 1 (a weighted mean of the bins it covers). Bands narrower than
+    one bin still take the nearest bin, so no row is empty."""
+    def mel(hz: torch.Tensor) -> torch.Tensor:
+        return 2595.0 * torch.log10(1.0 + hz / 700.0)
+
+    hz = torch.linspace(0.0, sample_rate / 2, n_freq, dtype=torch.float64)
+    edges = mel(torch.tensor([0.0, sample_rate / 2], dtype=torch.float64))
+    pts = 700.0 * (10 ** (torch.linspace(float(edges[0]), float(edges[1]), n_bands + 2, dtype=torch.float64) / 2595.0) - 1.0)
+    lo, mid, hi = pts[:-2, None], pts[1:-1, None], pts[2:, None]
+    rise = (hz[None] - lo) / (mid - lo).clamp_min(1e-9)
+    fall = (hi - hz[None]) / (hi - mid).clamp_min(1e-9)
+    fb = torch.minimum(rise, fall).clamp_min(0.0)  # (n_bands, n_freq)
+    empty = fb.sum(1) == 0
+    if empty.any():
+        fb[empty, (mid[empty, 0] / (sample_rate / 2) * (n_freq - 1)).round().long()] = 1.0
+    return (fb / fb.sum(1, keepdim=True)).float()
+
+
 class AudioEncoder(nn.Module):
     """Log-STFT map (B, n_freq, T) + frame mask (B, T) -> (B, out_dim).
 
@@ -106,17 +128,29 @@ class AudioEncoder(nn.Module):
     deviation over time) and a linear layer. Keeping every frequency bin as a channel keeps
     where the energy lies in the spectrum, which the mean over frequency of a 2-D CNN loses; on
     RAVDESS it learned faster and generalised better to unseen actors (docs/default-model.md).
+    With ``bands`` > 0 a fixed mel filterbank (:func:`mel_bands`, not a parameter, not stored)
+    first pools the bins into that many bands: (B, n_freq, T) -> (B, bands, T) (:meth:`to_bands`;
+    the model draws its training views' frequency masks on the bands).
     """
 
     KERNELS = (5, 3, 3, 3)
     DILATIONS = (1, 2, 3, 1)
 
-    def __init__(self, n_freq: int, channels: tuple[int, ...], out_dim: int) -> None:
+    def __init__(
+        self, n_freq: int, channels: tuple[int, ...], out_dim: int, bands: int = 0, sample_rate: int = 16000
+    ) -> None:
         super().__init__()
         if not 1 <= len(channels) <= len(self.KERNELS):
             raise ValueError(f"audio_channels needs 1 to {len(self.KERNELS)} layers, got {len(channels)}")
+        if not 0 <= bands <= n_freq:
+            raise ValueError(f"audio_bands must be 0 (every STFT bin) or 1 to {n_freq}, got {bands}")
+        self.bands: torch.Tensor | None
+        if bands:
+            self.register_buffer("bands", mel_bands(n_freq, bands, sample_rate), persistent=False)
+        else:
+            self.bands = None
         layers = []
-        c_in = n_freq
+        c_in = bands or n_freq
         for c, k, d in zip(channels, self.KERNELS, self.DILATIONS):
             layers.append(nn.Sequential(
                 nn.Conv1d(c_in, c, k, dilation=d, padding=d * (k - 1) // 2, bias=False), nn.BatchNorm1d(c), nn.ReLU(),
@@ -126,9 +160,20 @@ class AudioEncoder(nn.Module):
         self.proj = nn.Linear(2 * c_in, out_dim)
         self.dim = out_dim
 
+    def to_bands(self, spec: torch.Tensor) -> torch.Tensor:
+        """(B, n_freq, T) -> (B, bands, T): the mel pooling; the map itself without bands."""
+        if self.bands is None:
+            return spec
+        return torch.matmul(self.bands.to(spec.dtype), spec)
+
     def forward(self, spec: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Log-STFT map (B, n_freq, T) -> (B, out_dim)."""
+        return self.encode(self.to_bands(spec), mask)
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The map after :meth:`to_bands` (B, F, T) + frame mask (B, T) -> (B, out_dim)."""
         m = mask[:, None, :]  # (B, 1, T)
-        x = spec * m.to(spec.dtype)  # (B, F, T)
+        x = x * m.to(x.dtype)  # (B, F, T)
         for layer in self.layers:
             x = layer(x) * m.to(x.dtype)  # (B, C, T), zero beyond each clip's end
         mean = _masked_mean(x, m, 2)  # (B, C)

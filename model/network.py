@@ -36,7 +36,7 @@ import torch.nn as nn
 from . import augment
 from .config import ModelConfig
 from .encoders import AudioEncoder, ImageEncoder, TextEncoder
-from .features import MODALITIES, N_FREQ, ModelInputs, TextInputs
+from .features import MODALITIES, N_FREQ, SAMPLE_RATE_HZ, ModelInputs, TextInputs
 
 
 @dataclass
@@ -68,7 +68,7 @@ class MMSAModel(nn.Module):
         self.text = text_encoder
         self.text_proj = nn.Linear(text_encoder.dim, cfg.text_proj_dim) if cfg.text_proj_dim else nn.Identity()
         d_text = cfg.text_proj_dim or text_encoder.dim
-        self.audio = AudioEncoder(N_FREQ, cfg.audio_channels, H)
+        self.audio = AudioEncoder(N_FREQ, cfg.audio_channels, H, cfg.audio_bands, SAMPLE_RATE_HZ)
         self.vision = ImageEncoder(cfg.inception_channels, cfg.inception_width, cfg.attention_dim, H)
         self.dims = {"text": d_text, "audio": H, "vision": H}
         self.heads = nn.ModuleDict({m: _head(self.dims[m], H, cfg.dropout) for m in MODALITIES})
@@ -142,13 +142,14 @@ class MMSAModel(nn.Module):
         h_audio = torch.zeros(B, self.dims["audio"], device=dev)
         idx = x.audio_present.nonzero().squeeze(1)
         if idx.numel():
-            spec, mask = x.audio[idx], x.audio_mask[idx]
+            # mel bands first (if any), so that the views' frequency masks cover bands
+            spec, mask = self.audio.to_bands(x.audio[idx]), x.audio_mask[idx]
             if train:
-                a1 = self.audio(*augment.audio_view(spec, mask, self.augment_cfg))
+                a1 = self.audio.encode(*augment.audio_view(spec, mask, self.augment_cfg))
                 if "audio" in views:
-                    pairs["audio"] = (a1, self.audio(*augment.audio_view(spec, mask, self.augment_cfg)))
+                    pairs["audio"] = (a1, self.audio.encode(*augment.audio_view(spec, mask, self.augment_cfg)))
             else:
-                a1 = self.audio(spec, mask)
+                a1 = self.audio.encode(spec, mask)
             h_audio[idx] = a1
         feats["audio"] = h_audio
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsa.model.errors import MMSAError, run_cli
+from mmsa.model.runtime import flush_denormals
 
 from .config import MonitorConfig, load_config, parse_host_port
 from .errors import MonitorError
@@ -302,6 +303,7 @@ def _parity_report(session: Session) -> None:
 
 
 def _main(argv: list[str] | None) -> int:
+    flush_denormals()  # before torch starts its threads, which inherit the setting
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["report"]:
         return _report(argv[1:])

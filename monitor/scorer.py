@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from mmsa.model import LoadedModel, Sample, collate
+from mmsa.model import LoadedModel, Sample, collate, flush_denormals
 from mmsa.model.features import MODALITIES
 
 from .channels import Channel, ChannelClosed
@@ -48,6 +48,7 @@ class Scorer:
     """Blocking batched scoring with a loaded checkpoint (call from one thread at a time)."""
 
     def __init__(self, loaded: LoadedModel, device: str = "cpu") -> None:
+        flush_denormals()
         self.device = device
         self.model = loaded.model.to(device).eval()
         self.tokenizer = loaded.tokenizer
@@ -55,6 +56,7 @@ class Scorer:
         self.tag = loaded.info.tag
 
     def score(self, samples: list[Sample]) -> list[Scores]:
+        flush_denormals()  # per thread: the monitor scores on a worker thread
         batch = collate(samples, self.tokenizer, self.features).to(self.device)
         with torch.inference_mode():
             out = self.model(batch)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from mmsa.model.errors import ConfigError, run_cli
+from mmsa.model.runtime import flush_denormals
 
 DATASETS = ["mosi", "mosei", "mmsa-raw", "ravdess", "fer2013"]
 
@@ -109,6 +110,7 @@ def _suffixed(path: Path, k: int) -> Path:
 
 
 def _eval(argv: list[str] | None) -> int:
+    flush_denormals()  # fast CPU inference (mmsa.model.runtime); training keeps exact IEEE math
     args = _eval_parser().parse_args(argv)
     _setup_logging()
     import torch

@@ -140,8 +140,9 @@ class TrainOptions:
     in eval mode (no dropout, BatchNorm statistics unchanged), so a later stage of a chained
     build (``init_from``) never changes an earlier branch. Empty: everything trains."""
     select: str = ""
-    """Model selection: ``<valid name>.<metric>`` (e.g. ``mosi_valid.mae``; nested ``mosi_valid.unimodal.text.mae``).
-    Default: the first validation set's mae (regression) or valence_uar3 (emotion)."""
+    """Model selection: ``<valid name>.<metric>`` (e.g. ``mosi_valid.mae``; nested ``mosi_valid.unimodal.text.mae``),
+    or ``last``: keep the last epoch, so the validation sets are only reported and stay unseen by
+    selection. Default: the first validation set's mae (regression) or valence_uar3 (emotion)."""
     patience: int = 0
     """Stop when the selection metric has not improved for this many epochs (0: never)."""
     eval_batch_size: int = 64
@@ -222,6 +223,10 @@ class TrainConfig:
         return f"{first.key}.{'valence_uar3' if first.kind == 'emotion' else 'mae'}"
 
 
+SELECT_LAST = "last"
+"""``train.select`` that keeps the last epoch instead of the best one on a validation metric."""
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Cross-field checks: sources present, unique names, no test split in validation, a valid select."""
     if not cfg.data.train:
@@ -234,10 +239,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if dup:
             raise ConfigError(f"data.{group}: two sources are named {sorted(dup)[0]!r}; give each a distinct name")
     for i, s in enumerate(cfg.data.valid):
-        if s.split.lower() == "test":
+        if s.split.lower() == "test" and cfg.select != SELECT_LAST:
             raise ConfigError(
                 f"data.valid[{i}] ({s.key}): split 'test' cannot be used to select a model; "
-                "validate on 'valid' and evaluate test splits once, with mmsa-eval, after training"
+                "validate on 'valid' and evaluate test splits once, with mmsa-eval, after training "
+                "(or keep the last epoch with train.select = \"last\": validation sets are then only reported)"
             )
         if s.split.lower() == "all" and s.reader in ("mosi", "mosei", "mmsa-raw"):
             raise ConfigError(f"data.valid[{i}] ({s.key}): split 'all' would include test rows; name the split")
@@ -248,6 +254,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                     f"splits {t.split!r} and {s.split!r}); validation figures would be inflated"
                 )
     select = cfg.select
+    if select == SELECT_LAST:
+        return cfg
     name, _, metric = select.partition(".")
     valid = {s.key: s for s in cfg.data.valid}
     if name not in valid or not metric:

@@ -6,7 +6,7 @@ class-balanced, length-grouped batches), optimise the joint loss of the paper (E
 optional warm-up and linear or cosine decay), clip gradients, log the mean gradient norm of
 each modality branch (the paper's Figure 5), then score every validation set (fused and
 unimodal heads, Table 5) and keep the checkpoint that is best on ``train.select``, a metric of
-a validation set, never of a test split.
+a validation set, never of a test split (or, with ``select = "last"``, the last epoch).
 
 Chained builds: ``init_from`` starts from an earlier run's checkpoint and ``trainable`` trains
 only some parts (the rest frozen and in eval mode); the checkpoint's metadata lists every
@@ -41,7 +41,7 @@ from mmsa.model.features import DEFAULT_FEATURES, FeatureConfig, collate
 from mmsa.model.losses import joint_loss
 
 from .cache import SampleStore, featurize
-from .config import TrainConfig, to_toml
+from .config import SELECT_LAST, TrainConfig, to_toml
 from .data import SourceData, read_source
 from .errors import TrainingError
 from .evaluate import Predictions, autocast, predict, score_source, write_json, write_predictions
@@ -460,15 +460,18 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
         if dist.main:
             raw_state = ema.swap_in(model) if ema is not None else None  # validate/save the averaged weights
             entry["valid"], preds = _validate(model, valid_sets, tokenizer, features, cfg, device, use_amp)
-            try:
-                value = lookup(entry["valid"], select)
-            except KeyError as exc:
-                raise TrainingError(
-                    f"train.select: {select} is not among the validation metrics (no {exc.args[0]!r}; "
-                    "a unimodal head is scored only where its modality is present)"
-                ) from None
+            if select == SELECT_LAST:
+                value = float(epoch)  # every epoch replaces the one before
+            else:
+                try:
+                    value = lookup(entry["valid"], select)
+                except KeyError as exc:
+                    raise TrainingError(
+                        f"train.select: {select} is not among the validation metrics (no {exc.args[0]!r}; "
+                        "a unimodal head is scored only where its modality is present)"
+                    ) from None
             entry["select_value"] = value
-            entry["best"] = better(select, value, best["value"])
+            entry["best"] = select == SELECT_LAST or better(select, value, best["value"])
             if entry["best"]:
                 best.update(value=value, epoch=epoch, step=step, valid=entry["valid"], preds=preds,
                             state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
@@ -480,8 +483,13 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
                 model.load_state_dict(raw_state, strict=False)  # training goes on from the raw weights
             entry["seconds"] = time.perf_counter() - t_epoch
             history.append(entry)
-            log.info("epoch %d (step %d, %.0f s): loss %.4f | %s = %.4f%s | grad norm %s", epoch, step, entry["seconds"],
-                     entry["train_loss"].get("total", math.nan), select, value, " (best)" if entry["best"] else "",
+            if select == SELECT_LAST:  # nothing is selected: report each validation set's main figure
+                shown = ", ".join(f"{name}.{k} = {m[k]:.4f}" for name, m in entry["valid"].items()
+                                  for k in ("valence_uar3" if "valence_uar3" in m else "mae",))
+            else:
+                shown = f"{select} = {value:.4f}{' (best)' if entry['best'] else ''}"
+            log.info("epoch %d (step %d, %.0f s): loss %.4f | %s | grad norm %s", epoch, step, entry["seconds"],
+                     entry["train_loss"].get("total", math.nan), shown,
                      ", ".join(f"{m} {g:.3g}" for m, g in entry["grad_norm"].items() if g is not None))
             stop = bool(opt_cfg.max_steps and step >= opt_cfg.max_steps) or bool(opt_cfg.patience and stale >= opt_cfg.patience)
         if dist.enabled:
@@ -515,7 +523,10 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
         preds = best["preds"][data.name]
         write_predictions(out_dir / f"valid_{data.name}.csv", data, preds)
         plot_source(data, preds, out_dir / f"valid_{data.name}.png")
-    log.info("best epoch %d: %s = %.4f; run folder %s", best["epoch"], select, best["value"], out_dir)
+    if select == SELECT_LAST:
+        log.info("kept the last epoch, %d; run folder %s", best["epoch"], out_dir)
+    else:
+        log.info("best epoch %d: %s = %.4f; run folder %s", best["epoch"], select, best["value"], out_dir)
     for name, m in best["valid"].items():  # the paper's Table 5: each head on its own
         key = "valence_uar3" if "valence_uar3" in m else "acc2_non0"
         log.info("%s %s: fused %.3f | %s", name, key, m[key],

@@ -19,7 +19,6 @@ CARD = REPO / "docs" / "default-model.md"
 SETS = {
     "mosi_valid": (["--dataset", "mosi", "--labels", "mosi/label.csv", "--split", "valid"], "MOSI valid"),
     "mosei_valid": (["--dataset", "mosei", "--labels", "mosei/label_valid.csv", "--split", "valid"], "MOSEI valid"),
-    "ravdess_valid": (["--dataset", "ravdess", "--labels", "ravdess/labels.csv", "--split", "valid"], "RAVDESS actors 13-16"),
     "ravdess_test": (["--dataset", "ravdess", "--labels", "ravdess/labels.csv", "--split", "test"], "RAVDESS actors 17-20"),
     "fer2013_valid": (["--dataset", "fer2013", "--labels", "fer2013/labels.csv", "--split", "valid"], "FER2013 valid"),
     "fer2013_test": (["--dataset", "fer2013", "--labels", "fer2013/labels.csv", "--split", "test"], "FER2013 test"),
@@ -52,6 +51,8 @@ def test_default_loads_offline_and_records_its_four_stages(monkeypatch):
     assert [s["trainable"] for s in stages] == [["text"], ["text"], ["audio"], ["vision"]]
     # trained on train splits only (VADER: every sentence; it is never evaluated on)
     assert [d["split"] for s in stages for d in s["data"]] == ["all", "train", "train", "train"]
+    audio = stages[2]
+    assert audio["data"][0]["actors"] == list(range(1, 17)) and audio["select"] == "last"  # actors 17-20 unseen
     assert read_info("default").tag == info.tag
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmsa.model import MODALITIES, MMSAModel, collate
-from mmsa.model.encoders import AudioEncoder, ImageEncoder, Inception2D, SelfAttention2d, TextEncoder
+from mmsa.model.encoders import AudioEncoder, ImageEncoder, Inception2D, SelfAttention2d, TextEncoder, mel_bands
 from mmsa.model.features import tokenize
 from mmsa.model.losses import LossConfig, joint_loss
 from tests.model.helpers import random_sample, seeded, tiny_config
@@ -34,9 +34,33 @@ def test_encoder_shapes(tiny_bert, tokenizer):
     assert aud(spec, amask).shape == (2, 16)
 
 
-def test_audio_embedding_independent_of_batch_padding():
+def test_mel_bands_are_normalised_triangles_in_frequency_order():
+    fb = mel_bands(201, 64, 16000)
+    assert fb.shape == (64, 201) and (fb >= 0).all()
+    assert torch.allclose(fb.sum(1), torch.ones(64))
+    centres = (fb * torch.arange(201.0)).sum(1)  # weighted centre bin of each band
+    assert (centres.diff() > 0).all()
+    widths = (fb > 0).sum(1)
+    assert widths[-1] > 4 * widths[0]  # mel: low bands narrow, high bands wide
+    # more bands than bins at the bottom: every band still takes a bin
+    assert torch.allclose(mel_bands(21, 20, 16000).sum(1), torch.ones(20))
+
+
+def test_audio_bands_pool_the_stft_bins_before_the_convolutions():
+    aud = AudioEncoder(201, (4, 8), 16, bands=32)
+    assert aud.layers[0][0].in_channels == 32
+    assert "bands" not in aud.state_dict()  # fixed, derived from the config: not stored
+    flat = torch.ones(1, 201, 40)  # a flat spectrum stays flat after pooling
+    assert torch.allclose(torch.matmul(aud.bands, flat), torch.ones(1, 32, 40))
+    assert aud(torch.randn(2, 201, 40), torch.ones(2, 40, dtype=torch.bool)).shape == (2, 16)
+    with pytest.raises(ValueError, match="audio_bands"):
+        AudioEncoder(201, (4,), 16, bands=300)
+
+
+@pytest.mark.parametrize("bands", [0, 24])
+def test_audio_embedding_independent_of_batch_padding(bands):
     torch.manual_seed(0)
-    aud = AudioEncoder(201, (4, 8, 8), 16).eval()
+    aud = AudioEncoder(201, (4, 8, 8), 16, bands=bands).eval()
     short = torch.randn(1, 201, 37)
     alone = aud(short, torch.ones(1, 37, dtype=torch.bool))
     padded = torch.cat([short, torch.zeros(1, 201, 63)], dim=2)

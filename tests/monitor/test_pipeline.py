@@ -241,3 +241,29 @@ async def test_a_flood_of_frames_stays_bounded_and_the_drops_are_shown(make_pipe
     await run
     assert len(pipe.ring) <= 5 and pipe.channels["frames"].high_water <= 4
     assert seen.statuses[-1].drops["frame_ring"] == pipe.ring.dropped and seen.events == []
+
+
+def test_scorer_flushes_denormals_on_the_thread_that_scores(loaded_tiny):
+    """Denormal activations are many times slower on x86 (mmsa.model.runtime); the scorer turns
+    them off on whichever thread calls it (the monitor scores on a worker thread)."""
+    import threading
+
+    import torch
+
+    from mmsa.model import Sample
+    from mmsa.monitor.scorer import Scorer
+
+    scorer = Scorer(loaded_tiny, "cpu")
+    out = {}
+
+    def work():
+        torch.set_flush_denormal(False)  # whatever this thread inherited
+        before = float(torch.tensor([1e-39]) * 1.0)
+        scores = scorer.score([Sample(text="a good day")])
+        out["v"] = (before, float(torch.tensor([1e-39]) * 1.0), scores[0].score)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    before, after, score = out["v"]
+    assert before > 0.0 and after == 0.0 and -3.0 <= score <= 3.0

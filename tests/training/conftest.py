@@ -48,12 +48,13 @@ TRAIN = {"epochs": 1, "batch_size": 4, "seed": 1, "lr": 1e-3, "bert_lr": 1e-4}
 
 def write_config(path: Path, bert: Path, cache: Path, sources: list[dict], valid: list[dict], **sections) -> Path:
     """A training TOML with the tiny model of tests/model/helpers.py and the given sources."""
+    model = {**TINY, **sections.pop("model", {})}
     tables = {
         "train": {**TRAIN, **sections.pop("train", {})},
         "cache": {"dir": str(cache), "workers": 2, **sections.pop("cache", {})},
         **sections,
     }
-    lines = ["[model]", f'bert = "{bert}"', *(f"{k} = {_value(v)}" for k, v in TINY.items())]
+    lines = ["[model]", f'bert = "{bert}"', *(f"{k} = {_value(v)}" for k, v in model.items())]
     for name, table in tables.items():
         lines += ["", f"[{name}]", *(f"{k} = {_value(v)}" for k, v in table.items())]
     for group, items in (("train", sources), ("valid", valid)):

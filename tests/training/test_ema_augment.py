@@ -66,3 +66,26 @@ def test_training_with_ema_saves_the_averaged_weights(ravdess_like, tiny_bert, t
     # same seed and data: the frozen parts are equal, the trained audio branch is the average
     assert torch.equal(averaged["heads.text.0.weight"], raw["heads.text.0.weight"])
     assert not torch.equal(averaged["heads.audio.0.weight"], raw["heads.audio.0.weight"])
+
+
+def test_select_last_keeps_the_last_epoch(ravdess_like, tiny_bert, tmp_path):
+    cfg = write_config(
+        tmp_path / "last.toml", tiny_bert, cache=tmp_path / "cache",
+        sources=[{"name": "speech", "reader": "ravdess", "labels": str(ravdess_like), "split": "train"}],
+        # a test split may be reported when nothing is selected on it
+        valid=[{"name": "speech_valid", "reader": "ravdess", "labels": str(ravdess_like), "split": "test", "actors": [13]}],
+        train={"epochs": 3, "batch_size": 2, "trainable": ["audio"], "select": "last"},
+        model={"audio_bands": 16},
+    )
+    assert load_config(cfg)[0].select == "last"
+    with pytest.raises(ConfigError, match=r"split 'test' cannot be used to select a model.*select = \"last\""):
+        load_config(cfg, ["train.select=speech_valid.valence_uar3"])
+    run = tmp_path / "run"
+    assert train_main([str(cfg), "--out", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["select"] == "last" and metrics["best_epoch"] == 3 == metrics["epochs_run"]
+    saved = load_checkpoint(run / "model.safetensors")
+    assert saved.model.audio.bands is not None and saved.model.audio.layers[0][0].in_channels == 16
+    stage = saved.info.training["stages"][-1]
+    assert stage["select"] == "last" and stage["valid"] == ["speech_valid"]
+    assert set(metrics["valid"]) == {"speech_valid"}  # still scored and reported

@@ -230,14 +230,18 @@ def test_default_build_stages_load_and_chain():
     for prev, cfg in zip([None, *STAGES], cfgs):
         assert cfg.model == model  # init_from needs one architecture
         assert cfg.checkpoint.bert_delta and cfg.checkpoint.half
-        assert all(s.split != "test" for s in cfg.data.valid)
+        # a test split is only ever reported, never selected on
+        assert cfg.select == "last" or all(s.split != "test" for s in cfg.data.valid)
         assert cfg.train.init_from == ("" if prev is None else f"runs/default-model/{prev.stem}/model.safetensors")
     assert [c.train.trainable for c in cfgs] == [("text",), ("text",), ("audio",), ("vision",)]
     assert [[s.reader for s in c.data.train] for c in cfgs] == [["vader"], ["mosi"], ["ravdess"], ["fer2013"]]
     assert cfgs[0].data.train[0].split == "all"  # VADER: every sentence (rescaled [-4, 4] -> [-3, 3] by the reader)
     assert cfgs[2].data.train[0].split == "train" and cfgs[3].data.train[0].split == "train"
+    # audio: actors 01-16 train, the last epoch is kept, actors 17-20 only reported
+    assert cfgs[2].data.train[0].actors == tuple(range(1, 17)) and cfgs[2].select == "last"
+    assert [(s.reader, s.split, s.actors) for s in cfgs[2].data.valid] == [("ravdess", "test", ())]
     assert cfgs[-1].checkpoint.name == "default"
-    assert {s.key for s in cfgs[-1].data.valid} == {"mosi_valid", "ravdess_valid", "fer_valid"}
+    assert {s.key for s in cfgs[-1].data.valid} == {"mosi_valid", "fer_valid"}
 
 
 def test_makefile_builds_the_stages_in_order_and_ships_the_last():
