@@ -61,6 +61,16 @@ class ModelConfig:
     score_range: float = 3.0
     """Scores are ``score_range * tanh(raw / score_range)``: the MOSI scale [-3, 3]."""
 
+    def __post_init__(self) -> None:
+        """Ranges the encoders need, checked here so that a config names the key (no traceback)."""
+        from .encoders import AudioEncoder
+        from .features import N_FREQ
+
+        if not 1 <= len(self.audio_channels) <= len(AudioEncoder.KERNELS):
+            raise ValueError(f"audio_channels: 1 to {len(AudioEncoder.KERNELS)} layers, got {len(self.audio_channels)}")
+        if not 0 <= self.audio_bands <= N_FREQ:
+            raise ValueError(f"audio_bands: 0 (every STFT bin) or 1 to {N_FREQ} bands, got {self.audio_bands}")
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 

@@ -17,6 +17,10 @@ def test_from_dict_converts_lists_and_checks_types():
         ({"fusion": "sum"}, r"model\.fusion: expected one of 'concat', 'attention', 'late'"),
         ({"inception_channels": [1, 2, 3]}, r"model\.inception_channels: expected a list of 2 values"),
         ({"dropout": True}, r"model\.dropout: expected a number"),
+        ({"audio_bands": 500}, r"model: audio_bands: 0 \(every STFT bin\) or 1 to 201 bands, got 500"),
+        ({"audio_bands": -1}, r"model: audio_bands: .* got -1"),
+        ({"audio_channels": [8, 8, 8, 8, 8]}, r"model: audio_channels: 1 to 4 layers, got 5"),
+        ({"audio_channels": []}, r"model: audio_channels: 1 to 4 layers, got 0"),
     ],
 )
 def test_bad_values_name_the_key(data, message):
