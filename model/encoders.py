@@ -22,6 +22,7 @@ Shapes are written at every boundary. Choices where the paper is vague:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,12 +104,9 @@ def mel_bands(n_freq: int, n_bands: int, sample_rate: int) -> torch.Tensor:
     """(n_bands, n_freq): triangular filters evenly spaced on the mel scale from 0 Hz to Nyquist,
     each row normalised to sum 1 (a weighted mean of the bins it covers). Bands narrower than
     one bin still take the nearest bin, so no row is empty."""
-    def mel(hz: torch.Tensor) -> torch.Tensor:
-        return 2595.0 * torch.log10(1.0 + hz / 700.0)
-
     hz = torch.linspace(0.0, sample_rate / 2, n_freq, dtype=torch.float64)
-    edges = mel(torch.tensor([0.0, sample_rate / 2], dtype=torch.float64))
-    pts = 700.0 * (10 ** (torch.linspace(float(edges[0]), float(edges[1]), n_bands + 2, dtype=torch.float64) / 2595.0) - 1.0)
+    top = 2595.0 * math.log10(1.0 + sample_rate / 2 / 700.0)  # Nyquist on the mel scale
+    pts = 700.0 * (10 ** (torch.linspace(0.0, top, n_bands + 2, dtype=torch.float64) / 2595.0) - 1.0)  # band edges, Hz
     lo, mid, hi = pts[:-2, None], pts[1:-1, None], pts[2:, None]
     rise = (hz[None] - lo) / (mid - lo).clamp_min(1e-9)
     fall = (hi - hz[None]) / (hi - mid).clamp_min(1e-9)
