@@ -2,14 +2,16 @@
 
 Metadata keys (all JSON strings): ``format`` (``mmsa-monitor/1``), ``name``, ``model_config``,
 ``feature_config``, ``feature_fingerprint``, ``label_scale``, ``training`` (data, command,
-config), ``metrics`` (validation split), ``bert_base``.
+config), ``metrics`` (validation split), ``bert_base``, ``face_mesh``.
 
 BERT weights may be stored as a *delta*: only the tensors that differ from the base BERT
 directory are written, and ``bert_base`` records that directory's name and weight digest.
 This keeps the embedded default model small (it fine-tunes only BERT's top layers) while a
 load rebuilds the full network from the packaged BERT. Loading refuses a checkpoint whose
-feature fingerprint differs from the running code, naming the differing setting, and a delta
-checkpoint whose base BERT has different weights.
+feature fingerprint differs from the running code, naming the differing setting, a delta
+checkpoint whose base BERT has different weights, and one whose face branch was trained on
+another face-mesh file than the one shipped (``face_mesh``: its name and digest; the frozen
+network is never stored in checkpoints).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class CheckpointInfo:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     bert_base: dict[str, Any] | None = None
+    face_mesh: dict[str, str] | None = None  # the packaged face-mesh file the vision branch was trained on
     digest: str = ""
 
     @property
@@ -101,11 +104,21 @@ def save_checkpoint(
         "training": json.dumps(training or {}, sort_keys=True, default=str),
         "metrics": json.dumps(metrics or {}, sort_keys=True, default=str),
         "bert_base": json.dumps(bert_base),
+        "face_mesh": json.dumps(_face_mesh_info(model.cfg)),
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(state, str(tmp), metadata=meta)
     tmp.replace(path)
     return path
+
+
+def _face_mesh_info(cfg: ModelConfig) -> dict[str, str] | None:
+    """The packaged face-mesh network a checkpoint's vision branch was trained on (not stored in it)."""
+    if cfg.face_mesh != "packaged":
+        return None
+    from . import facemesh
+
+    return {"file": facemesh.ASSET.name, "digest": file_digest(facemesh.ASSET)}
 
 
 def _base_bert_state(bert_dir: Path) -> dict[str, torch.Tensor]:
@@ -136,6 +149,7 @@ def read_info(name_or_path: str | Path) -> CheckpointInfo:
             training=json.loads(meta.get("training", "{}")),
             metrics=json.loads(meta.get("metrics", "{}")),
             bert_base=json.loads(meta.get("bert_base", "null")),
+            face_mesh=json.loads(meta.get("face_mesh", "null")),
             digest=file_digest(path),
         )
     except (KeyError, json.JSONDecodeError, ConfigError) as exc:
@@ -178,6 +192,11 @@ def load_checkpoint(
                 f"{info.path}: stores only the fine-tuned BERT weights relative to a base BERT with digest "
                 f"{info.bert_base.get('digest')}, but {bert_dir} has digest {have}; point --bert at the base it was trained from"
             )
+    if info.face_mesh and info.face_mesh != _face_mesh_info(cfg):
+        raise CheckpointError(
+            f"{info.path}: its face branch was trained on the face-mesh network {info.face_mesh}, but this "
+            f"installation ships {_face_mesh_info(cfg)}; run the version of mmsa-monitor that made it"
+        )
     model = MMSAModel.build(cfg, bert_dir, pretrained_bert=delta)
     try:
         state = load_file(str(info.path))

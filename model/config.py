@@ -25,6 +25,8 @@ except ModuleNotFoundError:  # Python 3.10
 T = TypeVar("T")
 
 Fusion = Literal["concat", "attention", "late"]
+FaceMeshUse = Literal["none", "packaged"]
+VisionHead = Literal["score", "valence3"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,13 @@ class ModelConfig:
     """Channels per branch of the first and second 2D-Inception block (output = 3x)."""
     attention_dim: int = 16
     """Width of the f/g projections of the self-attention module (Eq. 5)."""
+    face_mesh: FaceMeshUse = "none"
+    """``packaged``: the image encoder adds the features of the frozen MediaPipe face-landmark
+    network shipped in the package (``mmsa.model.facemesh``) to those of its 2D-Inception CNN."""
+    vision_head: VisionHead = "score"
+    """``score``: the vision head regresses the score, like the others. ``valence3``: it classifies
+    negative / neutral / positive (cross-entropy on the label's class, ``losses.py``) and its
+    score is the class margin of ``network.valence_score``."""
     fusion: Fusion = "concat"
     """``concat``: Eq. 9 concat -> FC. ``attention``: transformer over modality tokens. ``late``: weighted mean of unimodal scores."""
     late_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)

@@ -7,8 +7,11 @@
   as MMSA does for MOSI/MOSEI) on the fused score; the L2 term lambda ||theta|| is the
   optimizer's weight decay. Unimodal heads get the same loss on the rows where their
   modality is present, weighted by ``unimodal``.
+* Classifying heads (``[model] vision_head = "valence3"``): their unimodal loss is the cross
+  entropy of their logits against the label's polarity class (below -0.5 negative, above +0.5
+  positive, else neutral), optionally label-smoothed, instead of the regression loss.
 * Joint loss (Eq. 12): task + unimodal + text + vision + audio InfoNCE, each with a weight
-  (1.0 in the paper).
+  (1.0 in the paper; ``fused`` weighs the task loss of the fused score).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .features import MODALITIES
-from .network import ModelOutput
+from .network import ModelOutput, valence_class
 
 
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -51,6 +54,15 @@ class LossConfig:
     """Weight of L_img (Eq. 7)."""
     temperature: float = 0.1
     """tau of Eq. 6-8."""
+    fused: float = 1.0
+    """Weight of the fused score's task loss (0: only the unimodal heads learn, e.g. a classifying
+    head trained alone)."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the classifying heads' cross entropy."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
 
 
 @dataclass
@@ -71,12 +83,15 @@ def joint_loss(out: ModelOutput, labels: torch.Tensor, cfg: LossConfig = LossCon
     """Eq. 12 on a batch: labels (B,) on the MOSI scale."""
     labels = labels.to(out.score.dtype)
     task = _task(out.score, labels, cfg.task)
-    total = task
+    total = cfg.fused * task
     parts = {"task": float(task.detach())}
     for j, m in enumerate(MODALITIES):
         rows = out.presence[:, j]
         if cfg.unimodal and rows.any():
-            u = _task(out.unimodal[m][rows], labels[rows], cfg.task)
+            if m in out.logits:
+                u = F.cross_entropy(out.logits[m][rows], valence_class(labels[rows]), label_smoothing=cfg.label_smoothing)
+            else:
+                u = _task(out.unimodal[m][rows], labels[rows], cfg.task)
             total = total + cfg.unimodal * u
             parts[f"uni_{m}"] = float(u.detach())
         weight = getattr(cfg, m)

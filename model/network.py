@@ -16,6 +16,12 @@
   aligned trimodal data to fit them on.
 * Unimodal heads (Table 5): one FC -> ReLU -> FC head per modality on its own embedding
   (vision: mean of the two view embeddings), so each modality has its own score.
+* ``[model] vision_head = "valence3"``: the vision head outputs three logits (negative,
+  neutral, positive) instead of a score, because face data carries emotion classes, not a
+  sentiment grade, and on FER2013 a classifier's arg-max separated the three valence classes
+  better than any threshold on a regressed score (docs/default-model.md). Its score is
+  :func:`valence_score` of the class probabilities: continuous, in [-score_range, score_range],
+  and always in the arg-max class's band of the polarity rule (< -0.5, within +-0.5, > 0.5).
 * Views: in training the two image views are random crops and the audio views random
   crops/masks (``augment.py``); the text views are segment 1 / segment 2 aspect features
   when aspects are given, else two dropout passes of BERT (Eq. 6). The second pass of a
@@ -27,7 +33,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -47,10 +53,36 @@ class ModelOutput:
     unimodal: dict[str, torch.Tensor]  # modality -> (B,) score, NaN where absent
     presence: torch.Tensor  # (B, 3) bool, order of MODALITIES
     views: dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> two (n_present, D) views
+    logits: dict[str, torch.Tensor] = field(default_factory=dict)  # classifying heads: (B, 3), NaN where absent
 
 
-def _head(d_in: int, hidden: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+NEUTRAL_BAND = 0.5
+"""The polarity rule: a score below -0.5 is negative, above +0.5 positive, else neutral."""
+
+
+def valence_class(labels: torch.Tensor) -> torch.Tensor:
+    """Scores or labels (B,) -> class index 0 negative, 1 neutral, 2 positive (the polarity rule)."""
+    return (labels >= -NEUTRAL_BAND).long() + (labels > NEUTRAL_BAND).long()
+
+
+def valence_score(probs: torch.Tensor, score_range: float = 3.0) -> torch.Tensor:
+    """(B, 3) probabilities of negative, neutral, positive -> (B,) score, by class margin.
+
+    Where positive is the most probable class, the score is 0.5 + (range - 0.5) times its lead
+    over the runner-up (so in (0.5, range]); negative mirrors it; where neutral leads, the score
+    is 0.5 (p_pos - p_neg) / (p_neu - min(p_pos, p_neg)), inside [-0.5, 0.5]. The pieces meet
+    at the class boundaries, so the score is continuous, and its polarity class is the arg-max.
+    """
+    neg, neu, pos = probs.unbind(-1)
+    lead = score_range - NEUTRAL_BAND
+    s_pos = NEUTRAL_BAND + lead * (pos - torch.maximum(neg, neu))
+    s_neg = -NEUTRAL_BAND - lead * (neg - torch.maximum(pos, neu))
+    s_neu = NEUTRAL_BAND * (pos - neg) / (neu - torch.minimum(pos, neg)).clamp_min(1e-6)
+    return torch.where((pos > neu) & (pos >= neg), s_pos, torch.where((neg > neu) & (neg > pos), s_neg, s_neu))
+
+
+def _head(d_in: int, hidden: int, dropout: float, out: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out))
 
 
 def _rows(x: TextInputs, idx: torch.Tensor) -> TextInputs:
@@ -69,9 +101,14 @@ class MMSAModel(nn.Module):
         self.text_proj = nn.Linear(text_encoder.dim, cfg.text_proj_dim) if cfg.text_proj_dim else nn.Identity()
         d_text = cfg.text_proj_dim or text_encoder.dim
         self.audio = AudioEncoder(N_FREQ, cfg.audio_channels, H, cfg.audio_bands, SAMPLE_RATE_HZ)
-        self.vision = ImageEncoder(cfg.inception_channels, cfg.inception_width, cfg.attention_dim, H)
+        self.vision = ImageEncoder(
+            cfg.inception_channels, cfg.inception_width, cfg.attention_dim, H, face_mesh=cfg.face_mesh == "packaged"
+        )
         self.dims = {"text": d_text, "audio": H, "vision": H}
-        self.heads = nn.ModuleDict({m: _head(self.dims[m], H, cfg.dropout) for m in MODALITIES})
+        self.classes = {"vision": 3} if cfg.vision_head == "valence3" else {}
+        self.heads = nn.ModuleDict({
+            m: _head(self.dims[m], H, cfg.dropout, self.classes.get(m, 1)) for m in MODALITIES
+        })
         if cfg.fusion == "concat":
             self.fusion = _head(d_text + 3 * H + len(MODALITIES), H, cfg.dropout)
         elif cfg.fusion == "attention":
@@ -161,25 +198,31 @@ class MMSAModel(nn.Module):
             faces, fmask = x.faces[idx], x.face_mask[idx]
             shape = faces.shape
             flat = faces.reshape(-1, *shape[2:])
-            v1 = self.vision.encode_windows(augment.image_view(flat, train, self.augment_cfg).view(shape), fmask)
+            v1 = self.vision.encode_windows(augment.image_view(flat, train, self.augment_cfg).view(shape), fmask, faces)
             if train and "vision" in views:
-                v2 = self.vision.encode_windows(augment.image_view(flat, train, self.augment_cfg).view(shape), fmask)
+                v2 = self.vision.encode_windows(augment.image_view(flat, train, self.augment_cfg).view(shape), fmask, faces)
                 pairs["vision"] = (v1, v2)
             else:
                 v2 = v1
             h_v1[idx], h_v2[idx] = v1, v2
         feats["vision"] = (h_v1 + h_v2) / 2
 
-        unimodal = {}
+        unimodal, logits = {}, {}
         for j, m in enumerate(MODALITIES):
             s = torch.full((B,), float("nan"), device=dev)
             rows_m = present[:, j].nonzero().squeeze(1)
-            if rows_m.numel():
+            if m in self.classes:
+                z = torch.full((B, self.classes[m]), float("nan"), device=dev)
+                if rows_m.numel():
+                    z[rows_m] = self.heads[m](feats[m][rows_m])
+                    s[rows_m] = valence_score(z[rows_m].softmax(-1), self.cfg.score_range)
+                logits[m] = z
+            elif rows_m.numel():
                 s[rows_m] = self._squash(self.heads[m](feats[m][rows_m]))
             unimodal[m] = s
 
         score = self._fuse(feats, h_v1, h_v2, present, unimodal)
-        return ModelOutput(score=score, unimodal=unimodal, presence=present, views=pairs)
+        return ModelOutput(score=score, unimodal=unimodal, presence=present, views=pairs, logits=logits)
 
     def _fuse(self, feats, h_v1, h_v2, present, unimodal) -> torch.Tensor:
         pf = present.to(h_v1.dtype)

@@ -2,8 +2,12 @@
 
 :class:`Scorer` is the blocking part (collate, forward on the device); :func:`run_scorer` is
 the task that owns it: it takes the first window waiting, then whatever else arrives within
-``max_wait_ms`` up to ``max_batch``, and runs one forward pass in a worker thread. A batch
+``max_wait_ms`` up to ``max_batch``, and runs one forward pass in its own worker thread. A batch
 that fails is reported (``on_error``) and its windows are skipped; the loop goes on.
+
+One dedicated thread, not asyncio's shared pool: the allocator gives each thread that runs a
+forward pass its own arena, and each arena keeps the peak of the large temporary maps (the face
+mesh's 192x192 inputs), so scoring on whichever pool thread is free multiplied that memory.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +105,22 @@ async def run_scorer(
     attaches the scores of a window it already scored).
     """
     loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer") as thread:
+        await _score_batches(scorer, inbox, on_scores, loop, thread, max_batch, max_wait_ms, on_error, select)
+
+
+async def _score_batches(
+    scorer: Scorer,
+    inbox: Channel[ScoreJob],
+    on_scores: Callable[[ScoreJob, Scores, float], Awaitable[None]],
+    loop: asyncio.AbstractEventLoop,
+    thread: ThreadPoolExecutor,
+    max_batch: int,
+    max_wait_ms: int,
+    on_error: Callable[[str], None],
+    select: Callable[[list[ScoreJob]], list[ScoreJob]] | None,
+) -> None:
+    """The loop of :func:`run_scorer`; every forward pass runs on ``thread``."""
     while True:
         try:
             batch = [await inbox.get()]
@@ -127,7 +148,7 @@ async def run_scorer(
         if todo:
             t = time.perf_counter()
             try:
-                results = await asyncio.to_thread(scorer.score, [job.sample for job in todo])
+                results = await loop.run_in_executor(thread, scorer.score, [job.sample for job in todo])
             except (RuntimeError, ValueError) as exc:  # a bad batch must not end live scoring
                 log.error("scoring %d window(s) failed: %s", len(todo), exc)
                 on_error(f"scoring failed: {exc}")

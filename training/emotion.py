@@ -16,6 +16,8 @@ MOSI sentiment scale, so the audio and face branches learn from this explicit ma
 
 from __future__ import annotations
 
+from mmsa.model.network import NEUTRAL_BAND  # |pred| <= NEUTRAL_BAND is the neutral class
+
 VALENCES = ("negative", "neutral", "positive")
 
 EMOTION_VALENCE: dict[str, str | None] = {
@@ -33,8 +35,6 @@ EMOTION_VALENCE: dict[str, str | None] = {
 
 VALENCE_TARGET = {"negative": -2.0, "neutral": 0.0, "positive": 2.0}
 
-NEUTRAL_BAND = 0.5
-"""|pred| <= NEUTRAL_BAND is the neutral class."""
 
 
 def valence_of(emotion: str) -> str | None:

@@ -10,7 +10,9 @@ a validation set, never of a test split (or, with ``select = "last"``, the last 
 
 Chained builds: ``init_from`` starts from an earlier run's checkpoint and ``trainable`` trains
 only some parts (the rest frozen and in eval mode); the checkpoint's metadata lists every
-stage of the chain (``training.stages``).
+stage of the chain (``training.stages``). The parts a stage trains may change shape in
+``[model]`` (e.g. a new vision head): their new or reshaped tensors start fresh; every other
+tensor must fit the earlier checkpoint exactly.
 
 Run folder: ``model.safetensors``, ``metrics.json``, ``curves.png``, ``grad_norms.png``,
 ``config.toml`` (the resolved config), ``valid_<name>.csv|png`` (predictions of the selected
@@ -374,7 +376,7 @@ def _train(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
     tokenizer = AutoTokenizer.from_pretrained(bert_dir)
     seed_everything(opt_cfg.seed)  # the same initial weights whatever the data loading consumed
     model = MMSAModel.build(cfg.model, bert_dir)
-    earlier = _init_from(model, opt_cfg.init_from) if opt_cfg.init_from else None
+    earlier = _init_from(model, opt_cfg.init_from, opt_cfg.trainable) if opt_cfg.init_from else None
     n_frozen, eval_modules = freeze(model, opt_cfg)
     model.augment_cfg = cfg.augment  # training-only view strengths ([augment])
     model.to(device)
@@ -566,6 +568,7 @@ def _float_output(out):
     out.score = out.score.float()
     out.unimodal = {m: s.float() for m, s in out.unimodal.items()}
     out.views = {m: (a.float(), b.float()) for m, (a, b) in out.views.items()}
+    out.logits = {m: z.float() for m, z in out.logits.items()}
     return out
 
 
@@ -625,16 +628,23 @@ def _save(model: MMSAModel, path: Path, cfg: TrainConfig, command: list[str], be
                     metrics=valid, bert_delta=cfg.checkpoint.bert_delta, half=cfg.checkpoint.half)
 
 
-def _init_from(model: MMSAModel, path: str) -> dict[str, Any]:
-    """Load a checkpoint's weights into ``model``; return what it was trained on (its stages)."""
+def _init_from(model: MMSAModel, path: str, trainable: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load a checkpoint's weights into ``model``; return what it was trained on (its stages).
+
+    Tensors of the ``trainable`` parts that are new or reshaped in ``model`` start fresh; any
+    other difference between the checkpoint and the model is a ConfigError.
+    """
     loaded = load_checkpoint(path)
     state = loaded.model.state_dict()
     own = model.state_dict()
-    bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    differ = [k for k in sorted(set(state) | set(own)) if k not in state or k not in own or own[k].shape != state[k].shape]
+    bad = [k for k in differ if part_of(k) not in trainable]
     if bad:
         raise ConfigError(f"train.init_from: {path} does not fit this model (e.g. tensor {bad[0]}); use the same [model] settings")
-    model.load_state_dict(state)
-    log.info("initialised from %s (%s)", path, loaded.info.tag)
+    model.load_state_dict({k: v for k, v in state.items() if k not in differ}, strict=False)
+    fresh = [k for k in differ if k in own]
+    log.info("initialised from %s (%s)%s", path, loaded.info.tag,
+             f"; {len(fresh)} tensors of {', '.join(sorted({part_of(k) for k in fresh}))} start fresh" if fresh else "")
     info = loaded.info.training
     stages = info.get("stages") or ([{
         "name": loaded.info.name, "command": info.get("command", ""), "data": info.get("data", []),

@@ -110,3 +110,34 @@ def test_bert_moved_elsewhere_is_found_through_the_override(tmp_path, tiny_bert)
         load_checkpoint(path)
     loaded = load_checkpoint(path, bert=moved).model
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_face_mesh_checkpoint_records_the_packaged_network_and_refuses_another(tmp_path, tiny_bert, tokenizer):
+    import hashlib
+
+    from safetensors import safe_open
+
+    from mmsa.model import facemesh
+
+    # the shipped file is byte for byte MediaPipe's (model/assets/NOTICE)
+    assert hashlib.sha256(facemesh.ASSET.read_bytes()).hexdigest() == facemesh.ASSET_SHA256
+    torch.manual_seed(0)
+    m = MMSAModel.build(tiny_config(tiny_bert, face_mesh="packaged", vision_head="valence3"), tiny_bert).eval()
+    path = save_checkpoint(tmp_path / "m.safetensors", m, name="mesh")
+    info = read_info(path)
+    assert info.face_mesh == {"file": "face_landmark.tflite", "digest": facemesh.ASSET_SHA256[:12]}
+    loaded = load_checkpoint(path)
+    b = collate([random_sample(seeded(1))], tokenizer)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(b).unimodal["vision"], m(b).unimodal["vision"])
+    # the same weights, said to be trained on another face-mesh file: refused in one line
+    with safe_open(str(path), framework="pt") as fh:
+        meta, state = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+    meta["face_mesh"] = json.dumps({"file": "face_landmark.tflite", "digest": "0123456789ab"})
+    other = tmp_path / "other.safetensors"
+    save_file(state, str(other), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"trained on the face-mesh network .*0123456789ab"):
+        load_checkpoint(other)
+    # checkpoints without a face mesh record none
+    assert read_info(save_checkpoint(tmp_path / "plain.safetensors", MMSAModel.build(tiny_config(tiny_bert), tiny_bert),
+                                     name="plain")).face_mesh is None

@@ -42,3 +42,14 @@ def test_overrides():
     assert data == {"train": {"epochs": 3, "name": "abc"}, "model": {"fusion": "late"}}
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         apply_overrides({}, ["nonsense"])
+
+
+def test_face_options_are_checked():
+    from mmsa.model import ConfigError
+    from mmsa.model.config import from_dict
+
+    cfg = from_dict(ModelConfig, {"face_mesh": "packaged", "vision_head": "valence3"}, "model")
+    assert cfg.face_mesh == "packaged" and cfg.vision_head == "valence3"
+    for key, value in (("face_mesh", "mediapipe"), ("vision_head", "classes")):
+        with pytest.raises(ConfigError, match=f"model.{key}: expected one of"):
+            from_dict(ModelConfig, {key: value}, "model")

@@ -54,6 +54,12 @@ def test_default_loads_offline_and_records_its_four_stages(monkeypatch):
     audio = stages[2]
     assert audio["data"][0]["actors"] == list(range(1, 17)) and audio["select"] == "last"  # actors 17-20 unseen
     assert read_info("default").tag == info.tag
+    # the face branch: the packaged face mesh (not stored, its digest recorded) and a classifying head
+    from mmsa.model import facemesh
+
+    cfg = loaded.model.cfg
+    assert cfg.face_mesh == "packaged" and cfg.vision_head == "valence3"
+    assert info.face_mesh == {"file": facemesh.ASSET.name, "digest": facemesh.ASSET_SHA256[:12]}
 
 
 def test_default_scores_the_right_way_round():

@@ -177,3 +177,81 @@ def test_second_views_only_where_asked(tiny_bert, tokenizer):
     assert set(model(b, views=()).views) == set()
     assert set(model(b, views=("vision",)).views) == {"vision"}
     assert set(model(b, text_views=True).views) == {"text", "audio", "vision"}
+
+
+def test_valence_score_is_continuous_and_keeps_the_argmax_class():
+    from mmsa.model.network import NEUTRAL_BAND, valence_class, valence_score
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(20000, 3, generator=g) * 3, dim=1)
+    s = valence_score(probs)
+    assert s.abs().max() <= 3.0
+    assert torch.equal(valence_class(s), probs.argmax(1))  # the polarity rule agrees with the arg-max
+    # sure answers reach the ends of the scale; a tie sits on the band's edge
+    sure = valence_score(torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0.2, 0.4, 0.4]]))
+    assert torch.allclose(sure, torch.tensor([-3.0, 0.0, 3.0, NEUTRAL_BAND]))
+    # continuity: a small step in the probabilities is a small step in the score, across class boundaries
+    step = torch.tensor([1e-4, -2e-4, 1e-4])
+    near = torch.tensor([[0.3, 0.35, 0.35], [0.35, 0.35, 0.3], [0.4, 0.2, 0.4]])
+    assert (valence_score(near + step) - valence_score(near)).abs().max() < 2e-3
+    assert torch.equal(valence_class(torch.tensor([-0.51, -0.5, 0.0, 0.5, 0.51])), torch.tensor([0, 1, 1, 1, 2]))
+
+
+def test_valence3_vision_head_classifies_and_trains_with_cross_entropy(tiny_bert, tokenizer):
+    rng = seeded(3)
+    model = MMSAModel.build(tiny_config(tiny_bert, vision_head="valence3", fusion="late"), tiny_bert)
+    assert model.heads["vision"][-1].out_features == 3 and model.heads["audio"][-1].out_features == 1
+    b = collate([random_sample(rng), random_sample(rng, n_faces=0), random_sample(rng, text=None)], tokenizer)
+    model.eval()
+    out = model(b)
+    z = out.logits["vision"]
+    assert z.shape == (3, 3) and torch.isnan(z[1]).all() and torch.isfinite(z[[0, 2]]).all()
+    from mmsa.model.network import valence_score
+    assert torch.allclose(out.unimodal["vision"][[0, 2]], valence_score(z[[0, 2]].softmax(-1)))
+    assert set(out.logits) == {"vision"}
+
+    # the vision loss is the cross entropy on the labels' polarity classes; fused = 0 leaves the fused score out
+    model.train()
+    labels = torch.tensor([2.0, -2.0, 0.0])
+    out = model(b)
+    cfg = LossConfig(task="mse", unimodal=1.0, text=0, audio=0, vision=0, fused=0.0)
+    loss = joint_loss(out, labels, cfg)
+    ce = torch.nn.functional.cross_entropy(out.logits["vision"][[0, 2]], torch.tensor([2, 1]))
+    assert loss.parts["uni_vision"] == pytest.approx(float(ce.detach()), rel=1e-5)
+    expected = sum(loss.parts[k] for k in ("uni_text", "uni_audio", "uni_vision"))
+    assert loss.parts["total"] == pytest.approx(expected, rel=1e-5)
+    loss.total.backward()
+    assert model.heads["vision"][-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="label_smoothing"):
+        LossConfig(label_smoothing=1.0)
+
+
+def test_face_mesh_features_join_the_image_encoder(tiny_bert, tokenizer):
+    rng = seeded(4)
+    model = MMSAModel.build(tiny_config(tiny_bert, face_mesh="packaged"), tiny_bert)
+    assert model.vision.mesh is not None
+    assert not any(k.startswith("vision.mesh.") for k in model.state_dict())  # frozen, from the package
+    assert any(k.startswith("vision.mesh_proj.") for k in model.state_dict())
+    b = collate([random_sample(rng, n_faces=1), random_sample(rng)], tokenizer)
+    out = model.train()(b)
+    joint_loss(out, torch.tensor([1.0, -1.0])).total.backward()
+    assert model.vision.mesh_proj[-1].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.vision.mesh.parameters())
+    # a training batch with a single face crop still runs (BatchNorm falls back on running statistics)
+    model(collate([random_sample(rng, n_faces=1)], tokenizer))
+
+
+def test_face_mesh_sees_the_whole_crop_and_ignores_mirroring():
+    torch.manual_seed(0)
+    img = ImageEncoder((4, 8), 2, 4, 16, face_mesh=True).eval()
+    whole = torch.rand(2, 3, 1, 48, 48)
+    view = torch.rand(2, 3, 1, 48, 48)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    feats = img.mesh_features(whole[0])
+    assert torch.allclose(feats, img.mesh_features(torch.flip(whole[0], dims=[3])), atol=1e-4)
+    with torch.no_grad():
+        got = img.encode_windows(view, mask, whole)
+        cnn_only = img.encode_windows(view, mask, torch.zeros_like(whole))
+        assert not torch.allclose(got, cnn_only)  # the mesh input is `whole`, not the view
+        first = (img(view[0, :2], whole[0, :2])).mean(0)
+        assert torch.allclose(got[0], first, atol=1e-5)

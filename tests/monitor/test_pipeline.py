@@ -267,3 +267,39 @@ def test_scorer_flushes_denormals_on_the_thread_that_scores(loaded_tiny):
     t.join()
     before, after, score = out["v"]
     assert before > 0.0 and after == 0.0 and -3.0 <= score <= 3.0
+
+
+async def test_every_batch_is_scored_on_one_dedicated_thread(loaded_tiny):
+    """run_scorer keeps the forward passes on one thread of its own (one allocator arena, not
+    one per pool thread: monitor/scorer.py), and scores every window it is given, in order."""
+    import threading
+
+    from mmsa.model import Sample
+    from mmsa.monitor.scorer import ScoreJob, Scorer, run_scorer
+
+    scorer = Scorer(loaded_tiny, "cpu")
+    threads: list[str] = []
+    score = scorer.score
+
+    def recording(samples):
+        threads.append(threading.current_thread().name)
+        return score(samples)
+
+    scorer.score = recording  # the real scorer, noting where it runs
+    loop = asyncio.get_running_loop()
+    inbox: Channel = Channel("scoring", 64, loop)
+    got = []
+
+    async def on_scores(job, scores, model_ms):
+        got.append((job.context, scores.score))
+
+    task = asyncio.create_task(run_scorer(scorer, inbox, on_scores, max_batch=2, max_wait_ms=1))
+    texts = ["a good day", "a bad day", "it was fine", "awful", "lovely"]
+    for i, text in enumerate(texts):
+        await inbox.put(ScoreJob(sample=Sample(text=text), context=i))
+        await asyncio.sleep(0.05)
+    inbox.close()
+    await task
+    assert [c for c, _ in got] == list(range(len(texts)))
+    assert len(threads) >= 3 and len(set(threads)) == 1 and threads[0].startswith("scorer")
+    assert threads[0] != threading.current_thread().name

@@ -219,6 +219,49 @@ def test_chained_stages_keep_earlier_branches_and_record_every_stage(mmsa_raw, r
     assert any(k.startswith("text.bert.encoder.layer.0.") for k in keys)
 
 
+def test_a_face_stage_may_change_only_the_vision_branch(ravdess_like, fer_like, tiny_bert, tmp_path, capsys):
+    """Stage 2 adds the face mesh and a classifying vision head to stage 1's model: the new vision
+    tensors start fresh, everything else is stage 1's; a change outside the trained part is refused."""
+    from mmsa.training.cli import eval_main
+
+    common = dict(cache=tmp_path / "cache", checkpoint={"bert_delta": True, "half": True})
+    audio = write_config(
+        tmp_path / "audio.toml", tiny_bert, **common, model={"fusion": "late"},
+        sources=[{"name": "a", "reader": "ravdess", "labels": str(ravdess_like), "split": "train", "balance": True}],
+        valid=[{"name": "av", "reader": "ravdess", "labels": str(ravdess_like), "split": "valid"}],
+        train={"epochs": 1, "batch_size": 2, "bert_lr": 0.0, "trainable": ["audio"], "select": "av.valence_uar3"},
+    )
+    face = dict(
+        sources=[{"name": "f", "reader": "fer2013", "labels": str(fer_like), "split": "train", "balance": True}],
+        valid=[{"name": "fv", "reader": "fer2013", "labels": str(fer_like), "split": "valid"}],
+        train={"epochs": 2, "batch_size": 4, "bert_lr": 0.0, "trainable": ["vision"], "select": "fv.valence_uar3",
+               "init_from": str(tmp_path / "r1" / "model.safetensors")},
+        loss={"task": "mse", "fused": 0.0, "unimodal": 1.0, "label_smoothing": 0.1, "text": 0.0, "audio": 0.0, "vision": 0.0},
+    )
+    vision = write_config(tmp_path / "face.toml", tiny_bert, **common, **face,
+                          model={"fusion": "late", "face_mesh": "packaged", "vision_head": "valence3"})
+    assert train_main([str(audio), "--out", str(tmp_path / "r1")]) == 0
+    assert train_main([str(vision), "--out", str(tmp_path / "r2")]) == 0
+    first, second = (load_checkpoint(tmp_path / r / "model.safetensors") for r in ("r1", "r2"))
+    a, b = first.model.state_dict(), second.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if part_of(k) != "vision")
+    assert second.model.heads["vision"][-1].out_features == 3 and second.model.vision.mesh is not None
+    assert not any(".mesh." in k for k in b)  # the frozen face mesh comes from the package, not the checkpoint
+    log = (tmp_path / "r2" / "train.log").read_text()
+    assert re.search(r"\d+ tensors of vision start fresh", log)
+    # the shipped-style checkpoint scores faces with mmsa-eval (scores are class margins in [-3, 3])
+    out = tmp_path / "fer.json"
+    assert eval_main(["--model", str(tmp_path / "r2" / "model.safetensors"), "--dataset", "fer2013", "--labels",
+                      str(fer_like), "--split", "all", "--out", str(out), "--predictions", str(tmp_path / "p.csv")]) == 0
+    assert json.loads(out.read_text())["n"] > 0
+    # the same stage that would also change the audio branch is refused, naming a tensor
+    bad = write_config(tmp_path / "bad.toml", tiny_bert, **common, **face,
+                       model={"fusion": "late", "audio_channels": [4, 8, 8], "vision_head": "valence3"})
+    assert train_main([str(bad), "--out", str(tmp_path / "r3")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(r"error: train\.init_from: .* does not fit this model \(e\.g\. tensor audio\.", err)
+
+
 # --------------------------------------------------------------------------- configs/train/default
 
 
@@ -227,8 +270,11 @@ def test_default_build_stages_load_and_chain():
     cfgs = [load_config(p)[0] for p in STAGES]
     model = cfgs[0].model
     assert model.fusion == "late" and model.bert == "packaged"
+    # init_from needs one architecture, except in the branch a stage trains: the face stage adds
+    # the face mesh and a classifying head to the vision branch
+    assert cfgs[3].model == replace(model, face_mesh="packaged", vision_head="valence3")
     for prev, cfg in zip([None, *STAGES], cfgs):
-        assert cfg.model == model  # init_from needs one architecture
+        assert cfg.model == model or cfg.train.trainable == ("vision",)
         assert cfg.checkpoint.bert_delta and cfg.checkpoint.half
         # a test split is only ever reported, never selected on
         assert cfg.select == "last" or all(s.split != "test" for s in cfg.data.valid)
