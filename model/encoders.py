@@ -275,13 +275,14 @@ class ImageEncoder(nn.Module):
                 _FeatureNorm(FEATURE_DIM), nn.Dropout(self.MESH_DROPOUT), nn.Linear(FEATURE_DIM, out_dim)
             )
 
-    def forward(self, faces: torch.Tensor, whole: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, 1, S, S) crops (the views) -> (N, out_dim); ``whole``: the uncut crops for the face mesh."""
+    def forward(self, faces: torch.Tensor, mesh: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 1, S, S) crops (the views) -> (N, out_dim). ``mesh``: the crops' face-mesh features
+        (:meth:`mesh_features` of the uncut crops); computed from ``faces`` when not given."""
         x = self.post1(self.block1(faces))
         x = self.post2(self.block2(x))
         x = self.head(self.attention(x)).mean((2, 3))  # (N, out_dim)
         if self.mesh is not None:
-            x = x + self.mesh_proj(self.mesh_features(faces if whole is None else whole))
+            x = x + self.mesh_proj(self.mesh_features(faces) if mesh is None else mesh)
         return x
 
     def mesh_features(self, faces: torch.Tensor) -> torch.Tensor:
@@ -291,15 +292,20 @@ class ImageEncoder(nn.Module):
         both = self.mesh.features(torch.cat([faces, torch.flip(faces, dims=[3])]))
         return (both[:n] + both[n:]) / 2
 
-    def encode_windows(self, faces: torch.Tensor, mask: torch.Tensor, whole: torch.Tensor | None = None) -> torch.Tensor:
+    def window_mesh(self, whole: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """(B, K, 1, S, S) uncut crops + (B, K) mask -> the valid crops' face-mesh features, once
+        for every view of them (None without a face mesh)."""
+        if self.mesh is None or not mask.any():
+            return None
+        return self.mesh_features(whole.reshape(-1, *whole.shape[2:])[mask.reshape(-1)])
+
+    def encode_windows(self, faces: torch.Tensor, mask: torch.Tensor, mesh: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, 1, S, S) crops + (B, K) mask -> (B, out_dim), mean over valid crops.
 
-        ``whole``: the same crops before the random training views, for the face mesh."""
+        ``mesh``: :meth:`window_mesh` of the same crops before the random training views."""
         B, K = mask.shape
         feats = faces.new_zeros(B * K, self.dim)
         flat = mask.reshape(-1)
         if flat.any():
-            rows = faces.reshape(B * K, *faces.shape[2:])[flat]
-            uncut = None if whole is None or self.mesh is None else whole.reshape(B * K, *whole.shape[2:])[flat]
-            feats[flat] = self(rows, uncut)
+            feats[flat] = self(faces.reshape(B * K, *faces.shape[2:])[flat], mesh)
         return _masked_mean(feats.view(B, K, -1), mask[..., None], 1)

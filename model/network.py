@@ -198,9 +198,10 @@ class MMSAModel(nn.Module):
             faces, fmask = x.faces[idx], x.face_mask[idx]
             shape = faces.shape
             flat = faces.reshape(-1, *shape[2:])
-            v1 = self.vision.encode_windows(augment.image_view(flat, train, self.augment_cfg).view(shape), fmask, faces)
+            mesh = self.vision.window_mesh(faces, fmask)  # uncut crops, shared by both views
+            v1 = self.vision.encode_windows(augment.image_view(flat, train, self.augment_cfg).view(shape), fmask, mesh)
             if train and "vision" in views:
-                v2 = self.vision.encode_windows(augment.image_view(flat, train, self.augment_cfg).view(shape), fmask, faces)
+                v2 = self.vision.encode_windows(augment.image_view(flat, train, self.augment_cfg).view(shape), fmask, mesh)
                 pairs["vision"] = (v1, v2)
             else:
                 v2 = v1

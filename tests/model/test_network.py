@@ -250,8 +250,9 @@ def test_face_mesh_sees_the_whole_crop_and_ignores_mirroring():
     feats = img.mesh_features(whole[0])
     assert torch.allclose(feats, img.mesh_features(torch.flip(whole[0], dims=[3])), atol=1e-4)
     with torch.no_grad():
-        got = img.encode_windows(view, mask, whole)
-        cnn_only = img.encode_windows(view, mask, torch.zeros_like(whole))
+        got = img.encode_windows(view, mask, img.window_mesh(whole, mask))
+        cnn_only = img.encode_windows(view, mask, img.window_mesh(torch.zeros_like(whole), mask))
         assert not torch.allclose(got, cnn_only)  # the mesh input is `whole`, not the view
-        first = (img(view[0, :2], whole[0, :2])).mean(0)
+        first = (img(view[0, :2], img.mesh_features(whole[0, :2]))).mean(0)
         assert torch.allclose(got[0], first, atol=1e-5)
+        assert img.window_mesh(whole, torch.zeros_like(mask)) is None
