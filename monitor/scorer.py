@@ -105,58 +105,43 @@ async def run_scorer(
     attaches the scores of a window it already scored).
     """
     loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer") as thread:
-        await _score_batches(scorer, inbox, on_scores, loop, thread, max_batch, max_wait_ms, on_error, select)
-
-
-async def _score_batches(
-    scorer: Scorer,
-    inbox: Channel[ScoreJob],
-    on_scores: Callable[[ScoreJob, Scores, float], Awaitable[None]],
-    loop: asyncio.AbstractEventLoop,
-    thread: ThreadPoolExecutor,
-    max_batch: int,
-    max_wait_ms: int,
-    on_error: Callable[[str], None],
-    select: Callable[[list[ScoreJob]], list[ScoreJob]] | None,
-) -> None:
-    """The loop of :func:`run_scorer`; every forward pass runs on ``thread``."""
-    while True:
-        try:
-            batch = [await inbox.get()]
-        except ChannelClosed:
-            return
-        deadline = loop.time() + max_wait_ms / 1000
-        while len(batch) < max_batch:
-            item = inbox.get_nowait()
-            if item is None:
-                remaining = deadline - loop.time()
-                if remaining <= 0 or inbox.closed:
-                    break
-                try:
-                    item = await asyncio.wait_for(inbox.get(), remaining)
-                except (asyncio.TimeoutError, ChannelClosed):
-                    break
-            batch.append(item)
-        if select is not None:
-            batch = select(batch)
-            if not batch:
-                continue
-        todo = [job for job in batch if job.scores is None]
-        results: list[Scores] = []
-        model_ms = 0.0
-        if todo:
-            t = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer") as thread:  # every forward pass
+        while True:
             try:
-                results = await loop.run_in_executor(thread, scorer.score, [job.sample for job in todo])
-            except (RuntimeError, ValueError) as exc:  # a bad batch must not end live scoring
-                log.error("scoring %d window(s) failed: %s", len(todo), exc)
-                on_error(f"scoring failed: {exc}")
-                batch = [job for job in batch if job.scores is not None]
-            model_ms = (time.perf_counter() - t) * 1000
-        computed = iter(results)
-        for job in batch:
-            if job.scores is not None:
-                await on_scores(job, job.scores, job.model_ms)
-            else:
-                await on_scores(job, next(computed), model_ms)
+                batch = [await inbox.get()]
+            except ChannelClosed:
+                return
+            deadline = loop.time() + max_wait_ms / 1000
+            while len(batch) < max_batch:
+                item = inbox.get_nowait()
+                if item is None:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0 or inbox.closed:
+                        break
+                    try:
+                        item = await asyncio.wait_for(inbox.get(), remaining)
+                    except (asyncio.TimeoutError, ChannelClosed):
+                        break
+                batch.append(item)
+            if select is not None:
+                batch = select(batch)
+                if not batch:
+                    continue
+            todo = [job for job in batch if job.scores is None]
+            results: list[Scores] = []
+            model_ms = 0.0
+            if todo:
+                t = time.perf_counter()
+                try:
+                    results = await loop.run_in_executor(thread, scorer.score, [job.sample for job in todo])
+                except (RuntimeError, ValueError) as exc:  # a bad batch must not end live scoring
+                    log.error("scoring %d window(s) failed: %s", len(todo), exc)
+                    on_error(f"scoring failed: {exc}")
+                    batch = [job for job in batch if job.scores is not None]
+                model_ms = (time.perf_counter() - t) * 1000
+            computed = iter(results)
+            for job in batch:
+                if job.scores is not None:
+                    await on_scores(job, job.scores, job.model_ms)
+                else:
+                    await on_scores(job, next(computed), model_ms)

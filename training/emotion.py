@@ -36,7 +36,6 @@ EMOTION_VALENCE: dict[str, str | None] = {
 VALENCE_TARGET = {"negative": -2.0, "neutral": 0.0, "positive": 2.0}
 
 
-
 def valence_of(emotion: str) -> str | None:
     """Valence class of an emotion name; None for surprise. KeyError for an unknown emotion."""
     return EMOTION_VALENCE[emotion.strip().lower()]
