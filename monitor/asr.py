@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmsa.model.features import SAMPLE_RATE_HZ
-from mmsa.model.resources import resolve_whisper
 
 from .config import AsrConfig
 from .errors import MonitorError
+from .resources import resolve_whisper
 
 log = logging.getLogger(__name__)
 

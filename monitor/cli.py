@@ -14,7 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mmsa.model.errors import MMSAError, run_cli
+from mmsa.common.cli import run_cli
+from mmsa.common.errors import MMSAError
 from mmsa.model.runtime import flush_denormals
 
 from .config import MonitorConfig, load_config, parse_host_port
@@ -195,7 +196,7 @@ def _build(args: argparse.Namespace, cfg: MonitorConfig) -> Session:
 
 
 def _plain(cfg: MonitorConfig) -> dict:
-    from mmsa.model.config import to_dict
+    from mmsa.common.settings import to_dict
 
     d = to_dict(cfg)
     for secret in ("password_file", "password_env", "username"):

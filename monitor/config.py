@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mmsa.model.config import ConfigError, from_dict, read_toml
+from mmsa.common.errors import ConfigError
+from mmsa.common.settings import from_dict, read_toml
 
 
 @dataclass(frozen=True)

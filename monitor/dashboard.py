@@ -28,9 +28,9 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Digits, Footer, RichLog, Static
 
+from mmsa.common.scale import polarity_of
 from mmsa.model.errors import MMSAError
 from mmsa.monitor.events import (
-    NEUTRAL_BAND,
     BusItem,
     Controls,
     EventBus,
@@ -53,9 +53,7 @@ _EIGHTHS = " ▁▂▃▄▅▆▇█"  # index = how many eighths of a cell are
 
 
 def polarity_color(score: float) -> str:
-    if abs(score) < NEUTRAL_BAND:
-        return POLARITY_COLORS["neutral"]
-    return POLARITY_COLORS["positive" if score > 0 else "negative"]
+    return POLARITY_COLORS[polarity_of(score)]
 
 
 def fmt_time(t_s: float) -> str:

@@ -14,16 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from mmsa.common.scale import MODALITIES, POLARITIES, SCORE_MAX, SCORE_MIN, polarity_of
+
 SCHEMA = 1
-MODALITIES = ("text", "audio", "vision")
-NEUTRAL_BAND = 0.5  # |score| < 0.5 -> neutral
-
-
-def polarity_of(score: float) -> str:
-    """negative | neutral | positive, with |score| < 0.5 neutral (the contract)."""
-    if abs(score) < NEUTRAL_BAND:
-        return "neutral"
-    return "positive" if score > 0 else "negative"
 
 
 def confidence_of(score: float, unimodal: dict[str, float | None]) -> float:
@@ -142,8 +135,8 @@ def validate_event(d: Any) -> None:
         "t_end": _num,
         "wall_time": lambda v: isinstance(v, str) and v.endswith("Z") and "T" in v,
         "text": lambda v: isinstance(v, str),
-        "score": lambda v: _num(v) and -3.0 <= v <= 3.0,
-        "polarity": lambda v: v in ("negative", "neutral", "positive"),
+        "score": lambda v: _num(v) and SCORE_MIN <= v <= SCORE_MAX,
+        "polarity": lambda v: v in POLARITIES,
         "confidence": lambda v: _num(v) and 0.0 <= v <= 1.0,
         "modalities": lambda v: isinstance(v, dict) and set(v) == set(MODALITIES),
         "latency_ms": lambda v: isinstance(v, dict) and {"asr", "model", "total"} <= set(v) and all(map(_num, v.values())),

@@ -24,9 +24,10 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-from mmsa.model.errors import run_cli
+from mmsa.common.cli import run_cli
+from mmsa.common.scale import MODALITIES, NEUTRAL_BAND, polarity_of
 from mmsa.monitor.errors import MonitorError
-from mmsa.monitor.events import MODALITIES, NEUTRAL_BAND, ScoreEvent
+from mmsa.monitor.events import ScoreEvent
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,6 @@ class Session:
     metadata: dict[str, Any]
     n_skipped: int = 0
     first_problem: str = ""  # the first skipped line's problem, for the report
-
-
-def _polarity(score: float) -> str:
-    if abs(score) < NEUTRAL_BAND:
-        return "neutral"
-    return "positive" if score > 0 else "negative"
 
 
 def _fmt_time(t_s: float) -> str:
@@ -330,7 +325,7 @@ def render_html(session: Session, png_path: Path, path: Path) -> None:
             for m in MODALITIES:
                 mod = e.modalities[m]
                 if mod.present and mod.score is not None:
-                    cells.append(f'<td class="num {_polarity(mod.score)}">{mod.score:+.2f}</td>')
+                    cells.append(f'<td class="num {polarity_of(mod.score)}">{mod.score:+.2f}</td>')
                 else:
                     cells.append(f'<td class="num absent">{"no face" if m == "vision" else "absent"}</td>')
             said = esc(e.text.strip()) or '<span class="absent">(no words)</span>'

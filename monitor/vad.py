@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from mmsa.model.features import SAMPLE_RATE_HZ
-from mmsa.model.resources import resolve_vad
 
 from .config import SegmenterConfig
 from .errors import MonitorError
+from .resources import resolve_vad
 
 WINDOW = 512  # samples per VAD decision (32 ms at 16 kHz)
 CONTEXT = 64  # samples of the previous window the v6 model sees in front of each window

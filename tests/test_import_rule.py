@@ -1,6 +1,7 @@
 """ARCHITECTURE section 1: model imports neither training nor monitor (and only its allowed
 third-party packages); training and monitor never import each other. media (shared decoding
-and face detection) imports model only."""
+and face detection) imports model only. common (errors, the settings loader, the score scale)
+imports nothing of ours and only the standard library, so torch-free tools can use it."""
 
 import ast
 import sys
@@ -27,7 +28,17 @@ def test_model_imports_only_torch_numpy_transformers_safetensors():
     bad = [
         f"{p.relative_to(REPO)}: {name}"
         for p, name in imports("model")
-        if name.split(".")[0] not in MODEL_ALLOWED | set(sys.stdlib_module_names)
+        if name.split(".")[0] not in MODEL_ALLOWED | set(sys.stdlib_module_names) and not name.startswith("mmsa.common")
+    ]
+    assert bad == []
+
+
+def test_common_imports_only_the_standard_library():
+    bad = [
+        f"{p.relative_to(REPO)}: {name}"
+        for p, name in imports("common")
+        if name.split(".")[0] not in {"tomli", "mmsa"} | set(sys.stdlib_module_names)
+        or (name.startswith("mmsa.") and not name.startswith("mmsa.common"))
     ]
     assert bad == []
 

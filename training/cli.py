@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from mmsa.model.errors import ConfigError, run_cli
+from mmsa.common.cli import run_cli
+from mmsa.common.errors import ConfigError
 from mmsa.model.runtime import flush_denormals
 
 DATASETS = ["mosi", "mosei", "mmsa-raw", "ravdess", "fer2013"]

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mmsa.common.settings import apply_overrides, from_dict, parse_override, read_toml, to_dict
 from mmsa.model import ConfigError, LossConfig, ModelConfig
 from mmsa.model.augment import AugmentConfig
-from mmsa.model.config import apply_overrides, from_dict, parse_override, read_toml, to_dict
 from mmsa.model.features import MODALITIES
 
 from .metrics import REGRESSION_METRICS, VALENCE_METRICS

@@ -10,15 +10,15 @@ MOSI sentiment scale, so the audio and face branches learn from this explicit ma
   MOSI "positive" / "negative" grade (3 is "strongly"); acted emotions are clear but a face or a
   voice alone rarely carries MOSI's extremes, and +-2 keeps targets inside the tanh range of
   the head instead of pushing it into saturation.
-* predicted class: negative if pred < -0.5, positive if pred > 0.5, else neutral (the monitor's
-  polarity rule, ARCHITECTURE section 5).
+* predicted class: the polarity rule of :mod:`mmsa.model.scale` (neutral iff |pred| < 0.5), the
+  same rule as the monitor's ScoreEvent polarity (ARCHITECTURE section 5).
 """
 
 from __future__ import annotations
 
-from mmsa.model.network import NEUTRAL_BAND  # |pred| <= NEUTRAL_BAND is the neutral class
+from mmsa.common.scale import POLARITIES, polarity_of
 
-VALENCES = ("negative", "neutral", "positive")
+VALENCES = POLARITIES  # the valence classes are the polarity classes
 
 EMOTION_VALENCE: dict[str, str | None] = {
     "happy": "positive",
@@ -42,9 +42,5 @@ def valence_of(emotion: str) -> str | None:
 
 
 def predicted_valence(pred: float) -> str:
-    """negative / neutral / positive of a predicted score."""
-    if pred < -NEUTRAL_BAND:
-        return "negative"
-    if pred > NEUTRAL_BAND:
-        return "positive"
-    return "neutral"
+    """negative / neutral / positive of a predicted score (the polarity rule)."""
+    return polarity_of(pred)

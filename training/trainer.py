@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mmsa.common.settings import to_dict
 from mmsa.model import MODALITIES, MMSAModel, load_checkpoint, resolve_bert, save_checkpoint
-from mmsa.model.config import to_dict
 from mmsa.model.errors import ConfigError
 from mmsa.model.features import DEFAULT_FEATURES, FeatureConfig, collate
 from mmsa.model.losses import joint_loss

@@ -1,7 +1,7 @@
 import pytest
 
+from mmsa.common.settings import apply_overrides, from_dict, read_toml
 from mmsa.model import ConfigError, ModelConfig
-from mmsa.model.config import apply_overrides, from_dict, read_toml
 
 
 def test_from_dict_converts_lists_and_checks_types():
@@ -45,8 +45,8 @@ def test_overrides():
 
 
 def test_face_options_are_checked():
+    from mmsa.common.settings import from_dict
     from mmsa.model import ConfigError
-    from mmsa.model.config import from_dict
 
     cfg = from_dict(ModelConfig, {"face_mesh": "packaged", "vision_head": "valence3"}, "model")
     assert cfg.face_mesh == "packaged" and cfg.vision_head == "valence3"

@@ -180,7 +180,8 @@ def test_second_views_only_where_asked(tiny_bert, tokenizer):
 
 
 def test_valence_score_is_continuous_and_keeps_the_argmax_class():
-    from mmsa.model.network import NEUTRAL_BAND, valence_class, valence_score
+    from mmsa.common.scale import NEUTRAL_BAND, polarity_index
+    from mmsa.model.network import valence_class, valence_score
 
     g = torch.Generator().manual_seed(0)
     probs = torch.softmax(torch.randn(20000, 3, generator=g) * 3, dim=1)
@@ -194,7 +195,9 @@ def test_valence_score_is_continuous_and_keeps_the_argmax_class():
     step = torch.tensor([1e-4, -2e-4, 1e-4])
     near = torch.tensor([[0.3, 0.35, 0.35], [0.35, 0.35, 0.3], [0.4, 0.2, 0.4]])
     assert (valence_score(near + step) - valence_score(near)).abs().max() < 2e-3
-    assert torch.equal(valence_class(torch.tensor([-0.51, -0.5, 0.0, 0.5, 0.51])), torch.tensor([0, 1, 1, 1, 2]))
+    # the one polarity rule (mmsa.model.scale): |s| < 0.5 is neutral, so +-0.5 itself is not
+    edges = [-0.51, -0.5, -0.49, 0.0, 0.49, 0.5, 0.51]
+    assert valence_class(torch.tensor(edges)).tolist() == [0, 0, 1, 1, 1, 2, 2] == [polarity_index(x) for x in edges]
 
 
 def test_valence3_vision_head_classifies_and_trains_with_cross_entropy(tiny_bert, tokenizer):

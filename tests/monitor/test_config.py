@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from mmsa.model.config import ConfigError
+from mmsa.common.errors import ConfigError
 from mmsa.monitor.config import MonitorConfig, MqttConfig, load_config, node_id, parse_host_port
 from tests.conftest import REPO
 

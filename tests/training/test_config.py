@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from mmsa.common.settings import from_dict, tomllib
 from mmsa.model import ConfigError
-from mmsa.model.config import from_dict, tomllib
 from mmsa.training.config import TrainConfig, load_config, to_toml
 
 REPO = Path(__file__).resolve().parents[2]

@@ -73,7 +73,9 @@ def test_valence_mapping_and_metrics():
     assert valence_of("calm") == valence_of("neutral") == "neutral"
     assert valence_of("surprised") is None and valence_of("surprise") is None
     assert VALENCE_TARGET == {"negative": -2.0, "neutral": 0.0, "positive": 2.0}
-    assert [predicted_valence(p) for p in (-0.51, -0.5, 0.5, 0.51)] == ["negative", "neutral", "neutral", "positive"]
+    # the one polarity rule (mmsa.common.scale): |pred| < 0.5 is neutral, as for a ScoreEvent
+    assert [predicted_valence(p) for p in (-0.51, -0.5, -0.49, 0.49, 0.5, 0.51)] == [
+        "negative", "negative", "neutral", "neutral", "positive", "positive"]
 
     valences = ["positive", "positive", "negative", "negative", "neutral", "neutral", None]
     preds = [1.0, 0.2, -1.0, 0.3, 0.0, 0.7, 2.5]

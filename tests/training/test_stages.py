@@ -299,7 +299,7 @@ def test_makefile_builds_the_stages_in_order_and_ships_the_last():
 
 
 def test_stage_options_round_trip_through_the_resolved_toml():
-    from mmsa.model.config import from_dict, tomllib
+    from mmsa.common.settings import from_dict, tomllib
     from mmsa.training.config import to_toml
 
     cfg = load_config(STAGES[2])[0]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
+from mmsa.common.settings import from_dict, tomllib
 from mmsa.model import load_checkpoint, read_info
-from mmsa.model.config import from_dict, tomllib
 from mmsa.training.cli import eval_main, train_main
 from mmsa.training.config import TrainConfig, load_config
 from mmsa.training.metrics import REGRESSION_METRICS, VALENCE_METRICS
