@@ -4,7 +4,8 @@ A :class:`Channel` connects producers (device threads or tasks) to one consumer 
 
 * ``offer(item)`` never blocks and may be called from any thread. When the channel is full
   the *oldest* items are dropped and counted: live devices cannot wait, and for frames and
-  audio the newest data is the most useful. At most one wake-up callback is pending on the
+  audio the newest data is the most useful. An item offered with ``droppable=False`` (a
+  source's state change) is never dropped: eviction passes over it. At most one wake-up callback is pending on the
   event loop at any time, so a stalled loop cannot pile up callbacks either.
 * ``await put(item)`` waits for room instead (backpressure): replay sources use it, so a
   replay never loses data however slow the consumer.
@@ -44,7 +45,7 @@ class Channel(Generic[T]):
         self.dropped = 0  # items dropped by offer() because the channel was full
         self.high_water = 0  # largest size reached
         self._size_of = size_of or (lambda _item: 1)
-        self._items: deque[tuple[T, int]] = deque()
+        self._items: deque[tuple[T, int, bool]] = deque()  # item, size, droppable
         self._size = 0
         self._lock = threading.Lock()
         self._loop = loop or asyncio.get_running_loop()
@@ -66,24 +67,34 @@ class Channel(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
-    def offer(self, item: T) -> bool:
-        """Add without waiting, from any thread; drop the oldest items if full. False once closed."""
+    def offer(self, item: T, droppable: bool = True) -> bool:
+        """Add without waiting, from any thread; drop the oldest droppable items if full. False once closed."""
         size = self._size_of(item)
         with self._lock:
             if self._closed:
                 return False
-            self._items.append((item, size))
+            self._items.append((item, size, droppable))
             self._size += size
-            while self._size > self.capacity and len(self._items) > 1:
-                _, s = self._items.popleft()
-                self._size -= s
-                self.dropped += 1
+            if self._size > self.capacity:
+                self._evict()
             self.high_water = max(self.high_water, self._size)
             wake = not self._wake_pending
             self._wake_pending = True
         if wake:
             self._call_in_loop(self._wake)
         return True
+
+    def _evict(self) -> None:
+        """Drop the oldest droppable items (never the newest) until the content fits (lock held)."""
+        kept: list[tuple[T, int, bool]] = []
+        while self._size > self.capacity and len(self._items) > 1:
+            entry = self._items.popleft()
+            if not entry[2]:
+                kept.append(entry)
+                continue
+            self._size -= entry[1]
+            self.dropped += 1
+        self._items.extendleft(reversed(kept))
 
     async def put(self, item: T) -> None:
         """Add, waiting for room (in the loop's thread). Raises ChannelClosed if closed meanwhile."""
@@ -93,7 +104,7 @@ class Channel(Generic[T]):
                 if self._closed:
                     raise ChannelClosed(self.name)
                 if self._size == 0 or self._size + size <= self.capacity:
-                    self._items.append((item, size))
+                    self._items.append((item, size, True))
                     self._size += size
                     self.high_water = max(self.high_water, self._size)
                     break
@@ -107,7 +118,7 @@ class Channel(Generic[T]):
             with self._lock:
                 self._wake_pending = False
                 if self._items:
-                    item, size = self._items.popleft()
+                    item, size, _ = self._items.popleft()
                     self._size -= size
                     if not self._items:
                         self._readable.clear()
@@ -124,10 +135,15 @@ class Channel(Generic[T]):
         with self._lock:
             if not self._items:
                 return None
-            item, size = self._items.popleft()
+            item, size, _ = self._items.popleft()
             self._size -= size
         self._writable.set()
         return item
+
+    def peek_oldest(self) -> list[T]:
+        """The oldest item waiting, in a list (empty when none waits); it stays in the channel."""
+        with self._lock:
+            return [self._items[0][0]] if self._items else []
 
     def close(self) -> None:
         """No more items (callable from any thread); the consumer drains what is left."""

@@ -8,11 +8,7 @@ import importlib.util
 import logging
 import signal
 import sys
-import uuid
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from mmsa.common.cli import run_cli
 from mmsa.common.errors import MMSAError
@@ -49,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--mqtt-prefix", metavar="PREFIX", help="topic prefix (default mmsa-monitor/<node_id>)")
     out.add_argument("--jsonl", metavar="FILE", help="session log (default: events.jsonl in the session folder)")
     out.add_argument("--record", metavar="DIR", help="record the session (video, audio, events) to DIR")
+    out.add_argument("--metrics", metavar="[HOST:]PORT", help="serve Prometheus /metrics on this port (127.0.0.1)")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="default", help="default (embedded) or a checkpoint path")
     m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the models run")
@@ -70,6 +67,10 @@ def _config(args: argparse.Namespace) -> MonitorConfig:
         cfg = cfg.replace("mqtt", host=host, port=port or cfg.mqtt.port)
     if args.mqtt_prefix:
         cfg = cfg.replace("mqtt", prefix=args.mqtt_prefix)
+    if args.metrics:
+        host, port = parse_host_port(args.metrics if ":" in args.metrics else f"{cfg.metrics.host}:{args.metrics}",
+                                     what="--metrics")
+        cfg = cfg.replace("metrics", host=host, port=port)
     return cfg
 
 
@@ -77,7 +78,7 @@ def _choose_source(args: argparse.Namespace) -> argparse.Namespace:
     """No source flag: camera 0 + default mic when both exist, else the sample session (said in one line)."""
     if args.replay or args.camera is not None or args.mic is not None:
         return args
-    from .sources import camera_present, microphone_present
+    from .devices import camera_present, microphone_present
 
     cam, mic = camera_present(0), microphone_present(None)
     if cam and mic:
@@ -100,142 +101,34 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-@dataclass
-class Session:
-    pipeline: Any
-    bus: Any
-    mqtt: Any
-    replay_media: Any
-    folder: Any
-    log_handler: logging.Handler
-
-    def close(self) -> None:
-        logging.getLogger("mmsa").removeHandler(self.log_handler)
-        self.log_handler.close()
-
-
-def _open_sources(args: argparse.Namespace, cfg: MonitorConfig, clock):
-    from mmsa.model.features import SAMPLE_RATE_HZ
-
-    from .pipeline import Sources
-    from .sources import CameraSource, MicSource, ReplaySource, open_replay
-
-    block = max(1, cfg.audio.block_ms * SAMPLE_RATE_HZ // 1000)
-    if args.replay:
-        media = open_replay(args.replay)
-        return Sources(replay=ReplaySource(media, fast=args.fast, block=block)), media
-    if args.fast:
-        raise MonitorError("--fast only applies to a replay (--replay PATH)")
-    camera = None
-    if args.camera is not None:
-        f = cfg.frames
-        camera = CameraSource(args.camera, clock, max_fps=f.camera_max_fps, lost_s=f.camera_lost_s,
-                              retry_s=f.camera_retry_s)
-        camera.open()
-    mic = MicSource(args.mic, clock, block=block)
-    mic.open()
-    return Sources(mic=mic, camera=camera), None
-
-
-def _build(args: argparse.Namespace, cfg: MonitorConfig) -> Session:
+def _build(args: argparse.Namespace, cfg: MonitorConfig):
+    """The sources (opened: a missing device fails here, in one line), the models, and the stream around them."""
     from mmsa.model import load_checkpoint, read_info
 
     from .asr import Transcriber
-    from .events import EventBus
-    from .mqtt import MqttPublisher
-    from .pipeline import Pipeline
-    from .recorder import EVENTS_FILE, Recorder, SessionFolder
+    from .engine import Engine
     from .scorer import Scorer, pick_torch_device
-    from .sessionlog import SessionLog
-    from .sources import SessionClock
+    from .source import SessionClock
+    from .sources import open_sources
+    from .stream import open_stream
 
     read_info(args.model)  # a missing or foreign checkpoint fails in one line before devices open
     device = pick_torch_device(args.device)
-    sources, media = _open_sources(args, cfg, SessionClock())
-    handler: logging.Handler | None = None
+    sources, media = open_sources(cfg, SessionClock(), camera=args.camera, mic=args.mic, replay=args.replay,
+                                  fast=args.fast)
     try:
         _say(f"loading the models on {device} ...")
         scorer = Scorer(load_checkpoint(args.model, device=device, bert=cfg.scorer.bert or None), device)
-        transcriber = Transcriber(cfg.asr, args.device)
-        session_id = str(uuid.uuid4())
-        if args.record:
-            folder = SessionFolder.create(args.record, session_id)
-        else:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            folder = SessionFolder.create(Path(cfg.session.dir) / f"{stamp}-{session_id[:8]}", session_id)
-        handler = _log_to(folder.path / "monitor.log")
-        jsonl = Path(args.jsonl) if args.jsonl else folder.path / EVENTS_FILE
-        session_log = SessionLog(jsonl)
-        folder.update(
-            source=sources.label, model=scorer.tag, device=device,
-            asr=f"{transcriber.device} {transcriber.compute_type}",
-            events=EVENTS_FILE if jsonl.resolve().parent == folder.path.resolve() else str(jsonl.resolve()),
-            config=_plain(cfg),
-        )
-        recorder = None
-        if args.record:
-            fps = cfg.frames.camera_max_fps if sources.live else 30.0
-            recorder = Recorder(folder, cfg.session.record_crf, nominal_fps=fps)
-        bus = EventBus()
-        mqtt = None
-        if cfg.mqtt.host:
-            mqtt = MqttPublisher(cfg.mqtt, bus, cfg.mqtt.outbox or folder.path / "outbox.sqlite")
-        pipeline = Pipeline(cfg, sources, transcriber=transcriber, scorer=scorer, bus=bus, folder=folder,
-                            session_log=session_log, session_id=session_id, recorder=recorder)
-        if mqtt is not None:
-            pipeline.extra_drops["mqtt_outbox"] = lambda: mqtt.outbox.dropped
+        engine = Engine(Transcriber(cfg.asr, args.device), scorer, cfg.scorer)
+        return open_stream(cfg, sources, engine, record=args.record, jsonl=args.jsonl, headless=args.headless,
+                           replay_media=media)
     except BaseException:
-        for dev in (sources.camera, sources.mic):
-            if dev is not None:
-                dev.stop()
-        if handler is not None:
-            logging.getLogger("mmsa").removeHandler(handler)
-            handler.close()
+        for src in sources:
+            src.stop()
         raise
-    return Session(pipeline, bus, mqtt, media, folder, handler)
-
-
-def _plain(cfg: MonitorConfig) -> dict:
-    from mmsa.common.settings import to_dict
-
-    d = to_dict(cfg)
-    for secret in ("password_file", "password_env", "username"):
-        d["mqtt"].pop(secret, None)
-    return d
-
-
-def _log_to(path: Path) -> logging.Handler:
-    """Log the session (INFO and up) to monitor.log in its folder; the terminal belongs to the UI."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("mmsa")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    return handler
 
 
 # --------------------------------------------------------------------------- running
-
-
-def _event_line(ev) -> str:
-    mods = " ".join(
-        f"{m[0]}={'-' if v.score is None else f'{v.score:+.2f}'}" for m, v in ev.modalities.items()
-    )
-    return (f"[{ev.t_start:7.2f}-{ev.t_end:7.2f}] {ev.score:+.2f} {ev.polarity:8s} conf {ev.confidence:.2f}  "
-            f"{mods}  {ev.latency_ms['total']:.0f} ms  \"{ev.text}\"")
-
-
-async def _print_events(bus) -> None:
-    from .events import MonitorStatus, ScoreEvent
-
-    q = bus.subscribe()
-    last_msg = ""
-    while (item := await q.get()) is not None:
-        if isinstance(item, ScoreEvent):
-            print(_event_line(item), flush=True)
-        elif isinstance(item, MonitorStatus) and item.message and item.message != last_msg:
-            last_msg = item.message
-            _say(item.message)
 
 
 def _load_dashboard():
@@ -246,10 +139,10 @@ def _load_dashboard():
     return MonitorApp
 
 
-async def _run(session: Session, headless: bool) -> None:
+async def _run(stream, headless: bool) -> None:
     from .pipeline import TaskGroup
 
-    pipeline, bus = session.pipeline, session.bus
+    pipeline = stream.pipeline
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     interrupts = 0
@@ -272,14 +165,9 @@ async def _run(session: Session, headless: bool) -> None:
     if not headless and app_cls is None:
         _say("the dashboard is not installed in this build: running headless")
     async with TaskGroup() as tg:
-        if session.mqtt is not None:
-            tg.create_task(session.mqtt.run(), name="mqtt")
-        if app_cls is None:
-            tg.create_task(_print_events(bus), name="printer")
-            tg.create_task(pipeline.run(), name="pipeline")
-        else:
-            app = app_cls(bus, pipeline, title=f"mmsa-monitor - {pipeline.sources.label}")
-            tg.create_task(pipeline.run(), name="pipeline")
+        tg.create_task(pipeline.run(), name="pipeline")
+        if app_cls is not None:
+            app = app_cls(stream.bus, pipeline, title=f"mmsa-monitor - {pipeline.label}")
             await app.run_async()
             pipeline.request_stop()  # the user quit (a replay may have ended before); the group waits for the drain
 
@@ -294,13 +182,13 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-def _parity_report(session: Session) -> None:
-    media = session.replay_media
+def _parity_report(stream) -> None:
+    media = stream.replay_media
     if media is None or media.events is None:
         return
     from .sessionlog import compare_events
 
-    _say(compare_events(media.events, session.pipeline.log.path))
+    _say(compare_events(media.events, stream.pipeline.log.path))
 
 
 def _main(argv: list[str] | None) -> int:
@@ -311,11 +199,12 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     cfg = _config(args)
     args = _choose_source(args)
-    session = _build(args, cfg)
-    _say(f"{session.pipeline.sources.label} -> {_rel(session.folder.path)} (model {session.pipeline.scorer.tag}, "
-         f"{session.pipeline.scorer.device})" + (f", MQTT {session.mqtt.address}" if session.mqtt else ""))
+    stream = _build(args, cfg)
+    mqtt = stream.mqtt
+    _say(f"{stream.pipeline.label} -> {_rel(stream.folder.path)} (model {stream.pipeline.engine.tag}, "
+         f"{stream.pipeline.engine.device})" + (f", MQTT {mqtt.address}" if mqtt else ""))
     try:
-        asyncio.run(_run(session, args.headless))
+        asyncio.run(_run(stream, args.headless))
     except BaseException as exc:  # noqa: BLE001 - unwrap task-group errors into one clear line
         inner = _unwrap(exc)
         if inner is exc:
@@ -325,13 +214,13 @@ def _main(argv: list[str] | None) -> int:
             raise
         raise inner from None
     finally:
-        session.close()
+        stream.close()
     if not args.headless and _load_dashboard() is not None:  # headless: the printer has said it
-        _say(f"{session.pipeline.n_events} events in {_rel(session.pipeline.log.path)}")
-    if session.mqtt is not None and session.mqtt.undelivered:
-        _say(f"MQTT: {session.mqtt.undelivered} event(s) not delivered to {session.mqtt.address}; they are in "
-             f"{_rel(session.mqtt.outbox.path)} and the session log")
-    _parity_report(session)
+        _say(f"{stream.pipeline.n_events} events in {_rel(stream.pipeline.log.path)}")
+    if mqtt is not None and mqtt.undelivered:
+        _say(f"MQTT: {mqtt.undelivered} event(s) not delivered to {mqtt.address}; they are in "
+             f"{_rel(mqtt.outbox.path)} and the session log")
+    _parity_report(stream)
     return 0
 
 

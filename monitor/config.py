@@ -175,6 +175,16 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus ``/metrics`` endpoint (``monitor/metrics.py``). ``port`` 0: off."""
+
+    port: int = 0
+    """TCP port of ``/metrics`` (``--metrics [HOST:]PORT`` sets it); 0: no endpoint."""
+    host: str = "127.0.0.1"
+    """Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)."""
+
+
+@dataclass(frozen=True)
 class SessionConfig:
     """The session folder: events.jsonl, metadata.json and, when recording, the media."""
 
@@ -196,6 +206,7 @@ class MonitorConfig:
     asr: AsrConfig = field(default_factory=AsrConfig)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
 
     def replace(self, section: str, **kw) -> MonitorConfig:
@@ -217,8 +228,8 @@ def node_id(cfg: MqttConfig) -> str:
     return out or "node"
 
 
-def parse_host_port(text: str) -> tuple[str, int]:
-    """``HOST[:PORT]`` (``[::1]:1883`` for IPv6) -> (host, port or 0)."""
+def parse_host_port(text: str, what: str = "--mqtt") -> tuple[str, int]:
+    """``HOST[:PORT]`` (``[::1]:1883`` for IPv6) -> (host, port or 0); ``what`` names the option in errors."""
     text = text.strip()
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -228,7 +239,7 @@ def parse_host_port(text: str) -> tuple[str, int]:
     else:
         host, port = text, ""
     if not host:
-        raise ConfigError(f"--mqtt {text!r}: expected HOST[:PORT]")
+        raise ConfigError(f"{what} {text!r}: expected HOST[:PORT]")
     if port and not port.isdigit():
-        raise ConfigError(f"--mqtt {text!r}: the port must be a number")
+        raise ConfigError(f"{what} {text!r}: the port must be a number")
     return host, int(port or 0)

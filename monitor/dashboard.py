@@ -12,7 +12,6 @@ The CLI runs ``await app.run_async()`` in the same event loop as the pipeline.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -30,14 +29,8 @@ from textual.widgets import Digits, Footer, RichLog, Static
 
 from mmsa.common.scale import polarity_of
 from mmsa.model.errors import MMSAError
-from mmsa.monitor.events import (
-    BusItem,
-    Controls,
-    EventBus,
-    MonitorStatus,
-    PartialScore,
-    ScoreEvent,
-)
+from mmsa.monitor.bus import BusItem, EventBus, Feed
+from mmsa.monitor.events import Controls, MonitorStatus, PartialScore, ScoreEvent
 
 log = logging.getLogger(__name__)
 
@@ -445,7 +438,7 @@ class MonitorApp(App[None]):
         self.ended = False
         self.note: Text | None = None  # the answer to the last key press (e.g. recording on)
         self._n_shown = 0
-        self._queue: asyncio.Queue[BusItem | None] | None = None
+        self._queue: Feed | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="topbar")
@@ -466,9 +459,7 @@ class MonitorApp(App[None]):
 
     def on_mount(self) -> None:
         self.query_one("#transcript-box").border_title = "transcript"
-        self._queue = self.bus.subscribe()
-        if self.bus.closed:  # subscribed after the end: nothing more will come
-            self._queue.put_nowait(None)
+        self._queue = self.bus.subscribe(name="dashboard")  # ends at once if the session is already over
         self._refresh_topbar()
         self._refresh_status()
         self._refresh_partial()

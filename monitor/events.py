@@ -1,4 +1,4 @@
-"""The ScoreEvent contract (ARCHITECTURE section 5), the status snapshot, and the event bus.
+"""The ScoreEvent contract (ARCHITECTURE section 5), partial scores and the status snapshot.
 
 One ScoreEvent per scored utterance; the JSONL log line and the MQTT payload are the same JSON.
 ``confidence`` (0..1) is defined in :func:`confidence_of`.
@@ -6,7 +6,6 @@ One ScoreEvent per scored utterance; the JSONL log line and the MQTT payload are
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import math
@@ -181,6 +180,10 @@ class MonitorStatus:
     n_events: int = 0  # ScoreEvents published so far in this session
     finished: bool = False  # the session ended (replay done or stopped); the UI may stay open
     session_dir: str = ""  # the session folder (events.jsonl, metadata.json, recordings)
+    stream: str = ""  # the stream's name (several streams in one process); empty for a single stream
+    errors: int = 0  # windows whose featurization, ASR or scoring failed (logged and skipped; the session goes on)
+    behind_s: float = 0.0  # how far the stream's processing lags the audio it was given (live: real time)
+    degraded: list[str] = field(default_factory=list)  # what was switched off under load (e.g. "partials")
 
     def replace(self, **kw: Any) -> MonitorStatus:
         return dataclasses.replace(self, **kw)
@@ -201,54 +204,6 @@ class PartialScore:
     """
 
     event: ScoreEvent
-
-
-BusItem = ScoreEvent | MonitorStatus | PartialScore
-
-
-class EventBus:
-    """Fan-out of ScoreEvents and status snapshots to subscribers (dashboard, MQTT, ...).
-
-    The session log is written by the pipeline *before* ``publish`` is called, so a slow or
-    failed subscriber can never lose a result. Each subscriber owns an unbounded queue: events
-    are one per window (plus a few partial scores per utterance, at most one every
-    ``segmenter.partial_every_s`` of speech and one per pause), and status snapshots coalesce
-    (a subscriber that lags only ever has the latest status pending).
-    """
-
-    def __init__(self) -> None:
-        self._subs: list[asyncio.Queue[BusItem | None]] = []
-        self.last_status = MonitorStatus()
-        self.closed = False
-
-    def subscribe(self) -> asyncio.Queue[BusItem | None]:
-        """A new queue receiving every item published from now on; ``None`` marks the end."""
-        q: asyncio.Queue[BusItem | None] = asyncio.Queue()
-        q.put_nowait(self.last_status)
-        self._subs.append(q)
-        return q
-
-    def unsubscribe(self, q: asyncio.Queue[BusItem | None]) -> None:
-        if q in self._subs:
-            self._subs.remove(q)
-
-    def publish(self, item: BusItem) -> None:
-        if isinstance(item, MonitorStatus):
-            self.last_status = item
-        for q in self._subs:
-            q.put_nowait(item)
-
-    def update_status(self, **kw: Any) -> MonitorStatus:
-        """Publish a status snapshot with some fields changed."""
-        status = self.last_status.replace(**kw)
-        self.publish(status)
-        return status
-
-    def close(self) -> None:
-        """Tell every subscriber that the session ended."""
-        self.closed = True
-        for q in self._subs:
-            q.put_nowait(None)
 
 
 class Controls(Protocol):

@@ -6,11 +6,18 @@
                      never through the outbox: only the newest waits, sent once the outbox is empty;
                      dropped while the broker is away and once the utterance's own ScoreEvent arrived.
 ``<prefix>/state``   the latest ScoreEvent, retained, QoS 1 (for late subscribers).
+``<prefix>/health``  the stream's health (:func:`health_json`), retained, QoS 0, on change and at most
+                     every ``HEALTH_EVERY_S`` (drops, errors, latency, lag, what is degraded).
 ``<discovery>/sensor/<node_id>/sentiment/config``  Home Assistant discovery, retained, QoS 1,
 re-sent whenever ``<discovery>/status`` says ``online``.
 
-The publisher subscribes to the :class:`EventBus`; the session log has already been written
-when it sees an event. A broker that is down at start or goes away is retried with
+Several streams in one process: one publisher (one connection, one Last Will) per stream, with the
+prefix ``mmsa-monitor/<node_id>/<stream>`` and the discovery object id ``<node_id>_<stream>``; a
+single stream keeps the topics above unchanged.
+
+The publisher is a ``DURABLE`` sink of the stream's :class:`~mmsa.monitor.bus.EventBus`: the bus
+hands it each event inside ``publish``, after the session log has written it, and it appends the
+event to its on-disk outbox at once. A broker that is down at start or goes away is retried with
 exponential backoff and full jitter while events wait in the outbox. When the bus closes
 (session over) it delivers what is left (for up to ``drain_timeout_s``), publishes
 ``offline`` and disconnects cleanly.
@@ -24,17 +31,30 @@ import logging
 import os
 import random
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
+from .bus import BusItem, EventBus, Overflow, Sink
 from .config import MqttConfig, node_id
 from .errors import PublisherError
-from .events import EventBus, PartialScore, ScoreEvent
+from .events import MonitorStatus, PartialScore, ScoreEvent
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 10.0
+HEALTH_EVERY_S = 2.0
+HEALTH_SCHEMA = 1
+HEALTH_FIELDS = ("source", "camera", "mic", "mqtt", "model", "device", "drops", "errors", "latency_p50_ms",
+                 "latency_p95_ms", "n_events", "behind_s", "degraded", "message", "finished")
+
+
+def health_json(status: MonitorStatus) -> bytes:
+    """The ``<prefix>/health`` payload: the stream's status snapshot as JSON (``HEALTH_FIELDS``)."""
+    d: dict[str, Any] = {"schema": HEALTH_SCHEMA, "stream": status.stream}
+    d.update({k: getattr(status, k) for k in HEALTH_FIELDS})
+    return json.dumps(d, separators=(",", ":"), default=str).encode()
 
 
 def read_password(cfg: MqttConfig) -> str | None:
@@ -53,14 +73,20 @@ def read_password(cfg: MqttConfig) -> str | None:
 
 
 class Topics:
-    def __init__(self, cfg: MqttConfig) -> None:
+    """The topics of one stream (``stream`` empty: the single-stream layout)."""
+
+    def __init__(self, cfg: MqttConfig, stream: str = "") -> None:
         self.node = node_id(cfg)
-        self.prefix = (cfg.prefix or f"mmsa-monitor/{self.node}").rstrip("/")
+        self.stream = stream
+        base = (cfg.prefix or f"mmsa-monitor/{self.node}").rstrip("/")
+        self.prefix = f"{base}/{stream}" if stream else base
+        self.object_id = f"{self.node}_{stream}" if stream else self.node  # Home Assistant's
         self.status = f"{self.prefix}/status"
         self.score = f"{self.prefix}/score"
         self.partial = f"{self.prefix}/partial"
         self.state = f"{self.prefix}/state"
-        self.discovery = f"{cfg.discovery_prefix}/sensor/{self.node}/sentiment/config"
+        self.health = f"{self.prefix}/health"
+        self.discovery = f"{cfg.discovery_prefix}/sensor/{self.object_id}/sentiment/config"
         self.ha_status = f"{cfg.discovery_prefix}/status"
 
 
@@ -73,8 +99,8 @@ def discovery_config(topics: Topics) -> dict[str, Any]:
     except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
         sw = "dev"
     return {
-        "name": "Sentiment",
-        "unique_id": f"mmsa_monitor_{topics.node}_sentiment",
+        "name": f"Sentiment {topics.stream}" if topics.stream else "Sentiment",
+        "unique_id": f"mmsa_monitor_{topics.object_id}_sentiment",
         "state_topic": topics.state,
         "value_template": "{{ value_json.score }}",
         "json_attributes_topic": topics.state,
@@ -93,10 +119,13 @@ def discovery_config(topics: Topics) -> dict[str, Any]:
     }
 
 
-class MqttPublisher:
-    """Owns the MQTT connection for one session."""
+class MqttPublisher(Sink):
+    """Owns the MQTT connection of one stream (a DURABLE sink: every event goes to the outbox first)."""
 
-    def __init__(self, cfg: MqttConfig, bus: EventBus, outbox_path: str | Path) -> None:
+    name = "mqtt"
+    overflow = Overflow.DURABLE
+
+    def __init__(self, cfg: MqttConfig, bus: EventBus, outbox_path: str | Path, stream: str = "") -> None:
         if not cfg.host:
             raise PublisherError("MQTT needs a broker host (--mqtt HOST[:PORT])")
         try:
@@ -106,23 +135,27 @@ class MqttPublisher:
         self._aiomqtt = aiomqtt
         self.cfg = cfg
         self.bus = bus
-        self.topics = Topics(cfg)
+        self.topics = Topics(cfg, stream)
         self.port = cfg.port or (8883 if cfg.tls else 1883)
         self._password = read_password(cfg)
         self._tls = self._tls_context() if cfg.tls else None
         self.outbox = Outbox(outbox_path, cfg.outbox_max)
-        self._inbox = bus.subscribe()  # subscribe now: no event published later can be missed
         self._wake = asyncio.Event()
         self._closing = False
         self._deadline: float | None = None
         self._state: bytes | None = None
         self._state_sent = True
         self._partial: bytes | None = None  # the newest partial score, not sent yet (QoS 0, never stored)
+        self._health: bytes | None = None  # the newest health payload, not sent yet
+        self._health_sent = b""
+        self._health_due = 0.0
+        self._health_timer: asyncio.TimerHandle | None = None
         self.connected = False
         self.n_delivered = 0
         self.n_partials = 0  # partial scores sent
         self.partials_dropped = 0  # partial scores dropped (broker away, or superseded before they could go)
         self.undelivered = 0  # left in the outbox when the publisher ended
+        self.attach(bus)  # now: no event published later can be missed
 
     @property
     def address(self) -> str:
@@ -145,7 +178,8 @@ class MqttPublisher:
         cfg = self.cfg
         return m.Client(
             cfg.host, self.port,
-            identifier=cfg.client_id or f"mmsa-monitor-{self.topics.node}",
+            identifier=(cfg.client_id or f"mmsa-monitor-{self.topics.node}")
+            + (f"-{self.topics.stream}" if self.topics.stream else ""),
             username=cfg.username or None,
             password=self._password if cfg.username else None,
             protocol=m.ProtocolVersion.V5 if cfg.protocol == "5" else m.ProtocolVersion.V311,
@@ -158,41 +192,45 @@ class MqttPublisher:
 
     # ------------------------------------------------------------------ tasks
 
+    def drops(self) -> dict[str, int]:
+        return {"mqtt_outbox": self.outbox.dropped} if self.outbox.dropped else {}
+
+    def accept(self, item: BusItem) -> None:
+        """Inside ``publish``: an event goes to the outbox now; the newest partial and health wait in memory."""
+        if isinstance(item, ScoreEvent):
+            payload = item.to_json().encode()
+            self.outbox.append(self.topics.score, payload, qos=1)
+            self._state, self._state_sent = payload, False
+            self._drop_partial()  # the event it previewed is here (partials precede their event on the bus)
+        elif isinstance(item, PartialScore):
+            self._drop_partial()
+            if not (self.connected and not self._closing):  # ephemeral: not kept for a broker that is away
+                self.partials_dropped += 1
+                return
+            self._partial = item.event.to_json().encode()
+        elif isinstance(item, MonitorStatus):
+            self._health = health_json(item)
+        self._wake.set()
+
     async def run(self) -> None:
         """Publish until the bus closes and the outbox is delivered (or the drain time is over)."""
-        intake = asyncio.create_task(self._intake(), name="mqtt-intake")
+        ending = asyncio.create_task(self._until_closed(), name="mqtt-intake")
         try:
             await self._connection_loop()
         finally:
-            intake.cancel()
-            await asyncio.gather(intake, return_exceptions=True)
+            ending.cancel()
+            await asyncio.gather(ending, return_exceptions=True)
             self.undelivered = len(self.outbox)
             self.outbox.close()
             if self.undelivered:
                 log.warning("MQTT: %d event(s) not delivered to %s; they are in %s and in the session log",
                             self.undelivered, self.address, self.outbox.path)
 
-    async def _intake(self) -> None:
-        while True:
-            item = await self._inbox.get()
-            if item is None:
-                self._closing = True
-                self._deadline = asyncio.get_running_loop().time() + self.cfg.drain_timeout_s
-                self._wake.set()
-                return
-            if isinstance(item, ScoreEvent):
-                payload = item.to_json().encode()
-                self.outbox.append(self.topics.score, payload, qos=1)
-                self._state, self._state_sent = payload, False
-                self._drop_partial()  # the event it previewed is here (partials precede their event on the bus)
-                self._wake.set()
-            elif isinstance(item, PartialScore):
-                self._drop_partial()
-                if self.connected and not self._closing:
-                    self._partial = item.event.to_json().encode()
-                    self._wake.set()
-                else:  # ephemeral: not kept for a broker that is away
-                    self.partials_dropped += 1
+    async def _until_closed(self) -> None:
+        await self.closed()
+        self._closing = True
+        self._deadline = asyncio.get_running_loop().time() + self.cfg.drain_timeout_s
+        self._wake.set()
 
     def _drop_partial(self) -> None:
         if self._partial is not None:
@@ -289,6 +327,7 @@ class MqttPublisher:
                 state = self._state
                 await client.publish(self.topics.state, state, qos=1, retain=True)
                 self._state_sent = state is self._state
+            await self._send_health(client)
             if self._closing and not len(self.outbox) and self._state_sent:
                 await client.publish(self.topics.status, "offline", qos=1, retain=True)
                 return
@@ -301,6 +340,23 @@ class MqttPublisher:
                     await asyncio.wait_for(self._wake.wait(), left)
                 except asyncio.TimeoutError:
                     pass
+
+    async def _send_health(self, client) -> None:
+        """The newest health payload, if it changed and the last one is ``HEALTH_EVERY_S`` old (the final one always)."""
+        health = self._health
+        if health is None or health == self._health_sent:
+            return
+        now = time.monotonic()
+        if now < self._health_due and not self._closing:
+            if self._health_timer is None:
+                def due() -> None:
+                    self._health_timer = None
+                    self._wake.set()
+
+                self._health_timer = asyncio.get_running_loop().call_later(self._health_due - now, due)
+            return
+        await client.publish(self.topics.health, health, qos=0, retain=True)
+        self._health_sent, self._health_due = health, now + HEALTH_EVERY_S
 
     def _set_status(self, state: str, message: str) -> None:
         if self.bus.closed:  # the session is over: nobody listens any more

@@ -1,21 +1,16 @@
-"""The session folder and the recorder that writes what the pipeline saw into it.
+"""The recorder: a sink that writes the media the pipeline consumed into the session folder.
 
-Layout (``--record DIR``, else ``runs/sessions/<YYYYmmdd-HHMMSS>-<id>/``)::
-
-    metadata.json   format, session id, times, source, model, config, file names below
-    events.jsonl    the session log (one ScoreEvent per line)
-    audio.wav       16 kHz mono float32 PCM: the audio exactly as the pipeline consumed it
-    video.mkv       the frames the pipeline kept (after downscaling); H.264, lossless by default
-    frames.csv      session time of every video frame (frame i of video.mkv = row i)
-
-``--replay DIR`` feeds audio.wav and video.mkv back with the recorded times, so a session
-recorded from its start replays to the same windows, transcripts and scores. Media is written
-by a background thread; if it falls behind, items are dropped and counted.
+It writes ``audio.wav``, ``video.mkv`` and ``frames.csv`` (layout: ``mmsa.monitor.session``), so
+``--replay DIR`` feeds them back with the recorded times and a session recorded from its start
+replays to the same windows, transcripts and scores. As a :class:`~mmsa.monitor.bus.Sink` it takes
+media (``takes_media``): every audio chunk and kept frame reaches :meth:`Recorder.media`, which
+queues it for a writer thread without blocking; if the writer falls behind, items are dropped
+and counted (``drops()``). It finishes the files when the bus closes.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import queue
 import shutil
@@ -29,47 +24,12 @@ import numpy as np
 
 from mmsa.model.features import SAMPLE_RATE_HZ
 
+from .bus import Sink
 from .errors import PublisherError
-from .events import utc_now_iso
 from .frames import AudioChunk, VideoFrame
-from .sources import METADATA, SESSION_FORMAT
+from .session import AUDIO_FILE, FRAMES_FILE, VIDEO_FILE, SessionFolder
 
 log = logging.getLogger(__name__)
-
-AUDIO_FILE = "audio.wav"
-VIDEO_FILE = "video.mkv"
-FRAMES_FILE = "frames.csv"
-EVENTS_FILE = "events.jsonl"
-
-
-class SessionFolder:
-    """A folder holding one session's log, metadata and (optionally) recorded media."""
-
-    def __init__(self, path: Path, metadata: dict[str, Any]) -> None:
-        self.path = path
-        self.metadata = metadata
-
-    @classmethod
-    def create(cls, path: str | Path, session_id: str) -> SessionFolder:
-        path = Path(path).expanduser()
-        if (path / METADATA).exists() or (path / AUDIO_FILE).exists():
-            raise PublisherError(f"{path}: already holds a session; choose an empty folder for --record")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PublisherError(f"{path}: cannot create the session folder ({exc.strerror or exc})") from exc
-        folder = cls(path, {"format": SESSION_FORMAT, "session": session_id, "started": utc_now_iso()})
-        folder.save()
-        return folder
-
-    def update(self, **kw: Any) -> None:
-        self.metadata.update(kw)
-        self.save()
-
-    def save(self) -> None:
-        tmp = self.path / (METADATA + ".tmp")
-        tmp.write_text(json.dumps(self.metadata, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-        tmp.replace(self.path / METADATA)
 
 
 class FloatWav:
@@ -98,8 +58,11 @@ class FloatWav:
         self._fh.close()
 
 
-class Recorder:
+class Recorder(Sink):
     """Writes audio chunks and frames to the session folder from a background thread."""
+
+    name = "recorder"
+    takes_media = True
 
     def __init__(self, folder: SessionFolder, crf: int = 0, nominal_fps: float = 15.0, max_items: int = 512) -> None:
         if shutil.which("ffmpeg") is None:
@@ -128,6 +91,17 @@ class Recorder:
 
     def pause(self) -> None:
         self.recording = False
+
+    def media(self, item: AudioChunk | VideoFrame) -> None:
+        self.audio(item) if isinstance(item, AudioChunk) else self.frame(item)
+
+    def drops(self) -> dict[str, int]:
+        return {"recorder": self.dropped} if self.dropped else {}
+
+    async def run(self) -> None:
+        """Finish the files once the bus closed."""
+        await self.closed()
+        await asyncio.to_thread(self.close)
 
     def audio(self, chunk: AudioChunk) -> None:
         if self.recording:

@@ -1,4 +1,10 @@
-"""The JSONL session log: one ScoreEvent per line, written before any publisher sees the event."""
+"""The JSONL session log: one ScoreEvent per line, written before any other sink sees the event.
+
+:class:`SessionLog` is a ``DURABLE`` sink (``mmsa.monitor.bus``): the bus hands it each event
+synchronously inside ``publish``, and it is the first sink a pipeline attaches, so an event is in
+the file (flushed to the OS) before the dashboard, MQTT or anything else can see it. Partial scores
+and status snapshots are not logged.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from .bus import BusItem, Overflow, Sink
 from .errors import PublisherError
 from .events import ScoreEvent
 
 
-class SessionLog:
+class SessionLog(Sink):
     """Append-only JSONL file; each line is flushed to the OS as soon as it is written."""
+
+    name = "jsonl"
+    overflow = Overflow.DURABLE
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -23,6 +33,15 @@ class SessionLog:
         except OSError as exc:
             raise PublisherError(f"{self.path}: cannot write the session log ({exc.strerror or exc})") from exc
         self.n_events = 0
+
+    def accept(self, item: BusItem) -> None:
+        if isinstance(item, ScoreEvent):
+            self.write(item)
+
+    async def run(self) -> None:
+        """Close the file (fsync) once the bus closed."""
+        await self.closed()
+        self.close()
 
     def write(self, event: ScoreEvent) -> None:
         if self._fh is None:

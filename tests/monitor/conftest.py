@@ -102,12 +102,14 @@ def transcriber():
 
 @pytest.fixture()
 def make_pipeline(tmp_path, transcriber, loaded_tiny):
-    """make_pipeline(sources, cfg=None, record=False) -> (pipeline, bus, folder)."""
+    """make_pipeline(sources, cfg=None, record=False, bus=None) -> (pipeline, bus, folder); ``sources``: a list."""
+    from mmsa.monitor.bus import EventBus
     from mmsa.monitor.config import MonitorConfig
-    from mmsa.monitor.events import EventBus
+    from mmsa.monitor.engine import Engine
     from mmsa.monitor.pipeline import Pipeline
-    from mmsa.monitor.recorder import EVENTS_FILE, Recorder, SessionFolder
+    from mmsa.monitor.recorder import Recorder
     from mmsa.monitor.scorer import Scorer
+    from mmsa.monitor.session import EVENTS_FILE, SessionFolder
     from mmsa.monitor.sessionlog import SessionLog
 
     n = 0
@@ -119,12 +121,19 @@ def make_pipeline(tmp_path, transcriber, loaded_tiny):
         folder = SessionFolder.create(tmp_path / f"session{n}", f"test-session-{n}")
         bus = bus or EventBus()
         recorder = Recorder(folder, crf=0) if record else None
-        pipe = Pipeline(cfg, sources, transcriber=transcriber, scorer=Scorer(loaded_tiny, "cpu"), bus=bus,
-                        folder=folder, session_log=SessionLog(folder.path / EVENTS_FILE),
-                        session_id=f"test-session-{n}", recorder=recorder)
+        engine = Engine(transcriber, Scorer(loaded_tiny, "cpu"), cfg.scorer)
+        pipe = Pipeline(cfg, list(sources), engine=engine, bus=bus, folder=folder,
+                        session_log=SessionLog(folder.path / EVENTS_FILE), recorder=recorder)
         return pipe, bus, folder
 
     return make
+
+
+def replay_sources(path, fast: bool = True) -> list:
+    """A replay of ``path`` as a stream's sources."""
+    from mmsa.monitor.replay import ReplaySource, open_replay
+
+    return [ReplaySource(open_replay(path), fast=fast)]
 
 
 # --------------------------------------------------------------------------- broker

@@ -11,9 +11,9 @@ import subprocess
 import pytest
 
 from mmsa.monitor import cli
+from mmsa.monitor.devices import camera_present, microphone_present
 from mmsa.monitor.events import validate_event
 from mmsa.monitor.sessionlog import read_lines
-from mmsa.monitor.sources import camera_present, microphone_present
 from tests.conftest import REPO
 from tests.monitor.conftest import Subscriber, monitor_cmd, run_cli
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from tests.monitor.test_pipeline import Collector, replay_sources
+from tests.monitor.conftest import replay_sources
+from tests.monitor.test_pipeline import Collector
 
 dashboard = pytest.importorskip("mmsa.monitor.dashboard", reason="the dashboard is not in this build")
 

@@ -14,10 +14,10 @@ from textual.geometry import Region
 from textual.widget import Widget
 
 from mmsa.monitor import dashboard
+from mmsa.monitor.bus import EventBus
 from mmsa.monitor.dashboard import HelpScreen, MonitorApp, Transcript, plot_timeline, score_bar
 from mmsa.monitor.errors import MonitorError
 from mmsa.monitor.events import (
-    EventBus,
     ModalityScore,
     MonitorStatus,
     PartialScore,

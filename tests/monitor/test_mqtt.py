@@ -9,13 +9,14 @@ import subprocess
 
 import pytest
 
+from mmsa.monitor.bus import EventBus
 from mmsa.monitor.config import MonitorConfig, MqttConfig
-from mmsa.monitor.events import EventBus, ModalityScore, ScoreEvent, validate_event
+from mmsa.monitor.events import ModalityScore, ScoreEvent, validate_event
 from mmsa.monitor.mqtt import MqttPublisher
 from mmsa.monitor.sessionlog import read_lines
 from tests.conftest import REPO
-from tests.monitor.conftest import Subscriber, free_port
-from tests.monitor.test_pipeline import Collector, replay_sources
+from tests.monitor.conftest import Subscriber, free_port, replay_sources
+from tests.monitor.test_pipeline import Collector
 
 pytestmark = pytest.mark.broker
 

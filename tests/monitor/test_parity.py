@@ -13,7 +13,8 @@ import pytest
 from mmsa.media import FaceDetector, clip_sample
 from mmsa.monitor.config import MonitorConfig
 from mmsa.monitor.scorer import Scorer
-from tests.monitor.test_pipeline import Collector, replay_sources
+from tests.monitor.conftest import replay_sources
+from tests.monitor.test_pipeline import Collector
 
 WHOLE_CLIP = MonitorConfig().replace("segmenter", mode="continuous", max_window_s=30.0, hop_s=30.0)
 

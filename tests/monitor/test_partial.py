@@ -14,13 +14,13 @@ import json
 
 import pytest
 
+from mmsa.monitor.bus import EventBus
 from mmsa.monitor.config import MonitorConfig
-from mmsa.monitor.events import EventBus, ModalityScore, PartialScore, ScoreEvent, validate_event
+from mmsa.monitor.events import ModalityScore, PartialScore, ScoreEvent, validate_event
 from mmsa.monitor.mqtt import MqttPublisher
 from mmsa.monitor.sessionlog import read_lines
-from tests.monitor.conftest import Subscriber, speech_clips
+from tests.monitor.conftest import Subscriber, replay_sources, speech_clips
 from tests.monitor.test_mqtt import mqtt_cfg
-from tests.monitor.test_pipeline import replay_sources
 from tests.monitor.test_speculation import without_timing
 
 pytestmark = pytest.mark.broker

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from mmsa.media import load_audio
-from mmsa.monitor.channels import Channel
+from mmsa.monitor.bus import EventBus
 from mmsa.monitor.config import MonitorConfig
-from mmsa.monitor.events import EventBus, MonitorStatus, ScoreEvent, validate_event
+from mmsa.monitor.devices import CameraSource, MicSource
+from mmsa.monitor.events import MonitorStatus, ScoreEvent, validate_event
 from mmsa.monitor.frames import FrameRing, VideoFrame
-from mmsa.monitor.pipeline import Sources
 from mmsa.monitor.sessionlog import read_lines
-from mmsa.monitor.sources import CameraSource, MicSource, ReplaySource, open_replay
+from mmsa.monitor.source import StateChange
+from tests.monitor.conftest import replay_sources
 from tests.monitor.helpers import word_recall
 from tests.monitor.standins import FileCamera, mic_factory
 
@@ -25,8 +26,10 @@ from tests.monitor.standins import FileCamera, mic_factory
 class Collector:
     """Subscribes to a bus and keeps everything it sees until the bus closes."""
 
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, log_path=None) -> None:
         self.queue = bus.subscribe()
+        self.log_path = log_path  # given: check that each event is in the session log when it arrives here
+        self.logged_first: list[bool] = []
         self.events: list[ScoreEvent] = []
         self.statuses: list[MonitorStatus] = []
         self.closed = asyncio.Event()
@@ -36,6 +39,8 @@ class Collector:
     async def _run(self) -> None:
         while (item := await self.queue.get()) is not None:
             if isinstance(item, ScoreEvent):
+                if self.log_path is not None:
+                    self.logged_first.append(item.to_json() in self.log_path.read_text().splitlines())
                 self.events.append(item)
             elif isinstance(item, MonitorStatus):
                 self.statuses.append(item)
@@ -52,35 +57,14 @@ class Collector:
         await asyncio.wait_for(loop(), timeout)
 
 
-class LogCheckingBus(EventBus):
-    """An EventBus that checks, at the moment of publishing, that the event is already in the log."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.log_path = None
-        self.logged_first: list[bool] = []
-
-    def publish(self, item) -> None:
-        if isinstance(item, ScoreEvent):
-            lines = self.log_path.read_text().splitlines()
-            self.logged_first.append(item.to_json() in lines)
-        super().publish(item)
-
-
-def replay_sources(path, fast: bool = True) -> Sources:
-    return Sources(replay=ReplaySource(open_replay(path), fast=fast))
-
-
 async def test_replay_scores_each_sentence_and_logs_before_publishing(make_pipeline, speech_clip, speech_script):
-    bus = LogCheckingBus()
-    pipe, bus, folder = make_pipeline(replay_sources(speech_clip), bus=bus)
-    bus.log_path = pipe.log.path
-    seen = Collector(bus)
+    pipe, bus, folder = make_pipeline(replay_sources(speech_clip))
+    seen = Collector(bus, log_path=pipe.log.path)  # a subscriber checks that the log had each event first
     await pipe.run()
     await seen.closed.wait()
     events = seen.events
     assert len(events) == len(speech_script)
-    assert bus.logged_first == [True] * len(events)
+    assert seen.logged_first == [True] * len(events)
     assert [e.seq for e in events] == list(range(len(events)))
     for ev, line in zip(events, speech_script):
         validate_event(ev.to_dict())
@@ -134,7 +118,7 @@ async def test_live_path_with_a_camera_that_stops_and_recording_replays_the_same
 
     camera = CameraSource(str(speech_clip), clock, max_fps=0.0, lost_s=1.0, retry_s=30.0, open_capture=open_capture)
     mic = MicSource(None, clock, block=1024, open_stream=mic_factory(audio))
-    pipe, bus, folder = make_pipeline(Sources(mic=mic, camera=camera), cfg=cfg, record=True)
+    pipe, bus, folder = make_pipeline([camera, mic], cfg=cfg, record=True)
     seen = Collector(bus)
     run = asyncio.ensure_future(pipe.run())
     await seen.until(lambda: len(seen.events) >= len(speech_script))
@@ -182,12 +166,12 @@ async def test_slow_consumer_means_counted_frame_drops_not_memory(speech_clip):
 
     delivered = threading.Event()
     n = 120
-    frames = Channel("frames", 4)
     device = FileCamera(speech_clip, paced=False, loop=True, stop_after=n, block_after=delivered)
-    camera = CameraSource(str(speech_clip), time.monotonic, open_capture=lambda _spec: device)
+    camera = CameraSource(str(speech_clip), time.monotonic, queue=4, open_capture=lambda _spec: device)
     tracemalloc.start()
     try:
-        camera.start(frames.offer)
+        await camera.start()  # nobody iterates it: its buffer keeps the newest 4 frames
+        frames = camera.buffer
         await asyncio.to_thread(delivered.wait)
         await asyncio.sleep(0)  # let the loop run the wake-up callbacks already scheduled
         _, peak = tracemalloc.get_traced_memory()
@@ -198,23 +182,23 @@ async def test_slow_consumer_means_counted_frame_drops_not_memory(speech_clip):
     assert len(frames) == 4 and frames.dropped == n - 4 and frames.high_water == 4
     one_frame = 320 * 240 * 3
     assert peak < 30 * one_frame  # 120 frames went through; a few are alive at any time
-    got = [await frames.get() for _ in range(4)]
-    assert [f.t for f in got] == sorted(f.t for f in got)
+    got = [f for f in [frames.get_nowait() for _ in range(5)] if isinstance(f, VideoFrame)]
+    assert len(got) == 4 and [f.t for f in got] == sorted(f.t for f in got)
 
 
 async def test_audio_queue_is_capped_in_seconds(speech_clip):
     audio = load_audio(speech_clip)
     cap_s = 2.0
-    ch = Channel("audio", int(cap_s * 16000), size_of=lambda c: int(c.samples.size))
     opener = mic_factory(audio, paced=False, tail_s=0.0)
-    mic = MicSource(None, time.monotonic, block=1024, open_stream=opener)
-    mic.start(ch.offer)
+    mic = MicSource(None, time.monotonic, block=1024, queue_s=cap_s, open_stream=opener)
+    await mic.start()  # nobody iterates it: its buffer keeps the newest 2 s
+    ch = mic.buffer
     await asyncio.to_thread(opener.made[0]._thread.join)  # noqa: SLF001 - wait for the stand-in to finish
     await asyncio.sleep(0)
     mic.stop()
-    assert ch.size <= cap_s * 16000 and ch.dropped == audio.size // 1024 - len(ch)
-    first = ch.get_nowait()
-    assert first is not None and first.t0 > 0  # the oldest audio was the one dropped
+    chunks = [c for c in [ch.get_nowait() for _ in range(len(ch))] if not isinstance(c, StateChange)]
+    assert sum(c.samples.size for c in chunks) <= cap_s * 16000 and ch.dropped == audio.size // 1024 - len(chunks)
+    assert chunks[0].t0 > 0  # the oldest audio was the one dropped
 
 
 def test_frame_ring_is_bounded_by_age_and_count():
@@ -231,15 +215,16 @@ async def test_a_flood_of_frames_stays_bounded_and_the_drops_are_shown(make_pipe
     cfg = MonitorConfig().replace("frames", ring_max=5, camera_max_fps=0.0, face_status_hz=0.0)
     t_zero = time.monotonic()
     clock = lambda: time.monotonic() - t_zero  # noqa: E731
-    camera = CameraSource(str(speech_clip), clock, open_capture=lambda s: FileCamera(s, paced=False, loop=True))
+    camera = CameraSource(str(speech_clip), clock, queue=cfg.frames.queue,
+                          open_capture=lambda s: FileCamera(s, paced=False, loop=True))
     mic = MicSource(None, clock, block=1024, open_stream=mic_factory(np.zeros(16000, np.float32), tail_s=10.0))
-    pipe, bus, _ = make_pipeline(Sources(mic=mic, camera=camera), cfg=cfg)
+    pipe, bus, _ = make_pipeline([camera, mic], cfg=cfg)
     seen = Collector(bus)
     run = asyncio.ensure_future(pipe.run())
     await seen.until(lambda: any(s.drops.get("frame_ring", 0) > 50 for s in seen.statuses))
     pipe.request_stop()
     await run
-    assert len(pipe.ring) <= 5 and pipe.channels["frames"].high_water <= 4
+    assert len(pipe.ring) <= 5 and camera.buffer.high_water <= 4
     assert seen.statuses[-1].drops["frame_ring"] == pipe.ring.dropped and seen.events == []
 
 
@@ -270,12 +255,13 @@ def test_scorer_flushes_denormals_on_the_thread_that_scores(loaded_tiny):
 
 
 async def test_every_batch_is_scored_on_one_dedicated_thread(loaded_tiny):
-    """run_scorer keeps the forward passes on one thread of its own (one allocator arena, not
-    one per pool thread: monitor/scorer.py), and scores every window it is given, in order."""
+    """The scoring service keeps the forward passes on one thread of its own (one allocator arena,
+    not one per pool thread: monitor/scoring.py), and scores every window it is given, in order."""
     import threading
 
     from mmsa.model import Sample
-    from mmsa.monitor.scorer import ScoreJob, Scorer, run_scorer
+    from mmsa.monitor.scorer import Scorer
+    from mmsa.monitor.scoring import ScoreService
 
     scorer = Scorer(loaded_tiny, "cpu")
     threads: list[str] = []
@@ -286,20 +272,17 @@ async def test_every_batch_is_scored_on_one_dedicated_thread(loaded_tiny):
         return score(samples)
 
     scorer.score = recording  # the real scorer, noting where it runs
-    loop = asyncio.get_running_loop()
-    inbox: Channel = Channel("scoring", 64, loop)
-    got = []
-
-    async def on_scores(job, scores, model_ms):
-        got.append((job.context, scores.score))
-
-    task = asyncio.create_task(run_scorer(scorer, inbox, on_scores, max_batch=2, max_wait_ms=1))
+    service = ScoreService(scorer, max_batch=2, max_wait_ms=1)
+    task = asyncio.create_task(service.serve())
     texts = ["a good day", "a bad day", "it was fine", "awful", "lovely"]
-    for i, text in enumerate(texts):
-        await inbox.put(ScoreJob(sample=Sample(text=text), context=i))
+    futures = []
+    for text in texts:
+        futures.append(service.submit(Sample(text=text)))
         await asyncio.sleep(0.05)
-    inbox.close()
-    await task
-    assert [c for c, _ in got] == list(range(len(texts)))
+    got = [await f for f in futures]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    alone = [score([Sample(text=t)])[0].score for t in texts]  # each answer is its own window's, in order
+    assert [g.scores.score for g in got] == pytest.approx(alone, abs=1e-5)
     assert len(threads) >= 3 and len(set(threads)) == 1 and threads[0].startswith("scorer")
     assert threads[0] != threading.current_thread().name

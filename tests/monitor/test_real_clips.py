@@ -9,9 +9,10 @@ import pytest
 from mmsa.media import FaceDetector, clip_sample
 from mmsa.monitor.events import validate_event
 from mmsa.monitor.scorer import Scorer
+from tests.monitor.conftest import replay_sources
 from tests.monitor.helpers import word_recall
 from tests.monitor.test_parity import score_whole_clip
-from tests.monitor.test_pipeline import Collector, replay_sources
+from tests.monitor.test_pipeline import Collector
 
 pytestmark = pytest.mark.data
 

@@ -5,8 +5,9 @@ import pytest
 
 from mmsa.media import load_audio, read_frames
 from mmsa.monitor.frames import AudioChunk, VideoFrame
-from mmsa.monitor.recorder import FloatWav, Recorder, SessionFolder
-from mmsa.monitor.sources import open_replay
+from mmsa.monitor.recorder import FloatWav, Recorder
+from mmsa.monitor.replay import open_replay
+from mmsa.monitor.session import SessionFolder
 
 
 def test_float_wav_round_trips_exactly_through_ffmpeg(tmp_path):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 
 from mmsa.monitor.config import MonitorConfig
-from mmsa.monitor.pipeline import SpeculationStats
-from tests.monitor.test_pipeline import Collector, replay_sources
+from mmsa.monitor.speculation import SpeculationStats
+from tests.monitor.conftest import replay_sources
+from tests.monitor.test_pipeline import Collector
 
 PAUSED_SENTENCES = [
     ("neutral", "Well... I am not sure. Maybe, maybe not."),
@@ -57,7 +58,7 @@ async def test_speculative_run_publishes_exactly_the_events_of_a_plain_run(make_
     assert stats.used + stats.wasted <= stats.ran
     # the ASR task is idle when the first utterance's silence begins: its window is computed ahead
     assert stats.used >= 1
-    assert spec_pipe.sources.replay.origin is not None
+    assert spec_pipe.sources[0].origin is not None
 
 
 async def test_fast_replays_do_not_speculate(make_pipeline, paused_clip):
@@ -67,4 +68,4 @@ async def test_fast_replays_do_not_speculate(make_pipeline, paused_clip):
     await seen.closed.wait()
     assert len(seen.events) == len(PAUSED_SENTENCES)
     assert not pipe.speculative and pipe.speculation == SpeculationStats()
-    assert pipe.sources.replay.origin is None
+    assert pipe.sources[0].origin is None

@@ -1,0 +1,145 @@
+"""Processing: each window's ASR and features, one window at a time, errors kept to their window.
+
+:class:`Processor` takes the assembled windows in order. For each it runs Whisper on the ``asr``
+thread and, at the same time, the featurization (STFT, face crops) on the ``featurize`` thread
+(:class:`~mmsa.monitor.engine.Engine`), and queues a :class:`WindowResult` for scoring. While no
+window waits it does the idle work of the speculator (``speculation.py``): windows of the open
+utterance, processed ahead of its close.
+
+Any exception inside ASR or featurization of one window (``cv2.error``, ``OSError``, a CUDA error,
+anything but cancellation) is reported once through :class:`ErrorReport` (logged with the window's
+times, counted, shown in the status) and the session goes on with the next window: a failed ASR
+leaves the window scored without words (text absent), a failed featurization skips it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mmsa.model import Sample
+
+from .asr import Transcript
+from .assembler import Window
+from .channels import Channel, ChannelClosed
+from .engine import Engine
+from .speculation import Ahead, Speculator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WindowResult:
+    """A window with its model input (words included), its transcript and how long ASR took."""
+
+    window: Window
+    sample: Sample
+    transcript: Transcript
+    asr_ms: float
+
+
+class ErrorReport:
+    """Counts the windows that failed and tells the status (``on_error(count, message)``) about each."""
+
+    def __init__(self, on_error: Callable[[int, str], None] = lambda _n, _m: None) -> None:
+        self.count = 0
+        self._on_error = on_error
+
+    def __call__(self, stage: str, window: Window, exc: BaseException) -> None:
+        self.count += 1
+        what = f"{stage} failed on {window.t_start:.2f}-{window.t_end:.2f} s"
+        log.error("%s: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+        self._on_error(self.count, f"{what}: {type(exc).__name__}: {exc}")
+
+
+class Processor:
+    """ASR + featurization of one stream's windows (module docstring)."""
+
+    def __init__(self, engine: Engine, errors: ErrorReport, speculator: Speculator | None = None) -> None:
+        self.engine = engine
+        self.errors = errors
+        self.speculator = speculator
+
+    async def run(self, windows: Channel[Window], results: Channel[WindowResult]) -> None:
+        """Until ``windows`` is closed and drained; then close ``results``."""
+        try:
+            while True:
+                try:
+                    item = await self._next(windows)
+                except ChannelClosed:
+                    return
+                if isinstance(item, Window):
+                    result = await self._final(item)
+                    if result is not None:
+                        await results.put(result)
+                else:
+                    await self._ahead(item, windows, results)
+        finally:
+            results.close()
+
+    async def process(self, w: Window) -> WindowResult | None:
+        """Whisper on the window's audio, in parallel with its features; None if featurization failed."""
+        featurizing = asyncio.ensure_future(self.engine.featurize(w.audio, w.frames))
+        t = time.perf_counter()
+        try:
+            transcript = await self.engine.transcribe(w.audio)
+        except asyncio.CancelledError:
+            featurizing.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad window must not end the session
+            self.errors("ASR", w, exc)
+            transcript = Transcript("", ())
+        asr_ms = (time.perf_counter() - t) * 1000
+        try:
+            sample = await featurizing
+        except Exception as exc:  # noqa: BLE001
+            self.errors("featurization", w, exc)
+            return None
+        # what window_sample(audio, frames, transcript, ...) returns, computed in two parts
+        return WindowResult(w, dataclasses.replace(sample, text=transcript.text or None), transcript, asr_ms)
+
+    async def _final(self, w: Window) -> WindowResult | None:
+        ahead: Ahead | None = w.ahead
+        if ahead is None or not ahead.started:
+            return await self.process(w)
+        assert self.speculator is not None
+        self.speculator.used()  # computed ahead on the same input
+        if ahead.result is None:  # it failed (and was reported) on this very input
+            return None
+        return dataclasses.replace(ahead.result, window=w)
+
+    async def _ahead(self, work: Ahead, windows: Channel[Window], results: Channel[WindowResult]) -> None:
+        assert self.speculator is not None and work.window is not None
+        result = await self.process(work.window)
+        partial = self.speculator.finished(work, result)
+        if partial is not None and not len(windows) and not len(results):  # a waiting window goes first
+            await results.put(dataclasses.replace(result, window=partial))
+
+    async def _next(self, windows: Channel[Window]) -> Window | Ahead:
+        """The next window; while none is waiting, the speculator's work (when ready)."""
+        spec = self.speculator
+        while True:
+            w = windows.get_nowait()
+            if w is not None:
+                return w
+            work = spec.take() if spec is not None else None
+            if work is not None:
+                return work
+            if spec is None:
+                return await windows.get()  # ChannelClosed once closed and drained
+            spec.ready.clear()
+            getting = asyncio.ensure_future(windows.get())
+            ready = asyncio.ensure_future(spec.ready.wait())
+            try:
+                await asyncio.wait({getting, ready}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+                if not getting.done():
+                    getting.cancel()  # Channel.get takes nothing until it returns
+                await asyncio.gather(getting, ready, return_exceptions=True)
+            if getting.done() and not getting.cancelled():
+                return getting.result()  # raises ChannelClosed once closed and drained

@@ -1,0 +1,208 @@
+"""Work done ahead of the utterance's close: speculation and partial scores.
+
+:class:`Speculator` implements the window assembler's hooks (``assembler.AssemblerHooks``) and
+offers the processing stage idle work (:meth:`Speculator.take`).
+
+Speculation (``segmenter.speculative``): while the silence that will close an utterance runs,
+the segmenter already knows the window it will close with (:meth:`Segmenter.tentative`, from
+``speech_pad_ms`` into the silence). The speculator collects that window's frames, and the
+processing stage runs Whisper and the featurization on it whenever it is idle (never ahead of a
+window that is waiting). When the utterance closes with the same window (start, end, audio,
+frames), its result goes on to scoring (:meth:`Speculator.closing` attaches it to the final
+window as ``window.ahead``); if speech resumes first, or the window differs, the work is discarded
+and never published. A run already in a worker thread cannot be interrupted (faster-whisper's
+encoder and decoder are single blocking calls), so a stale run delays the next window by at most
+its remainder; one not started yet is dropped for free. Off in ``--fast`` replays, where the
+segmenter runs ahead of Whisper anyway.
+
+Partial scores (``segmenter.partials``; live and paced replay, never ``--fast``): scores of the
+utterance still open. Two kinds of work feed them: the speculative run on the tentative window,
+and, during speech, the open window so far every ``segmenter.partial_every_s`` seconds of speech.
+Both are idle work: a waiting window always goes first (a pending open-window request is dropped
+when speech stops or a window is cut), a partial is only queued for scoring when no window waits
+for processing or scoring, and the scorer drops a partial whenever a final window is waiting (so
+finals are never delayed by partials); a final that closes with the window of its speculative
+partial takes that partial's model output instead of a pass of its own (``emitter.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from mmsa.model.features import SAMPLE_RATE_HZ
+
+from .assembler import Window
+from .config import SegmenterConfig
+from .vad import Segment, Segmenter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpeculationStats:
+    """Counts of speculative work (``segmenter.speculative``) in a session."""
+
+    tentative: int = 0  # tentative windows seen (each closing silence of an utterance, and each change)
+    ran: int = 0  # of those, ASR + featurization started before the utterance closed
+    used: int = 0  # results published (the utterance closed with the same window)
+    wasted: int = 0  # runs discarded: speech resumed or the window differed
+
+
+@dataclass(eq=False)
+class Ahead:
+    """Work on a window of an open utterance: the tentative window (:meth:`Segmenter.tentative`) or the
+    open window so far (:meth:`Segmenter.open_window`, for a partial score)."""
+
+    segment: Segment
+    tentative: bool
+    arrived: float = math.nan  # time.monotonic() when the audio that completed the segment arrived
+    window: Window | None = None  # once its frames are collected
+    collect: asyncio.Task | None = None  # the task collecting the frames
+    started: bool = False  # processing started (by the processing stage)
+    result: Any = None  # the processing's WindowResult (None: not done, or it failed)
+    scored: asyncio.Future | None = None  # the scoring of its partial, once submitted (emitter.py)
+
+
+Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task]
+Collect = Callable[[Segment, float, float], Awaitable[Window]]
+
+
+class Speculator:
+    """The assembler's hooks for speculation and partial scores, and the idle work they make."""
+
+    def __init__(self, cfg: SegmenterConfig, *, speculative: bool, partials: bool, spawn: Spawn,
+                 collect: Collect) -> None:
+        self.cfg = cfg
+        self.speculative = speculative
+        self.partials = partials
+        self.stats = SpeculationStats()
+        self.ready = asyncio.Event()  # a window of some work is ready for processing
+        self._spawn = spawn
+        self._collect = collect
+        self._spec: Ahead | None = None  # the speculation on the open utterance's tentative window
+        self._open: Ahead | None = None  # the latest open-window partial request
+        self._open_utt: int | None = None  # speech_start of the utterance the open-window requests follow
+        self._open_next = 0.0  # seconds of its speech at which the next open-window request is due
+
+    # ------------------------------------------------------------------ hooks (assembler's task)
+
+    def restart(self) -> None:
+        self._drop_speculation()
+        self._drop_open()
+        self._open_utt = None
+
+    def pushed(self, seg: Segmenter, stream_t0: float, arrived: float, *, cut: bool) -> None:
+        if self.speculative:
+            self._speculate(seg.tentative(), stream_t0, arrived)
+        if self.partials:
+            self._open_partial(seg, stream_t0, arrived, cut=cut)
+
+    def closing(self, window: Window) -> None:
+        """The utterance closed: its speculation is used here (same input) or never."""
+        spec, self._spec = self._spec, None
+        if spec is None:
+            return
+        if spec.started and spec.window is not None and spec.window.same_input(window):
+            window.ahead = spec
+        else:
+            self._drop_speculation(spec)
+
+    def close(self) -> None:
+        self._drop_speculation()
+        self._drop_open()
+
+    # ------------------------------------------------------------------ idle work (processing stage's task)
+
+    def take(self) -> Ahead | None:
+        """The next work whose window is ready and not started: the speculation first, then the open window."""
+        work = next((x for x in (self._spec, self._open) if x is not None and x.window is not None and not x.started),
+                    None)
+        if work is not None:
+            work.started = True
+            if work is self._spec:
+                self.stats.ran += 1
+        return work
+
+    def finished(self, work: Ahead, result: Any) -> Window | None:
+        """Processing of ``work`` ended with ``result``: the window to score as a partial, if any."""
+        work.result = result
+        if work is self._open:
+            self._open = None
+        if not self.partials or result is None or work.window is None:
+            return None
+        return dataclasses.replace(work.window, partial=True, closed_at=work.arrived, ahead=work)
+
+    def used(self) -> None:
+        self.stats.used += 1
+
+    # ------------------------------------------------------------------ internals
+
+    def _speculate(self, tentative: Segment | None, stream_t0: float, arrived: float) -> None:
+        """Follow the segmenter's tentative window: start collecting a new one, drop a withdrawn one."""
+        if self._spec is not None and self._spec.segment is tentative:
+            return
+        self._drop_speculation()
+        if tentative is None:
+            return
+        spec = self._spec = Ahead(tentative, True, arrived)
+        self.stats.tentative += 1
+        spec.collect = self._spawn(self._window_of(spec, stream_t0))
+
+    async def _window_of(self, work: Ahead, stream_t0: float) -> None:
+        """The work's frames (as the assembler will take them); then it is the processing stage's to run."""
+        window = await self._collect(work.segment, stream_t0, math.nan)
+        if work is self._spec or work is self._open:
+            work.window = window
+            self.ready.set()
+
+    def _open_partial(self, seg: Segmenter, stream_t0: float, arrived: float, *, cut: bool) -> None:
+        """Every ``partial_every_s`` seconds of speech, ask for a partial score of the open window so far.
+
+        A request not started yet is dropped when speech stops (the tentative window then takes
+        over) or a window was just cut (it goes first); a newer request replaces it.
+        """
+        every = self.cfg.partial_every_s
+        if every <= 0:
+            return
+        if cut or not seg.in_speech:
+            if self._open is not None and not self._open.started:
+                self._drop_open()
+            return
+        start = seg.speech_start
+        assert start is not None
+        if start != self._open_utt:
+            self._open_utt, self._open_next = start, every
+        spoken = (seg.position - start) / SAMPLE_RATE_HZ
+        if spoken < self._open_next:
+            return
+        self._open_next = (math.floor(spoken / every) + 1) * every
+        window = seg.open_window()
+        if window is None:
+            return
+        self._drop_open()
+        req = self._open = Ahead(window, False, arrived)
+        req.collect = self._spawn(self._window_of(req, stream_t0))
+
+    def _drop_open(self) -> None:
+        """Forget the open-window partial request (a run in flight is left to end; its partial may still go out)."""
+        req, self._open = self._open, None
+        if req is not None and req.collect is not None:
+            req.collect.cancel()
+
+    def _drop_speculation(self, spec: Ahead | None = None) -> None:
+        """Discard a speculation (the current one by default): never published; a run in flight is left to end."""
+        if spec is None:
+            spec, self._spec = self._spec, None
+            if spec is None:
+                return
+        if spec.collect is not None:
+            spec.collect.cancel()
+        if spec.started:
+            self.stats.wasted += 1
+            log.debug("speculative work on %.2f s discarded", spec.segment.end / SAMPLE_RATE_HZ)
