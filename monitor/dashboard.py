@@ -73,6 +73,16 @@ class StreamView(Vertical):
     def on_mount(self) -> None:
         self.query_one("#transcript-box").border_title = "transcript"
 
+    def reset(self) -> None:
+        """Forget every event shown (a new session of the stream begins)."""
+        transcript = self.query_one(Transcript)
+        transcript.events.clear()
+        transcript.clear()
+        for tl in self.query(Timeline):
+            tl.clear()
+        self.query_one(ScorePanel).show(None)
+        self.query_one(ModalityPanel).show(None)
+
     def add_events(self, events: Sequence[ScoreEvent]) -> None:
         """Append scored utterances (oldest first); the newest becomes the current score."""
         if not events:

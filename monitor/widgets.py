@@ -32,7 +32,7 @@ TRANSCRIPT_MAX_LINES = 2000  # older transcript lines scroll away (the JSONL log
 # Polarity colors for a dark terminal (the PNG report has its own, for white paper).
 POLARITY_COLORS = {"negative": "#e5534b", "neutral": "#d4a72c", "positive": "#57ab5a"}
 DIM = "#6e7681"
-_EIGHTHS = " ▁▂▃▄▅▆▇█"  # index = how many eighths of a cell are filled from the bottom
+EIGHTHS = " ▁▂▃▄▅▆▇█"  # index = how many eighths of a cell are filled from the bottom
 
 
 def polarity_color(score: float) -> str:
@@ -105,11 +105,11 @@ def plot_timeline(
             if fill == 0:
                 cells.append(("▁", DIM) if above and k == 0 else (" ", ""))
             elif above or fill == 8:
-                cells.append((_EIGHTHS[fill], color))
+                cells.append((EIGHTHS[fill], color))
             else:
                 # A negative bar grows down from the top of the cell: draw the complementary
                 # lower block in reverse video, so the part above it shows the bar color.
-                cells.append((_EIGHTHS[8 - fill], f"reverse {color}"))
+                cells.append((EIGHTHS[8 - fill], f"reverse {color}"))
         lines.append(_runs(cells))
 
     axis = [" "] * plot_w
@@ -281,6 +281,11 @@ class Timeline(Widget):
         # Spans older than the window never show again; keep the list short in long sessions.
         if len(self.spans) > 4000:
             self.spans = [s for s in self.spans if s[1] >= self.now_s - TIMELINE_WINDOW_S]
+        self.refresh()
+
+    def clear(self) -> None:
+        self.spans.clear()
+        self.now_s = 0.0
         self.refresh()
 
     def render(self) -> Text:
