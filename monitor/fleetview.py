@@ -33,7 +33,6 @@ from mmsa.monitor.widgets import (
     MODALITY_PRESENCE,
     POLARITY_COLORS,
     SCORE_MAX,
-    fmt_score,
     fmt_time,
     load_parts,
     polarity_color,
@@ -80,7 +79,7 @@ def row_lines(state: StreamState, width: int) -> list[Text]:
     head.append("● " if state.online else "○ ", style=POLARITY_COLORS["positive"] if state.online else DIM)
     head.append(f"{name:<{NAME_W}} ", style="bold")
     if ev is None:
-        head.append(f"{fmt_score(None):>6} {'no score yet':<10}", style=DIM)
+        head.append(f"{'—':>6} {'no score':<10}", style=DIM)
     else:
         head.append(f"{ev.score:+6.2f} ", style=f"bold {polarity_color(ev.score)}")
         head.append(f"{ev.polarity:<10}", style=polarity_color(ev.score))

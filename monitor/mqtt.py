@@ -52,6 +52,39 @@ def read_password(cfg: MqttConfig) -> str | None:
     return None
 
 
+def broker_port(cfg: MqttConfig) -> int:
+    """The configured port, else 1883 (8883 with TLS)."""
+    return cfg.port or (8883 if cfg.tls else 1883)
+
+
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
+    """The TLS context of ``cfg`` (CA bundle, client certificate); PublisherError names a bad file."""
+    try:
+        ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
+        if cfg.cert_file:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise PublisherError(f"mqtt TLS settings: {exc}") from exc
+    if cfg.tls_insecure:
+        ctx.check_hostname = False
+    return ctx
+
+
+def connect_options(cfg: MqttConfig, password: str | None, tls: ssl.SSLContext | None) -> dict[str, Any]:
+    """aiomqtt.Client keyword arguments shared by the publisher and ``watch``: login, protocol, TLS."""
+    import aiomqtt
+
+    return dict(
+        username=cfg.username or None,
+        password=password if cfg.username else None,
+        protocol=aiomqtt.ProtocolVersion.V5 if cfg.protocol == "5" else aiomqtt.ProtocolVersion.V311,
+        keepalive=cfg.keepalive_s,
+        tls_context=tls,
+        tls_insecure=cfg.tls_insecure if cfg.tls else None,
+        timeout=PUBLISH_TIMEOUT_S,
+    )
+
+
 class Topics:
     def __init__(self, cfg: MqttConfig) -> None:
         self.node = node_id(cfg)
@@ -107,9 +140,9 @@ class MqttPublisher:
         self.cfg = cfg
         self.bus = bus
         self.topics = Topics(cfg)
-        self.port = cfg.port or (8883 if cfg.tls else 1883)
+        self.port = broker_port(cfg)
         self._password = read_password(cfg)
-        self._tls = self._tls_context() if cfg.tls else None
+        self._tls = tls_context(cfg) if cfg.tls else None
         self.outbox = Outbox(outbox_path, cfg.outbox_max)
         self._inbox = bus.subscribe()  # subscribe now: no event published later can be missed
         self._wake = asyncio.Event()
@@ -128,32 +161,13 @@ class MqttPublisher:
     def address(self) -> str:
         return f"{self.cfg.host}:{self.port}"
 
-    def _tls_context(self) -> ssl.SSLContext:
-        cfg = self.cfg
-        try:
-            ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
-            if cfg.cert_file:
-                ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
-        except (OSError, ssl.SSLError) as exc:
-            raise PublisherError(f"mqtt TLS settings: {exc}") from exc
-        if cfg.tls_insecure:
-            ctx.check_hostname = False
-        return ctx
-
     def _client(self):
         m = self._aiomqtt
-        cfg = self.cfg
         return m.Client(
-            cfg.host, self.port,
-            identifier=cfg.client_id or f"mmsa-monitor-{self.topics.node}",
-            username=cfg.username or None,
-            password=self._password if cfg.username else None,
-            protocol=m.ProtocolVersion.V5 if cfg.protocol == "5" else m.ProtocolVersion.V311,
+            self.cfg.host, self.port,
+            identifier=self.cfg.client_id or f"mmsa-monitor-{self.topics.node}",
             will=m.Will(self.topics.status, "offline", qos=1, retain=True),
-            keepalive=cfg.keepalive_s,
-            tls_context=self._tls,
-            tls_insecure=cfg.tls_insecure if cfg.tls else None,
-            timeout=PUBLISH_TIMEOUT_S,
+            **connect_options(self.cfg, self._password, self._tls),
         )
 
     # ------------------------------------------------------------------ tasks

@@ -234,7 +234,7 @@ async def test_screenshot_of_a_fleet(tmp_path: Path) -> None:
     out_dir = DOCS_IMAGES if os.environ.get("MMSA_UPDATE_DOCS_IMAGES") else tmp_path
     feed = FeedQueue()
     app = FleetApp(feed, title="mmsa-monitor watch broker.local:1883")
-    async with app.run_test(size=(120, 24)) as pilot:
+    async with app.run_test(size=(120, 14)) as pilot:
         # Fixed clock times, so the picture does not change from run to run.
         fill(feed, time.mktime((2026, 11, 27, 19, 42, 0, 0, 0, -1)))
         await until(pilot, lambda: len(app.query(StreamRow)) == 3 and app.streams[KITCHEN].partial is not None)
