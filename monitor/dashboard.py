@@ -115,6 +115,29 @@ class StreamView(Vertical):
         self.query_one("#status", Static).update(text)
 
 
+def stop_monitor(controls: Controls | None) -> None:
+    """Ask the running monitor (if any) for a clean stop; a failure is logged, the UI still closes."""
+    if controls is None:
+        return
+    try:
+        controls.request_stop()
+    except Exception:  # the CLI reports the pipeline's fate
+        log.exception("dashboard: request_stop failed")
+
+
+class StreamPage:
+    """Mixin of an App or Screen that shows one stream: a top bar (``#topbar``), the :class:`StreamView`, the keys."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="topbar")
+        yield StreamView(id="view")
+        yield Footer()
+
+    @property
+    def view(self) -> StreamView:
+        return self.query_one("#view", StreamView)  # type: ignore[attr-defined]  # App or Screen
+
+
 class HelpScreen(ModalScreen[None]):
     """The ``?`` overlay: keys and how to read the screen."""
 
@@ -144,7 +167,7 @@ class HelpScreen(ModalScreen[None]):
         yield Static(text, id="help-body")
 
 
-class MonitorApp(App[None]):
+class MonitorApp(StreamPage, App[None]):
     """The live dashboard of one stream: a top bar, the :class:`StreamView`, the keys.
 
     The app keeps the last ``EVENTS_MAX`` (2000) ScoreEvents in ``events`` (a bounded deque:
@@ -184,15 +207,6 @@ class MonitorApp(App[None]):
         self._n_shown = 0
         self._last_shown: ScoreEvent | None = None
         self._queue: Any = None  # the bus subscription: ``await get()`` -> item, or None at the end
-
-    def compose(self) -> ComposeResult:
-        yield Static(id="topbar")
-        yield StreamView(id="view")
-        yield Footer()
-
-    @property
-    def view(self) -> StreamView:
-        return self.query_one("#view", StreamView)
 
     def on_mount(self) -> None:
         self._queue = self.bus.subscribe()
@@ -290,11 +304,7 @@ class MonitorApp(App[None]):
 
     async def action_quit(self) -> None:
         """``q`` (and ctrl+q): stop the monitor cleanly, then close the dashboard."""
-        if self.controls is not None:
-            try:
-                self.controls.request_stop()
-            except Exception:  # the UI must still close; the CLI reports the pipeline's fate
-                log.exception("dashboard: request_stop failed")
+        stop_monitor(self.controls)
         self.exit()
 
     def action_toggle_pause(self) -> None:

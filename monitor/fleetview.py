@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, ListItem, ListView, Static
 
-from mmsa.monitor.dashboard import StreamView
+from mmsa.monitor.dashboard import StreamPage, stop_monitor
 from mmsa.monitor.events import Controls, MonitorStatus, ScoreEvent
 from mmsa.monitor.fleet import Feed, FeedItem, FeedStatus, StreamKey, StreamState
 from mmsa.monitor.widgets import (
@@ -134,7 +134,7 @@ class FleetList(ListView):
     BINDINGS = [Binding("enter", "select_cursor", "Open stream")]
 
 
-class StreamScreen(Screen[None]):
+class StreamScreen(StreamPage, Screen[None]):
     """The single-stream view of one stream of the fleet; escape returns to the list."""
 
     BINDINGS = [
@@ -147,15 +147,6 @@ class StreamScreen(Screen[None]):
         self.state = state
         self.key = state.key
         self._session = ""
-
-    def compose(self) -> ComposeResult:
-        yield Static(id="topbar")
-        yield StreamView(id="view")
-        yield Footer()
-
-    @property
-    def view(self) -> StreamView:
-        return self.query_one("#view", StreamView)
 
     def on_mount(self) -> None:
         self._fill()
@@ -311,9 +302,5 @@ class FleetApp(App[None]):
 
     async def action_quit(self) -> None:
         """``q``: stop the local monitor (if any) cleanly, then close."""
-        if self.controls is not None:
-            try:
-                self.controls.request_stop()
-            except Exception:  # the UI must still close; the CLI reports the monitor's fate
-                log.exception("fleet: request_stop failed")
+        stop_monitor(self.controls)
         self.exit()
