@@ -14,7 +14,6 @@ returns to the list.
 from __future__ import annotations
 
 import bisect
-import logging
 from datetime import datetime
 
 from rich.text import Text
@@ -39,11 +38,8 @@ from mmsa.monitor.widgets import (
     score_bar,
 )
 
-log = logging.getLogger(__name__)
-
 NAME_W = 20  # the stream's name column; longer names end in an ellipsis
 SPARK_MAX = 24  # recent scores in a row's sparkline at most
-ROW_LINES = 3
 
 
 def clock_time(t: float | None) -> str:
@@ -61,13 +57,12 @@ def sparkline(scores: list[float], width: int) -> Text:
 
 
 def presence_text(state: StreamState) -> Text:
-    ok = POLARITY_COLORS["positive"]
+    """``● online since 19:32:00``, ``○ offline`` (no time: learned from a retained status), ``? unknown``."""
     if state.online is None:
         return Text("? unknown", style=DIM)
-    if state.online:
-        since = f" since {clock_time(state.since)}" if state.since is not None else ""
-        return Text(f"● online{since}", style=ok)
     since = f" since {clock_time(state.since)}" if state.since is not None else ""
+    if state.online:
+        return Text(f"● online{since}", style=POLARITY_COLORS["positive"])
     return Text(f"○ offline{since}", style=f"bold {DIM}")
 
 

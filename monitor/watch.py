@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import random
 import signal
@@ -28,8 +27,6 @@ from .errors import MonitorError
 from .events import MonitorStatus, ScoreEvent
 from .fleet import DEFAULT_ROOT, FeedQueue, FeedStatus, FleetModel, Presence, StreamKey
 from .mqtt import broker_port, connect_options, read_password, tls_context
-
-log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +112,7 @@ class MqttWatcher:
 
 
 def event_line(key: StreamKey, ev: ScoreEvent) -> str:
-    """``kitchen/cam0 #12 [0:12-0:16] +1.42 positive  t+1.60 a+0.90 v-  "it was good"``."""
+    """``kitchen/cam0 #12 [12.34-15.80] +1.42 positive  t+1.60 a+0.90 v-  "it was good"`` (session seconds)."""
     mods = " ".join(f"{m[0]}{'-' if v.score is None else f'{v.score:+.2f}'}" for m, v in ev.modalities.items())
     return f"{key.label} #{ev.seq} [{ev.t_start:.2f}-{ev.t_end:.2f}] {ev.score:+.2f} {ev.polarity}  {mods}  \"{ev.text}\""
 
