@@ -26,10 +26,12 @@ import asyncio
 import enum
 import logging
 from collections import deque
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .events import MonitorStatus, PartialScore, ScoreEvent
-from .frames import AudioChunk, VideoFrame
+
+if TYPE_CHECKING:  # the bus itself never touches media (and so needs no numpy: ``watch`` imports it)
+    from .frames import AudioChunk, VideoFrame
 
 log = logging.getLogger(__name__)
 

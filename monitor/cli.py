@@ -12,7 +12,6 @@ from pathlib import Path
 
 from mmsa.common.cli import run_cli
 from mmsa.common.errors import MMSAError
-from mmsa.model.runtime import flush_denormals
 
 from .config import MonitorConfig, load_config, parse_host_port
 from .errors import MonitorError
@@ -30,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mmsa-monitor",
         description="Watch a person through a webcam and microphone (or replay a recording) and score "
-        "every utterance on the CMU-MOSI sentiment scale (-3 .. +3). Subcommand: `mmsa-monitor report SESSION`. "
+        "every utterance on the CMU-MOSI sentiment scale (-3 .. +3). Subcommands: `mmsa-monitor report SESSION`, "
+        "`mmsa-monitor watch --mqtt HOST[:PORT]` (every monitor on a broker). "
         "With no source option it uses camera 0 and the default microphone when both exist, else it replays "
         "the sample session in examples/.",
     )
@@ -192,8 +192,14 @@ def _parity_report(stream) -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    flush_denormals()  # before torch starts its threads, which inherit the setting
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["watch"]:  # no model, no torch: before flush_denormals
+        from .watch import main as watch_main
+
+        return watch_main(argv[1:])
+    from mmsa.model.runtime import flush_denormals
+
+    flush_denormals()  # before torch starts its threads, which inherit the setting
     if argv[:1] == ["report"]:
         return _report(argv[1:])
     args = build_parser().parse_args(argv)

@@ -1,9 +1,11 @@
 """The live terminal dashboard (Textual): what a person watches while ``mmsa-monitor`` runs.
 
 :class:`MonitorApp` subscribes to the :class:`~mmsa.monitor.events.EventBus` when it mounts and
-renders every item it receives: ScoreEvents (timeline, big current score, per-modality scores,
-transcript), MonitorStatus snapshots (status bar), PartialScores (a dim "listening" line) and
-``None`` (the session ended: say so and keep the data on screen until the user quits).
+renders every item it receives in a :class:`StreamView`: ScoreEvents (timeline, big current
+score, per-modality scores, transcript), MonitorStatus snapshots (status bar), PartialScores (a
+dim "listening" line) and ``None`` (the session ended: say so and keep the data on screen until
+the user quits). :class:`StreamView` is the single-stream view on its own; the fleet view
+(:mod:`mmsa.monitor.fleetview`) shows it for the stream a user selects.
 
 The app never scores or records anything itself; it asks the running monitor through the
 :class:`~mmsa.monitor.events.Controls` it was given (``q`` stops it, ``r`` toggles recording).
@@ -15,365 +17,125 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from itertools import groupby
+from itertools import islice
 
-from rich.table import Table
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.events import Resize
 from textual.screen import ModalScreen
-from textual.widget import Widget
-from textual.widgets import Digits, Footer, RichLog, Static
+from textual.widgets import Footer, Static
 
-from mmsa.common.scale import polarity_of
-from mmsa.model.errors import MMSAError
+from mmsa.common.errors import MMSAError
 from mmsa.monitor.bus import BusItem, EventBus, Feed
 from mmsa.monitor.events import Controls, MonitorStatus, PartialScore, ScoreEvent
+from mmsa.monitor.widgets import (
+    DIM,
+    MODALITY_PRESENCE,
+    POLARITY_COLORS,
+    ModalityPanel,
+    ScorePanel,
+    Timeline,
+    Transcript,
+    fmt_time,
+    polarity_color,
+    status_text,
+)
 
 log = logging.getLogger(__name__)
 
-SCORE_MAX = 3.0  # the MOSI scale is [-3, 3]
-TIMELINE_WINDOW_S = 180.0  # the timeline shows the last three minutes of session time
-MIN_TIMELINE_S = 60.0  # ... and at least one minute, so a young session is not squeezed to the left
-TRANSCRIPT_MAX_LINES = 2000  # older transcript lines scroll away (the JSONL log keeps everything)
-
-# Polarity colors for a dark terminal (the PNG report has its own, for white paper).
-POLARITY_COLORS = {"negative": "#e5534b", "neutral": "#d4a72c", "positive": "#57ab5a"}
-DIM = "#6e7681"
-_EIGHTHS = " ▁▂▃▄▅▆▇█"  # index = how many eighths of a cell are filled from the bottom
+EVENTS_MAX = 2000  # ScoreEvents a dashboard keeps (MonitorApp.events); the session log keeps every one
 
 
-def polarity_color(score: float) -> str:
-    return POLARITY_COLORS[polarity_of(score)]
+class StreamView(Vertical):
+    """One stream's scores: current score, modalities, timeline (+ per-modality traces), transcript, status.
 
-
-def fmt_time(t_s: float) -> str:
-    """Session time as ``m:ss`` (``h:mm:ss`` past an hour)."""
-    t = max(0, int(t_s))
-    h, rem = divmod(t, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def fmt_score(score: float | None) -> str:
-    return "  —  " if score is None else f"{score:+.2f}"
-
-
-# ---- pure rendering helpers (no Textual), tested directly -----------------------------------
-
-
-def plot_timeline(
-    spans: Sequence[tuple[float, float, float | None]],
-    width: int,
-    height: int,
-    now_s: float,
-    window_s: float = TIMELINE_WINDOW_S,
-) -> list[Text]:
-    """Bars from the zero line, one per utterance span, colored by polarity.
-
-    ``spans`` are ``(t_start, t_end, score)`` in session seconds, oldest first; a ``None`` score
-    marks an utterance where this trace's modality was absent (drawn as a dim dot on the axis).
-    The x axis ends at ``now_s`` (at least one minute in) and spans up to ``window_s``, so a
-    young session is drawn wide and an old one scrolls. Returns ``height`` lines of ``width``
-    cells: a 3-cell y gutter, the plot (an even number of rows, zero between the two middle
-    ones, 1/8-cell resolution) and a row of ``m:ss`` tick labels.
+    It draws what it is given and keeps only what its widgets keep (bounded: the timelines the
+    last minutes, the transcript ``TRANSCRIPT_MAX_LINES`` rows). Feed it with
+    :meth:`add_events`, :meth:`show_partial` and :meth:`show_status`.
     """
-    gutter = 3
-    plot_w = max(1, width - gutter)
-    half = max(1, (height - 1) // 2)  # rows above (and below) zero
-    x1 = max(min(window_s, MIN_TIMELINE_S), now_s)
-    x0 = max(0.0, x1 - window_s)
-    dt = (x1 - x0) / plot_w
-
-    cols: list[tuple[float | None] | None] = [None] * plot_w  # (score,) per column, None = no speech
-    for t_start, t_end, score in spans:
-        if t_end < x0:
-            continue
-        c0 = min(plot_w - 1, max(0, int((t_start - x0) / dt)))
-        c1 = min(plot_w - 1, max(c0, int((t_end - x0) / dt)))
-        for c in range(c0, c1 + 1):
-            cols[c] = (score,)
-
-    units = half * 8
-    lines: list[Text] = [Text() for _ in range(height - 1 - 2 * half)]  # pad if the height is even
-    for r in range(2 * half):
-        label = {0: "+3", half - 1: " 0", 2 * half - 1: "-3"}.get(r, "")
-        cells: list[tuple[str, str]] = [(f"{label:<{gutter - 1}} ", DIM)]
-        above = r < half
-        k = (half - 1 - r) if above else (r - half)  # distance of this row from the zero line
-        for col in cols:
-            score = col[0] if col else None
-            if score is None:
-                # The zero axis (a dot where this trace's modality was absent) or empty space.
-                cells.append(("·" if col else "▁", DIM) if above and k == 0 else (" ", ""))
-                continue
-            n = max(1, round(min(abs(score), SCORE_MAX) / SCORE_MAX * units))
-            fill = min(8, max(0, n - 8 * k)) if (score >= 0) == above else 0
-            color = polarity_color(score)
-            if fill == 0:
-                cells.append(("▁", DIM) if above and k == 0 else (" ", ""))
-            elif above or fill == 8:
-                cells.append((_EIGHTHS[fill], color))
-            else:
-                # A negative bar grows down from the top of the cell: draw the complementary
-                # lower block in reverse video, so the part above it shows the bar color.
-                cells.append((_EIGHTHS[8 - fill], f"reverse {color}"))
-        lines.append(_runs(cells))
-
-    axis = [" "] * plot_w
-    step = next((s for s in (5, 10, 15, 30, 60, 120, 300, 600, 1800) if s / dt >= 8), 3600)
-    t = (int(x0) // step + (1 if x0 % step else 0)) * step
-    last_end = -1
-    while t <= x1:
-        label = fmt_time(t)
-        c = min(int(round((t - x0) / dt)), plot_w - len(label))  # the label at the right edge ends there
-        if c > last_end:
-            axis[c : c + len(label)] = label
-            last_end = c + len(label)
-        t += step
-    lines.append(Text(" " * gutter + "".join(axis), style=DIM, no_wrap=True, overflow="crop"))
-    return lines
-
-
-def _runs(cells: list[tuple[str, str]]) -> Text:
-    """One line of styled cells, as few spans as possible (a 160-column plot is redrawn often)."""
-    line = Text(no_wrap=True, overflow="crop")
-    for style, group in groupby(cells, key=lambda cell: cell[1]):
-        line.append("".join(char for char, _ in group), style=style)
-    return line
-
-
-def score_bar(score: float | None, width: int) -> Text:
-    """A horizontal gauge of ``score`` in [-3, 3]: filled from the center, half-cell steps."""
-    width = max(3, width | 1)  # odd, so the center mark sits on zero
-    half = width // 2
-    cells = [Text("─", style=DIM) for _ in range(width)]
-    cells[half] = Text("│", style=DIM)
-    if score is not None:
-        color = polarity_color(score)
-        n = round(min(abs(score), SCORE_MAX) / SCORE_MAX * half * 2)  # half-cells
-        for i in range((n + 1) // 2):
-            partial = i == n // 2  # the last, half-filled cell when n is odd
-            if score >= 0:
-                cells[half + 1 + i] = Text("▌" if partial else "█", style=color)
-            else:
-                cells[half - 1 - i] = Text("▐" if partial else "█", style=color)
-    return Text.assemble(*cells)
-
-
-MODALITY_PRESENCE = {
-    # modality: (present, absent)
-    "text": ("transcribed", "no words"),
-    "audio": ("speech heard", "no speech"),
-    "vision": ("face seen", "no face"),
-}
-
-
-def modality_lines(event: ScoreEvent | None, width: int) -> list[Text]:
-    """One line per modality: name, score, gauge, presence (face frames for vision)."""
-    lines = []
-    presence_w = 22
-    bar_w = max(5, width - 8 - 7 - presence_w)
-    for name, (yes, no) in MODALITY_PRESENCE.items():
-        mod = event.modalities.get(name) if event else None
-        present = bool(mod and mod.present)
-        score = mod.score if present and mod else None
-        line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(f"{name:<7} ", style="bold")
-        line.append(f"{fmt_score(score):>6} ", style=polarity_color(score) if score is not None else DIM)
-        line.append_text(score_bar(score, bar_w))
-        if mod is None:
-            line.append("  —", style=DIM)
-        elif present:
-            frames = f" ({mod.face_frames} fr)" if name == "vision" and mod.face_frames is not None else ""
-            line.append(f"  ● {yes}{frames}", style=POLARITY_COLORS["positive"])
-        else:
-            line.append(f"  ○ {no}", style=DIM)
-        lines.append(line)
-    return lines
-
-
-def transcript_line(event: ScoreEvent) -> Table:
-    """``2:01  +1.42  it was really good · no face``, long text wrapping under itself."""
-    words = Text()
-    if event.text.strip():
-        words.append(event.text.strip())
-    else:
-        words.append("(no words)", style=f"italic {DIM}")
-    missing = [MODALITY_PRESENCE[m][1] for m in ("audio", "vision") if not event.modalities[m].present]
-    if missing:
-        words.append(" · " + ", ".join(missing), style=DIM)
-    row = Table.grid(padding=(0, 1), expand=True)
-    row.add_column(width=5, justify="right", style=DIM, no_wrap=True)
-    row.add_column(width=5, no_wrap=True)
-    row.add_column(ratio=1)
-    row.add_row(fmt_time(event.t_start), Text(f"{event.score:+.2f}", style=f"bold {polarity_color(event.score)}"), words)
-    return row
-
-
-def status_text(status: MonitorStatus) -> Text:
-    """The status bar: source, camera, mic, model, device, MQTT, recording, drops, latency, message."""
-    ok, bad = POLARITY_COLORS["positive"], POLARITY_COLORS["negative"]
-    state_color = {"ok": ok, "connected": ok, "replay": ok, "lost": bad, "missing": bad, "disconnected": bad}
-    parts: list[Text] = []
-    if status.source:
-        parts.append(Text(status.source, style="bold"))
-    for label, value in (("cam", status.camera), ("mic", status.mic)):
-        parts.append(Text.assemble(f"{label}: ", (value, state_color.get(value, DIM))))
-    parts.append(Text(f"{status.model or 'no model'} on {status.device}"))
-    parts.append(Text.assemble("MQTT: ", (status.mqtt, state_color.get(status.mqtt, DIM))))
-    parts.append(Text("● REC", style=f"bold {bad}") if status.recording else Text("rec off", style=DIM))
-    n_drops = sum(status.drops.values())
-    detail = ", ".join(f"{k} {v}" for k, v in status.drops.items() if v)
-    parts.append(Text(f"drops: {n_drops}" + (f" ({detail})" if detail else ""), style=bad if n_drops else ""))
-    if status.latency_p50_ms is None:
-        parts.append(Text("latency: —", style=DIM))
-    else:
-        p95 = "—" if status.latency_p95_ms is None else f"{status.latency_p95_ms:.0f}"
-        parts.append(Text(f"latency p50/p95 {status.latency_p50_ms:.0f}/{p95} ms"))
-    if status.message:
-        parts.append(Text(status.message, style="italic"))
-    return Text(" │ ", style=DIM).join(parts)
-
-
-# ---- widgets ------------------------------------------------------------------------------
-
-
-def _block(lines: list[Text]) -> Text:
-    """Lines as one Text that Textual crops instead of wrapping."""
-    block = Text("\n").join(lines)
-    block.no_wrap = True
-    block.overflow = "ellipsis"
-    return block
-
-
-class Timeline(Widget):
-    """The last few minutes of fused (or one modality's) scores as polarity-colored bars."""
-
-    def __init__(self, modality: str | None = None, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(id=id, classes=classes)
-        self.modality = modality
-        self.spans: list[tuple[float, float, float | None]] = []
-        self.now_s = 0.0
-        self.border_title = f"{modality}" if modality else f"fused score · last {fmt_time(TIMELINE_WINDOW_S)}"
-
-    def add(self, event: ScoreEvent) -> None:
-        if self.modality is None:
-            score: float | None = event.score
-        else:
-            mod = event.modalities.get(self.modality)
-            score = mod.score if mod and mod.present else None
-        self.spans.append((event.t_start, event.t_end, score))
-        self.now_s = max(self.now_s, event.t_end)
-        # Spans older than the window never show again; keep the list short in long sessions.
-        if len(self.spans) > 4000:
-            self.spans = [s for s in self.spans if s[1] >= self.now_s - TIMELINE_WINDOW_S]
-        self.refresh()
-
-    def render(self) -> Text:
-        w, h = self.content_size
-        if w < 8 or h < 3:
-            return Text("")
-        lines = plot_timeline(self.spans, w, h, self.now_s)
-        if not self.spans and self.modality is None:
-            msg = " waiting for the first utterance… "
-            mid = len(lines) // 2 - 1
-            pad = max(0, (w - len(msg)) // 2)
-            lines[mid] = Text(" " * pad + msg, style=f"italic {DIM}")
-        return _block(lines)
-
-
-class ScorePanel(Vertical):
-    """The current fused score, large, with polarity, confidence and when it was said."""
 
     def compose(self) -> ComposeResult:
-        yield Digits("", id="score-digits")
-        yield Static("waiting for speech…", id="score-caption")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                with Horizontal(id="now"):
+                    yield ScorePanel(id="score")
+                    yield ModalityPanel(id="modalities")
+                yield Timeline(id="timeline")
+                with Vertical(id="traces"):
+                    for m in MODALITY_PRESENCE:
+                        yield Timeline(m, id=f"trace-{m}", classes="trace")
+            with Vertical(id="transcript-box"):
+                yield Transcript(id="transcript")
+                yield Static(id="partial")
+        yield Static(id="status")
 
-    def show(self, event: ScoreEvent | None) -> None:
-        digits = self.query_one("#score-digits", Digits)
-        caption = self.query_one("#score-caption", Static)
-        for pol in POLARITY_COLORS:
-            digits.set_class(event is not None and event.polarity == pol, f"-{pol}")
-        if event is None:
-            digits.update("")
-            caption.update(Text("waiting for speech…", style=f"italic {DIM}"), layout=False)
+    def on_mount(self) -> None:
+        self.query_one("#transcript-box").border_title = "transcript"
+
+    def reset(self) -> None:
+        """Forget every event shown (a new session of the stream begins)."""
+        transcript = self.query_one(Transcript)
+        transcript.events.clear()
+        transcript.clear()
+        for tl in self.query(Timeline):
+            tl.clear()
+        self.query_one(ScorePanel).show(None)
+        self.query_one(ModalityPanel).show(None)
+
+    def add_events(self, events: Sequence[ScoreEvent]) -> None:
+        """Append scored utterances (oldest first); the newest becomes the current score."""
+        if not events:
             return
-        digits.update(f"{event.score:+.2f}")
-        caption.update(
-            Text.assemble(
-                (event.polarity.upper(), f"bold {polarity_color(event.score)}"),
-                (f"  conf {event.confidence:.2f}\n", ""),
-                (f"#{event.seq}  {fmt_time(event.t_start)}–{fmt_time(event.t_end)}", DIM),
-            ),
-            layout=False,
-        )
+        self.query_one(Transcript).add(events)
+        for tl in self.query(Timeline):
+            for event in events:
+                tl.add(event)
+        self.query_one(ScorePanel).show(events[-1])
+        self.query_one(ModalityPanel).show(events[-1])
 
-
-class ModalityPanel(Widget):
-    """Per-modality scores of the latest utterance with presence (speech heard, face seen)."""
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.event: ScoreEvent | None = None
-
-    def show(self, event: ScoreEvent | None) -> None:
-        self.event = event
-        self.refresh()
-
-    def render(self) -> Text:
-        w = self.content_size.width
-        lines = modality_lines(self.event, w)
-        if self.event is not None:
-            lat = self.event.latency_ms
-            lines.append(
-                Text(
-                    f"latency asr {lat.get('asr', 0):.0f} · model {lat.get('model', 0):.0f} · "
-                    f"total {lat.get('total', 0):.0f} ms",
-                    style=DIM, no_wrap=True, overflow="ellipsis",
-                )
+    def show_partial(self, partial: ScoreEvent | None, ended: bool = False) -> None:
+        """The dim ``listening…`` line of the utterance still open, or ``— session ended —``."""
+        if ended:
+            text = Text("— session ended —", style=f"italic {DIM}")
+        elif partial is None:
+            text = Text("", style=DIM)
+        else:
+            text = Text.assemble(
+                ("listening… ", f"italic {DIM}"),
+                (f"{partial.score:+.2f} ", polarity_color(partial.score)),
+                (partial.text.strip(), f"italic {DIM}"),
+                no_wrap=True, overflow="ellipsis",
             )
-        return _block(lines)
+        self.query_one("#partial", Static).update(text, layout=False)
+
+    def show_status(self, status: MonitorStatus | None, missing: str = "no status") -> None:
+        """The status bar; ``None``: nothing is known of the stream's health (``missing`` says why)."""
+        text = status_text(status) if status is not None else Text(missing, style=f"italic {DIM}")
+        self.query_one("#status", Static).update(text)
 
 
-class Transcript(RichLog):
-    """The utterances with their scores, newest at the bottom.
+def stop_monitor(controls: Controls | None) -> None:
+    """Ask the running monitor (if any) for a clean stop; a failure is logged, the UI still closes."""
+    if controls is None:
+        return
+    try:
+        controls.request_stop()
+    except Exception:  # the CLI reports the pipeline's fate
+        log.exception("dashboard: request_stop failed")
 
-    A RichLog renders each row once, which keeps long sessions cheap; when the width changes
-    the rows are rendered again so they re-wrap. It follows the newest row unless the user
-    has scrolled up to read.
-    """
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(
-            id=id, wrap=True, markup=False, max_lines=TRANSCRIPT_MAX_LINES, auto_scroll=False, min_width=20
-        )
-        self.events: deque[ScoreEvent] = deque(maxlen=TRANSCRIPT_MAX_LINES)  # each takes at least a line
-        self._width = 0
+class StreamPage:
+    """Mixin of an App or Screen that shows one stream: a top bar (``#topbar``), the :class:`StreamView`, the keys."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="topbar")
+        yield StreamView(id="view")
+        yield Footer()
 
     @property
-    def following(self) -> bool:
-        return self.scroll_y >= self.max_scroll_y - 1
-
-    def add(self, events: Sequence[ScoreEvent]) -> None:
-        follow = self.following
-        for event in events:
-            self.events.append(event)
-            self.write(transcript_line(event), expand=True, scroll_end=follow)
-
-    def on_resize(self, event: Resize) -> None:
-        # The first size only records the width: RichLog's own handler renders what was written before.
-        width, self._width = self._width, event.size.width
-        if not self._size_known or width in (0, event.size.width):
-            return
-        follow = self.following
-        self.clear()
-        for ev in self.events:
-            self.write(transcript_line(ev), expand=True, scroll_end=False)
-        if follow:
-            self.scroll_end(animate=False, immediate=True)
+    def view(self) -> StreamView:
+        return self.query_one("#view", StreamView)  # type: ignore[attr-defined]  # App or Screen
 
 
 class HelpScreen(ModalScreen[None]):
@@ -405,8 +167,12 @@ class HelpScreen(ModalScreen[None]):
         yield Static(text, id="help-body")
 
 
-class MonitorApp(App[None]):
-    """The live dashboard: timeline, current score, per-modality scores, transcript, status.
+class MonitorApp(StreamPage, App[None]):
+    """The live dashboard of one stream: a top bar, the :class:`StreamView`, the keys.
+
+    The app keeps the last ``EVENTS_MAX`` (2000) ScoreEvents in ``events`` (a bounded deque:
+    the session log keeps them all) and counts every one in ``n_events``; while paused, at most
+    that many wait for the display.
 
     Args:
         bus: the monitor's event bus; the app subscribes on mount.
@@ -431,34 +197,18 @@ class MonitorApp(App[None]):
         self.bus = bus
         self.controls = controls
         self.title = title
-        self.events: list[ScoreEvent] = []  # every ScoreEvent received, shown or not
+        self.events: deque[ScoreEvent] = deque(maxlen=EVENTS_MAX)  # the newest ScoreEvents, shown or not
+        self.n_events = 0  # every ScoreEvent received
         self.status = bus.last_status
         self.partial: ScoreEvent | None = None
         self.paused = False
         self.ended = False
         self.note: Text | None = None  # the answer to the last key press (e.g. recording on)
         self._n_shown = 0
+        self._last_shown: ScoreEvent | None = None
         self._queue: Feed | None = None
 
-    def compose(self) -> ComposeResult:
-        yield Static(id="topbar")
-        with Horizontal(id="body"):
-            with Vertical(id="left"):
-                with Horizontal(id="now"):
-                    yield ScorePanel(id="score")
-                    yield ModalityPanel(id="modalities")
-                yield Timeline(id="timeline")
-                with Vertical(id="traces"):
-                    for m in MODALITY_PRESENCE:
-                        yield Timeline(m, id=f"trace-{m}", classes="trace")
-            with Vertical(id="transcript-box"):
-                yield Transcript(id="transcript")
-                yield Static(id="partial")
-        yield Static(id="status")
-        yield Footer()
-
     def on_mount(self) -> None:
-        self.query_one("#transcript-box").border_title = "transcript"
         self._queue = self.bus.subscribe(name="dashboard")  # ends at once if the session is already over
         self._refresh_topbar()
         self._refresh_status()
@@ -484,6 +234,7 @@ class MonitorApp(App[None]):
         """Take one bus item into the display (or into the backlog while paused)."""
         if isinstance(item, ScoreEvent):
             self.events.append(item)
+            self.n_events += 1
             self.partial = None
             if not self.paused:
                 self._show_new_events()
@@ -509,16 +260,12 @@ class MonitorApp(App[None]):
         self._refresh_topbar()
 
     def _show_new_events(self) -> None:
-        new = self.events[self._n_shown :]
-        self._n_shown = len(self.events)
-        self.query_one(Transcript).add(new)
-        for tl in self.query(Timeline):
-            for event in new:
-                tl.add(event)
-        latest = self.events[-1] if self.events else None
-        if new or latest is None:
-            self.query_one(ScorePanel).show(latest)
-            self.query_one(ModalityPanel).show(latest)
+        n_new = min(self.n_events - self._n_shown, len(self.events))  # a long pause may have lost the oldest
+        new = list(islice(self.events, len(self.events) - n_new, None))
+        self._n_shown = self.n_events
+        if new:
+            self._last_shown = new[-1]
+        self.view.add_events(new)
 
     # ---- rendering of the bars -------------------------------------------------------------
 
@@ -529,15 +276,15 @@ class MonitorApp(App[None]):
             bar.append(" ■ SESSION ENDED ", style=f"bold {DIM}")
         if self.paused:
             bar.append(" ⏸ PAUSED ", style="bold reverse " + POLARITY_COLORS["neutral"])
-            n_new = len(self.events) - self._n_shown
+            n_new = self.n_events - self._n_shown
             if n_new:
                 bar.append(f" {n_new} new", style=POLARITY_COLORS["neutral"])
         elif not self.ended:
             bar.append(" ● LIVE ", style=f"bold {POLARITY_COLORS['positive']}")
         n = self._n_shown
         bar.append(f"  {n} utterance{'s' if n != 1 else ''}")
-        if n:
-            bar.append(f" · {fmt_time(self.events[n - 1].t_end)}", style=DIM)
+        if self._last_shown is not None:
+            bar.append(f" · {fmt_time(self._last_shown.t_end)}", style=DIM)
         elif self.ended:
             bar.append(" · none were scored", style=DIM)
         if self.note is not None:  # the footer already says how to quit; the note matters more
@@ -546,33 +293,16 @@ class MonitorApp(App[None]):
         self.query_one("#topbar", Static).update(bar, layout=False)  # fixed height
 
     def _refresh_status(self) -> None:
-        self.query_one("#status", Static).update(status_text(self.status))
+        self.view.show_status(self.status)
 
     def _refresh_partial(self) -> None:
-        partial = self.query_one("#partial", Static)
-        if self.ended:
-            text = Text("— session ended —", style=f"italic {DIM}")
-        elif self.partial is None:
-            text = Text("", style=DIM)
-        else:
-            p = self.partial
-            text = Text.assemble(
-                ("listening… ", f"italic {DIM}"),
-                (f"{p.score:+.2f} ", polarity_color(p.score)),
-                (p.text.strip(), f"italic {DIM}"),
-                no_wrap=True, overflow="ellipsis",
-            )
-        partial.update(text, layout=False)
+        self.view.show_partial(self.partial, ended=self.ended)
 
     # ---- keys ------------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
         """``q`` (and ctrl+q): stop the monitor cleanly, then close the dashboard."""
-        if self.controls is not None:
-            try:
-                self.controls.request_stop()
-            except Exception:  # the UI must still close; the CLI reports the pipeline's fate
-                log.exception("dashboard: request_stop failed")
+        stop_monitor(self.controls)
         self.exit()
 
     def action_toggle_pause(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmsa.model.errors import MMSAError
+from mmsa.common.errors import MMSAError
 
 
 class MonitorError(MMSAError):

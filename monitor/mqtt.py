@@ -6,7 +6,7 @@
                      never through the outbox: only the newest waits, sent once the outbox is empty;
                      dropped while the broker is away and once the utterance's own ScoreEvent arrived.
 ``<prefix>/state``   the latest ScoreEvent, retained, QoS 1 (for late subscribers).
-``<prefix>/health``  the stream's health (:func:`health_json`), retained, QoS 0, on change and at most
+``<prefix>/health``  the stream's health (:func:`mmsa.monitor.fleet.health_to_json`), retained, QoS 0, on change and at most
                      every ``HEALTH_EVERY_S`` (drops, errors, latency, lag, what is degraded).
 ``<discovery>/sensor/<node_id>/sentiment/config``  Home Assistant discovery, retained, QoS 1,
 re-sent whenever ``<discovery>/status`` says ``online``.
@@ -39,22 +39,13 @@ from .bus import BusItem, EventBus, Overflow, Sink
 from .config import MqttConfig, node_id
 from .errors import PublisherError
 from .events import MonitorStatus, PartialScore, ScoreEvent
+from .fleet import health_to_json
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 10.0
 HEALTH_EVERY_S = 2.0
-HEALTH_SCHEMA = 1
-HEALTH_FIELDS = ("source", "camera", "mic", "mqtt", "model", "device", "drops", "errors", "latency_p50_ms",
-                 "latency_p95_ms", "n_events", "behind_s", "degraded", "message", "finished")
-
-
-def health_json(status: MonitorStatus) -> bytes:
-    """The ``<prefix>/health`` payload: the stream's status snapshot as JSON (``HEALTH_FIELDS``)."""
-    d: dict[str, Any] = {"schema": HEALTH_SCHEMA, "stream": status.stream}
-    d.update({k: getattr(status, k) for k in HEALTH_FIELDS})
-    return json.dumps(d, separators=(",", ":"), default=str).encode()
 
 
 def read_password(cfg: MqttConfig) -> str | None:
@@ -70,6 +61,39 @@ def read_password(cfg: MqttConfig) -> str | None:
             raise PublisherError(f"mqtt.password_env: the environment variable {cfg.password_env} is not set")
         return os.environ[cfg.password_env]
     return None
+
+
+def broker_port(cfg: MqttConfig) -> int:
+    """The configured port, else 1883 (8883 with TLS)."""
+    return cfg.port or (8883 if cfg.tls else 1883)
+
+
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext:
+    """The TLS context of ``cfg`` (CA bundle, client certificate); PublisherError names a bad file."""
+    try:
+        ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
+        if cfg.cert_file:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise PublisherError(f"mqtt TLS settings: {exc}") from exc
+    if cfg.tls_insecure:
+        ctx.check_hostname = False
+    return ctx
+
+
+def connect_options(cfg: MqttConfig, password: str | None, tls: ssl.SSLContext | None) -> dict[str, Any]:
+    """aiomqtt.Client keyword arguments shared by the publisher and ``watch``: login, protocol, TLS."""
+    import aiomqtt
+
+    return dict(
+        username=cfg.username or None,
+        password=password if cfg.username else None,
+        protocol=aiomqtt.ProtocolVersion.V5 if cfg.protocol == "5" else aiomqtt.ProtocolVersion.V311,
+        keepalive=cfg.keepalive_s,
+        tls_context=tls,
+        tls_insecure=cfg.tls_insecure if cfg.tls else None,
+        timeout=PUBLISH_TIMEOUT_S,
+    )
 
 
 class Topics:
@@ -136,9 +160,9 @@ class MqttPublisher(Sink):
         self.cfg = cfg
         self.bus = bus
         self.topics = Topics(cfg, stream)
-        self.port = cfg.port or (8883 if cfg.tls else 1883)
+        self.port = broker_port(cfg)
         self._password = read_password(cfg)
-        self._tls = self._tls_context() if cfg.tls else None
+        self._tls = tls_context(cfg) if cfg.tls else None
         self.outbox = Outbox(outbox_path, cfg.outbox_max)
         self._wake = asyncio.Event()
         self._closing = False
@@ -161,33 +185,14 @@ class MqttPublisher(Sink):
     def address(self) -> str:
         return f"{self.cfg.host}:{self.port}"
 
-    def _tls_context(self) -> ssl.SSLContext:
-        cfg = self.cfg
-        try:
-            ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
-            if cfg.cert_file:
-                ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
-        except (OSError, ssl.SSLError) as exc:
-            raise PublisherError(f"mqtt TLS settings: {exc}") from exc
-        if cfg.tls_insecure:
-            ctx.check_hostname = False
-        return ctx
-
     def _client(self):
         m = self._aiomqtt
-        cfg = self.cfg
         return m.Client(
-            cfg.host, self.port,
-            identifier=(cfg.client_id or f"mmsa-monitor-{self.topics.node}")
+            self.cfg.host, self.port,
+            identifier=(self.cfg.client_id or f"mmsa-monitor-{self.topics.node}")
             + (f"-{self.topics.stream}" if self.topics.stream else ""),
-            username=cfg.username or None,
-            password=self._password if cfg.username else None,
-            protocol=m.ProtocolVersion.V5 if cfg.protocol == "5" else m.ProtocolVersion.V311,
             will=m.Will(self.topics.status, "offline", qos=1, retain=True),
-            keepalive=cfg.keepalive_s,
-            tls_context=self._tls,
-            tls_insecure=cfg.tls_insecure if cfg.tls else None,
-            timeout=PUBLISH_TIMEOUT_S,
+            **connect_options(self.cfg, self._password, self._tls),
         )
 
     # ------------------------------------------------------------------ tasks
@@ -209,7 +214,7 @@ class MqttPublisher(Sink):
                 return
             self._partial = item.event.to_json().encode()
         elif isinstance(item, MonitorStatus):
-            self._health = health_json(item)
+            self._health = health_to_json(item).encode()
         self._wake.set()
 
     async def run(self) -> None:

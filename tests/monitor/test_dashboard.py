@@ -13,9 +13,9 @@ import pytest
 from textual.geometry import Region
 from textual.widget import Widget
 
-from mmsa.monitor import dashboard
+from mmsa.monitor import dashboard, widgets
 from mmsa.monitor.bus import EventBus
-from mmsa.monitor.dashboard import HelpScreen, MonitorApp, Transcript, plot_timeline, score_bar
+from mmsa.monitor.dashboard import HelpScreen, MonitorApp
 from mmsa.monitor.errors import MonitorError
 from mmsa.monitor.events import (
     ModalityScore,
@@ -25,6 +25,7 @@ from mmsa.monitor.events import (
     confidence_of,
     validate_event,
 )
+from mmsa.monitor.widgets import Transcript, plot_timeline, score_bar, status_text
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS_IMAGES = REPO / "docs" / "images"
@@ -142,6 +143,15 @@ def test_score_bar_fills_from_the_center() -> None:
     assert score_bar(None, 7).plain == "───│───"
     assert score_bar(3.0, 7).plain == "───│███"
     assert score_bar(-1.5, 7).plain == "─▐█│───"
+
+
+def test_status_text_shows_errors_lag_and_degradation_only_when_they_matter() -> None:
+    quiet = status_text(LIVE_STATUS.replace(behind_s=0.4)).plain  # work in flight, not a lag worth a warning
+    assert "errors" not in quiet and "behind" not in quiet and "degraded" not in quiet
+    loaded = LIVE_STATUS.replace(errors=3, behind_s=4.25, degraded=["partials", "faces"])
+    text = status_text(loaded).plain
+    assert "errors: 3" in text and "behind 4.2 s" in text and "degraded: partials, faces" in text
+    assert text.index("p50/p95 402/611 ms") < text.index("errors: 3")
 
 
 # ---- the app --------------------------------------------------------------------------------------
@@ -387,7 +397,7 @@ async def test_wide_terminal_puts_the_transcript_beside_and_adds_modality_traces
 
 
 async def test_transcript_keeps_the_newest_lines_and_rewraps_on_resize(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dashboard, "TRANSCRIPT_MAX_LINES", 6)
+    monkeypatch.setattr(widgets, "TRANSCRIPT_MAX_LINES", 6)
     bus = EventBus()
     app = MonitorApp(bus)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -423,3 +433,27 @@ async def test_screenshot_of_a_realistic_session(size: tuple[int, int], tmp_path
         path = Path(app.save_screenshot(filename=name, path=str(out_dir)))
     svg = path.read_text(encoding="utf-8")
     assert svg.startswith("<svg") and "go see it" in svg.replace("&#160;", " ")
+
+
+async def test_history_is_bounded_and_the_count_is_of_the_whole_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dashboard, "EVENTS_MAX", 5)
+    bus = EventBus()
+    app = MonitorApp(bus)
+    events = sample_events()
+    async with app.run_test(size=(100, 30)) as pilot:
+        publish_all(bus, events[:8])
+        await pilot.pause()
+        assert [e.seq for e in app.events] == [3, 4, 5, 6, 7] and app.n_events == 8
+        await pilot.press("p")
+        publish_all(bus, events[8:])  # 10 more while paused: only the newest 5 wait for the display
+        await pilot.pause()
+        assert "10 new" in shown(app.query_one("#topbar"))
+        await pilot.press("p")
+        await pilot.pause()
+        assert [e.seq for e in app.events] == [13, 14, 15, 16, 17]
+        top = shown(app.query_one("#topbar"))
+        assert "18 utterances" in top and "1:38" in top  # the last utterance ends at 98.2 s
+        transcript = transcript_text(app)
+        assert "so yeah go see it" in transcript and "the lead actress" in transcript  # shown before the pause
+        assert "the special effects" not in transcript  # seq 10: arrived while paused, beyond the cap
+        assert app.query_one("#score-digits").value == "+1.70"
