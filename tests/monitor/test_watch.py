@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from mmsa.monitor import cli
+from mmsa.monitor.bus import EventBus
 from mmsa.monitor.config import MqttConfig
-from mmsa.monitor.events import EventBus
 from mmsa.monitor.fleet import FeedQueue, FeedStatus, FleetModel, StreamKey
 from mmsa.monitor.fleetview import FleetApp
 from mmsa.monitor.mqtt import MqttPublisher
