@@ -438,13 +438,15 @@ class Monitor:
         ``segmenter.speculative``. -> (pipeline, publisher)."""
         import uuid
 
+        from mmsa.monitor.bus import EventBus
         from mmsa.monitor.config import MonitorConfig
-        from mmsa.monitor.events import EventBus
+        from mmsa.monitor.engine import Engine
         from mmsa.monitor.mqtt import MqttPublisher
-        from mmsa.monitor.pipeline import Pipeline, Sources
-        from mmsa.monitor.recorder import EVENTS_FILE, SessionFolder
+        from mmsa.monitor.pipeline import Pipeline
+        from mmsa.monitor.replay import ReplaySource, open_replay
+        from mmsa.monitor.session import EVENTS_FILE, SessionFolder
         from mmsa.monitor.sessionlog import SessionLog
-        from mmsa.monitor.sources import ReplaySource, open_replay
+        from mmsa.monitor.sources import audio_block
 
         cfg = MonitorConfig()
         if speculative is not None:
@@ -452,14 +454,15 @@ class Monitor:
         if mqtt is not None:
             cfg = cfg.replace("mqtt", host=mqtt[0], port=mqtt[1], prefix=mqtt[2], node_id="bench",
                               client_id=f"bench-{uuid.uuid4().hex[:8]}", discovery=False)
-        block = max(1, cfg.audio.block_ms * 16_000 // 1000)
-        sources = Sources(replay=ReplaySource(open_replay(media_path), fast=fast, block=block))
+        sources = [ReplaySource(open_replay(media_path), fast=fast, block=audio_block(cfg))]
         session_id = str(uuid.uuid4())
         folder = SessionFolder.create(workdir / session_id[:8], session_id)
         bus = EventBus()
+        session_log = SessionLog(folder.path / EVENTS_FILE)
+        session_log.attach(bus)  # first, as the monitor attaches it: the log writes before MQTT sees an event
         publisher = MqttPublisher(cfg.mqtt, bus, folder.path / "outbox.sqlite") if mqtt is not None else None
-        pipe = Pipeline(cfg, sources, transcriber=self.transcriber, scorer=self.scorer, bus=bus, folder=folder,
-                        session_log=SessionLog(folder.path / EVENTS_FILE), session_id=session_id)
+        pipe = Pipeline(cfg, sources, engine=Engine(self.transcriber, self.scorer, cfg.scorer), bus=bus, folder=folder,
+                        session_log=session_log)
         return pipe, publisher
 
 

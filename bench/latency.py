@@ -107,7 +107,7 @@ def main() -> int:
             wait_subscribed(broker.host, broker.port, prefix, out)
             pipe, publisher = mon.pipeline(args.session, workdir, fast=False, mqtt=(broker.host, broker.port, prefix),
                                            speculative=False if args.no_speculative else None)
-            replay = pipe.sources.replay
+            replay = pipe.sources[0]
             say(f"latency: paced replay of {args.session.name} ({replay.media.duration_s:.0f} s, "
                 f"{len(script)} utterances) ...")
             asyncio.run(run_monitor(pipe, publisher))

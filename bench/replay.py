@@ -42,7 +42,7 @@ from benchlib import (
 def replay_once(mon: Monitor, media: Path, workdir: Path, mqtt: tuple[str, int, str] | None = None,
                 rss: bool = False) -> dict:
     pipe, publisher = mon.pipeline(media, workdir, fast=True, mqtt=mqtt)
-    duration_s = pipe.sources.replay.media.duration_s
+    duration_s = pipe.sources[0].media.duration_s
     sampler = RssSampler(0.5) if rss else None
     t = time.perf_counter()
     if sampler is not None:

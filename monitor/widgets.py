@@ -76,8 +76,22 @@ def plot_timeline(
     x1 = max(min(window_s, MIN_TIMELINE_S), now_s)
     x0 = max(0.0, x1 - window_s)
     dt = (x1 - x0) / plot_w
+    cols = _timeline_columns(spans, plot_w, x0, dt)
+    lines: list[Text] = [Text() for _ in range(height - 1 - 2 * half)]  # pad if the height is even
+    for r in range(2 * half):
+        label = {0: "+3", half - 1: " 0", 2 * half - 1: "-3"}.get(r, "")
+        above = r < half
+        k = (half - 1 - r) if above else (r - half)  # distance of this row from the zero line
+        cells = [(f"{label:<{gutter - 1}} ", DIM)] + [_bar_cell(col, above, k, half * 8) for col in cols]
+        lines.append(_runs(cells))
+    lines.append(Text(" " * gutter + _time_axis(x0, x1, dt, plot_w), style=DIM, no_wrap=True, overflow="crop"))
+    return lines
 
-    cols: list[tuple[float | None] | None] = [None] * plot_w  # (score,) per column, None = no speech
+
+def _timeline_columns(spans: Sequence[tuple[float, float, float | None]], plot_w: int, x0: float,
+                      dt: float) -> list[tuple[float | None] | None]:
+    """``(score,)`` per plot column an utterance covers (score None: the modality was absent); None: no speech."""
+    cols: list[tuple[float | None] | None] = [None] * plot_w
     for t_start, t_end, score in spans:
         if t_end < x0:
             continue
@@ -85,33 +99,29 @@ def plot_timeline(
         c1 = min(plot_w - 1, max(c0, int((t_end - x0) / dt)))
         for c in range(c0, c1 + 1):
             cols[c] = (score,)
+    return cols
 
-    units = half * 8
-    lines: list[Text] = [Text() for _ in range(height - 1 - 2 * half)]  # pad if the height is even
-    for r in range(2 * half):
-        label = {0: "+3", half - 1: " 0", 2 * half - 1: "-3"}.get(r, "")
-        cells: list[tuple[str, str]] = [(f"{label:<{gutter - 1}} ", DIM)]
-        above = r < half
-        k = (half - 1 - r) if above else (r - half)  # distance of this row from the zero line
-        for col in cols:
-            score = col[0] if col else None
-            if score is None:
-                # The zero axis (a dot where this trace's modality was absent) or empty space.
-                cells.append(("·" if col else "▁", DIM) if above and k == 0 else (" ", ""))
-                continue
-            n = max(1, round(min(abs(score), SCORE_MAX) / SCORE_MAX * units))
-            fill = min(8, max(0, n - 8 * k)) if (score >= 0) == above else 0
-            color = polarity_color(score)
-            if fill == 0:
-                cells.append(("▁", DIM) if above and k == 0 else (" ", ""))
-            elif above or fill == 8:
-                cells.append((EIGHTHS[fill], color))
-            else:
-                # A negative bar grows down from the top of the cell: draw the complementary
-                # lower block in reverse video, so the part above it shows the bar color.
-                cells.append((EIGHTHS[8 - fill], f"reverse {color}"))
-        lines.append(_runs(cells))
 
+def _bar_cell(col: tuple[float | None] | None, above: bool, k: int, units: int) -> tuple[str, str]:
+    """One cell of a bar column, ``k`` rows from the zero line (``units``: eighths from zero to +-3)."""
+    score = col[0] if col else None
+    if score is None:
+        # The zero axis (a dot where this trace's modality was absent) or empty space.
+        return ("·" if col else "▁", DIM) if above and k == 0 else (" ", "")
+    n = max(1, round(min(abs(score), SCORE_MAX) / SCORE_MAX * units))
+    fill = min(8, max(0, n - 8 * k)) if (score >= 0) == above else 0
+    color = polarity_color(score)
+    if fill == 0:
+        return ("▁", DIM) if above and k == 0 else (" ", "")
+    if above or fill == 8:
+        return EIGHTHS[fill], color
+    # A negative bar grows down from the top of the cell: draw the complementary
+    # lower block in reverse video, so the part above it shows the bar color.
+    return EIGHTHS[8 - fill], f"reverse {color}"
+
+
+def _time_axis(x0: float, x1: float, dt: float, plot_w: int) -> str:
+    """``m:ss`` tick labels under the plot, at a round step at least 8 columns apart."""
     axis = [" "] * plot_w
     step = next((s for s in (5, 10, 15, 30, 60, 120, 300, 600, 1800) if s / dt >= 8), 3600)
     t = (int(x0) // step + (1 if x0 % step else 0)) * step
@@ -123,8 +133,7 @@ def plot_timeline(
             axis[c : c + len(label)] = label
             last_end = c + len(label)
         t += step
-    lines.append(Text(" " * gutter + "".join(axis), style=DIM, no_wrap=True, overflow="crop"))
-    return lines
+    return "".join(axis)
 
 
 def _runs(cells: list[tuple[str, str]]) -> Text:
