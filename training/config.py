@@ -18,7 +18,6 @@ Paths in the config are relative to the working directory (run from the repo roo
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,10 +27,11 @@ from mmsa.model.augment import AugmentConfig
 from mmsa.model.config import apply_overrides, from_dict, parse_override, read_toml, to_dict
 from mmsa.model.features import MODALITIES
 
+from .data import RAVDESS_ACTORS, READERS, resolve_path
 from .metrics import REGRESSION_METRICS, VALENCE_METRICS
 
-Reader = Literal["mosi", "mosei", "mmsa-raw", "ravdess", "fer2013", "vader"]
-EMOTION_READERS = frozenset({"ravdess", "fer2013"})
+Reader = Literal[tuple(READERS)]  # type: ignore[valid-type]  # the names of training/data.py's READERS
+EMOTION_READERS = frozenset(name for name, spec in READERS.items() if spec.kind == "emotion")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class SourceConfig:
     """One dataset: a reader, its label file, a media root and a row filter."""
 
     reader: Reader = "mosi"
-    """Label format: mosi, mosei, mmsa-raw, ravdess, fer2013 or vader."""
+    """Label format: a name of ``training/data.py``'s READERS (mosi, mosei, mmsa-raw, ravdess, fer2013, vader)."""
     labels: str = ""
     """Label file (vader: one ``*_GroundTruth.txt`` or the folder holding them)."""
     split: str = ""
@@ -89,7 +89,7 @@ class SourceConfig:
 
     @property
     def kind(self) -> Literal["regression", "emotion"]:
-        return "emotion" if self.reader in EMOTION_READERS else "regression"
+        return READERS[self.reader].kind
 
 
 @dataclass(frozen=True)
@@ -245,7 +245,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                 "validate on 'valid' and evaluate test splits once, with mmsa-eval, after training "
                 "(or keep the last epoch with train.select = \"last\": validation sets are then only reported)"
             )
-        if s.split.lower() == "all" and s.reader in ("mosi", "mosei", "mmsa-raw"):
+        if s.split.lower() == "all" and READERS[s.reader].split_by == "mode":
             raise ConfigError(f"data.valid[{i}] ({s.key}): split 'all' would include test rows; name the split")
         for t in cfg.data.train:
             if _overlap(t, s):
@@ -304,8 +304,7 @@ def _overlap(a: SourceConfig, b: SourceConfig) -> bool:
     """Could two sources hold the same rows? (same reader and label file, overlapping splits)"""
     if a.reader != b.reader or resolve_path(a.labels).absolute() != resolve_path(b.labels).absolute():
         return False
-    if a.reader == "ravdess":
-        from .data import RAVDESS_ACTORS
+    if READERS[a.reader].split_by == "actor":
 
         def actors(s: SourceConfig) -> set[int]:
             if s.actors:
@@ -325,11 +324,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[T
 
         cfg = replace(cfg, checkpoint=replace(cfg.checkpoint, name=Path(path).stem))
     return validate(cfg), raw
-
-
-def resolve_path(text: str) -> Path:
-    """Config path -> Path (``~`` and ``$VARS`` expanded; relative to the working directory)."""
-    return Path(os.path.expandvars(os.path.expanduser(text)))
 
 
 # --------------------------------------------------------------------------- TOML writer

@@ -16,16 +16,8 @@ from mmsa.training.cache import SampleStore
 from mmsa.training.cli import train_main
 from mmsa.training.config import TrainConfig, TrainOptions, load_config
 from mmsa.training.data import Record, SourceData
-from mmsa.training.trainer import (
-    MixedDataset,
-    MixtureBatchSampler,
-    build_optimizer,
-    build_scheduler,
-    freeze,
-    lr_factor,
-    part_of,
-    train_mode,
-)
+from mmsa.training.optim import build_optimizer, build_scheduler, freeze, lr_factor, part_of, train_mode
+from mmsa.training.sampling import MixedDataset, MixtureBatchSampler
 from tests.model.helpers import random_sample, seeded, tiny_config
 from tests.training.conftest import write_config
 
