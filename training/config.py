@@ -118,9 +118,12 @@ class TrainOptions:
     """Learning rate of every non-BERT parameter."""
     bert_lr: float = 1e-5
     """Learning rate of the BERT encoder (paper: 1e-5)."""
-    optimizer: Literal["adam", "adamw"] = "adam"
-    """``adam`` (weight decay as an L2 term in the gradient, the paper's Eq. 11) or ``adamw``
-    (decoupled weight decay, as BERT fine-tuning usually does)."""
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    """``adam`` (weight decay as an L2 term in the gradient, the paper's Eq. 11), ``adamw``
+    (decoupled weight decay, as BERT fine-tuning usually does) or ``sgd`` (stochastic gradient
+    descent with ``momentum``: the paper's Table 4 compares it with Adam)."""
+    momentum: float = 0.9
+    """``sgd`` only: momentum (0: plain SGD). The paper does not give one; 0.9 is the usual choice."""
     weight_decay: float = 0.0
     """L2 term lambda ||theta|| of Eq. 11 (adam), or the decoupled decay (adamw)."""
     schedule: Literal["constant", "linear", "cosine"] = "constant"
@@ -178,6 +181,8 @@ class TrainOptions:
             raise ValueError("warmup: must be a fraction of the steps in [0, 1)")
         if self.weight_decay < 0:
             raise ValueError("weight_decay: must be >= 0")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError("momentum: must be in [0, 1)")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError("ema: must be in [0, 1) (0: off)")
         bad = [p for p in self.trainable if p not in PARTS]

@@ -83,6 +83,8 @@ def build_optimizer(model: MMSAModel, cfg: TrainConfig) -> torch.optim.Optimizer
     if bert:
         groups.append({"params": bert, "lr": cfg.train.bert_lr, "name": "bert"})
     groups = [g for g in groups if g["params"]]
+    if cfg.train.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=cfg.train.momentum, weight_decay=cfg.train.weight_decay)
     opt = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
     return opt(groups, weight_decay=cfg.train.weight_decay)
 
