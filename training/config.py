@@ -67,6 +67,10 @@ class SourceConfig:
     balance: bool = False
     """ravdess/fer2013 training sources: draw every valence class (negative, neutral, positive)
     equally often (rows drawn with replacement, the source's total share unchanged)."""
+    videos: Literal["", "train", "heldout"] = ""
+    """mosi/mosei/mmsa-raw: keep only the split's rows whose video falls in the ``train`` (70 %) or
+    ``heldout`` (30 %) part of a fixed salted hash of ``video_id`` (``data.video_part``); e.g. MOSEI
+    valid split by speaker into training rows and a held-out cross-check. Empty: every video."""
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -80,6 +84,8 @@ class SourceConfig:
             raise ValueError("weight: must be > 0")
         if self.limit < 0:
             raise ValueError("limit: must be >= 0")
+        if self.videos and READERS[self.reader].split_by != "mode":
+            raise ValueError(f"videos: only for sources split by a mode column (mosi, mosei, mmsa-raw), not {self.reader}")
         if self.balance and self.reader not in EMOTION_READERS:
             raise ValueError(f"balance: only for emotion sources ({', '.join(sorted(EMOTION_READERS))}), not {self.reader}")
 
@@ -317,6 +323,8 @@ def _overlap(a: SourceConfig, b: SourceConfig) -> bool:
             return set(range(1, 100)) if s.split.lower() == "all" else set(RAVDESS_ACTORS.get(s.split.lower(), ()))
 
         return bool(actors(a) & actors(b))
+    if a.videos and b.videos and a.videos != b.videos:
+        return False  # the two parts of the videos never share a row
     return a.split.lower() == b.split.lower() or "all" in (a.split.lower(), b.split.lower())
 
 

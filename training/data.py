@@ -57,6 +57,8 @@ RAVDESS_ACTORS = {
 }
 HASH_SPLITS = (("train", 0.8), ("valid", 0.9), ("test", 1.0))  # cumulative fractions
 HASH_SALT = "mmsa-split-v1"
+VIDEO_HELDOUT = 0.3
+"""``videos = "heldout"`` keeps the videos whose salted hash falls in the last 30 %, ``"train"`` the rest."""
 VADER_SCALE = 3.0 / 4.0
 CLIP_EXTS = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".wav", ".flac")
 
@@ -100,6 +102,13 @@ class SourceData:
         if not set(self.modalities) & {"audio", "vision"}:
             return None
         return READERS[self.cfg.reader].media
+
+
+def video_part(video_id: str) -> str:
+    """``train`` or ``heldout``: a fixed split of a CMU file's videos (``SourceConfig.videos``), so
+    that one fold (MOSEI valid) can give training rows and held-out rows from other speakers."""
+    u = int(hashlib.sha256(f"{HASH_SALT}:video:{video_id}".encode()).hexdigest()[:12], 16) / float(1 << 48)
+    return "heldout" if u >= 1.0 - VIDEO_HELDOUT else "train"
 
 
 def resolve_path(text: str) -> Path:
@@ -224,6 +233,8 @@ def _read_cmu(cfg: SourceConfig, mods: tuple[str, ...], keep_unrated: bool, skip
         if by_mode and mode.lower() != cfg.split.lower():
             continue
         vid = row["video_id"].strip()
+        if cfg.videos and video_part(vid) != cfg.videos:
+            continue
         label = table.number(row, line, "label") * cfg.label_scale
         text = row[text_col].strip() or None
         if row.get("text_available", "1").strip() == "0":
