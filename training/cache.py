@@ -56,7 +56,7 @@ class SampleStore:
 
     def __getitem__(self, i: int) -> Sample:
         rec = self.records[i]
-        sample = Sample(text=rec.text)
+        sample = Sample(text=rec.text, aspect=rec.aspect)
         if self.files is not None:
             tensors = load_file(str(self.files[i]))
             sample.audio = tensors.get("audio")

@@ -14,8 +14,6 @@ from mmsa.common.cli import run_cli
 from mmsa.common.errors import ConfigError
 from mmsa.model.runtime import flush_denormals
 
-DATASETS = ["mosi", "mosei", "mmsa-raw", "ravdess", "fer2013"]
-
 
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (it may be replaced, e.g. by a test harness)."""
@@ -57,10 +55,12 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _eval_parser() -> argparse.ArgumentParser:
+    from .data import READERS
+
     p = argparse.ArgumentParser(prog="mmsa-eval", description="Evaluate checkpoints with the MMSA metrics.")
     p.add_argument("--model", nargs="+", default=["default"], metavar="default|PATH",
                    help="the embedded default model or checkpoint paths / globs; several are aggregated as mean +- std")
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--dataset", required=True, choices=[name for name, spec in READERS.items() if spec.evaluable])
     p.add_argument("--labels", required=True, help="label CSV")
     p.add_argument("--root", default="", help="media root (mosi/mosei: full videos; others: base of relative paths)")
     p.add_argument("--split", default="test", help="rows whose mode equals this (default: test); all: every row")
@@ -123,7 +123,7 @@ def _eval(argv: list[str] | None) -> int:
     from .data import read_source
     from .evaluate import predict, score_source, write_json, write_predictions
     from .metrics import REGRESSION_METRICS, VALENCE_METRICS, aggregate, format_metrics, format_table
-    from .trainer import plot_source
+    from .plots import plot_source
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: CUDA is not available")

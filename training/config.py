@@ -18,7 +18,6 @@ Paths in the config are relative to the working directory (run from the repo roo
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,10 +27,11 @@ from mmsa.model import ConfigError, LossConfig, ModelConfig
 from mmsa.model.augment import AugmentConfig
 from mmsa.model.features import MODALITIES
 
+from .data import RAVDESS_ACTORS, READERS, resolve_path
 from .metrics import REGRESSION_METRICS, VALENCE_METRICS
 
-Reader = Literal["mosi", "mosei", "mmsa-raw", "ravdess", "fer2013", "vader"]
-EMOTION_READERS = frozenset({"ravdess", "fer2013"})
+Reader = Literal[tuple(READERS)]  # type: ignore[valid-type]  # the names of training/data.py's READERS
+EMOTION_READERS = frozenset(name for name, spec in READERS.items() if spec.kind == "emotion")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class SourceConfig:
     """One dataset: a reader, its label file, a media root and a row filter."""
 
     reader: Reader = "mosi"
-    """Label format: mosi, mosei, mmsa-raw, ravdess, fer2013 or vader."""
+    """Label format: a name of ``training/data.py``'s READERS (mosi, mosei, mmsa-raw, ravdess, fer2013, vader)."""
     labels: str = ""
     """Label file (vader: one ``*_GroundTruth.txt`` or the folder holding them)."""
     split: str = ""
@@ -67,6 +67,10 @@ class SourceConfig:
     balance: bool = False
     """ravdess/fer2013 training sources: draw every valence class (negative, neutral, positive)
     equally often (rows drawn with replacement, the source's total share unchanged)."""
+    videos: Literal["", "train", "heldout"] = ""
+    """mosi/mosei/mmsa-raw: keep only the split's rows whose video falls in the ``train`` (70 %) or
+    ``heldout`` (30 %) part of a fixed salted hash of ``video_id`` (``data.video_part``); e.g. MOSEI
+    valid split by speaker into training rows and a held-out cross-check. Empty: every video."""
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -80,6 +84,8 @@ class SourceConfig:
             raise ValueError("weight: must be > 0")
         if self.limit < 0:
             raise ValueError("limit: must be >= 0")
+        if self.videos and READERS[self.reader].split_by != "mode":
+            raise ValueError(f"videos: only for sources split by a mode column (mosi, mosei, mmsa-raw), not {self.reader}")
         if self.balance and self.reader not in EMOTION_READERS:
             raise ValueError(f"balance: only for emotion sources ({', '.join(sorted(EMOTION_READERS))}), not {self.reader}")
 
@@ -89,7 +95,7 @@ class SourceConfig:
 
     @property
     def kind(self) -> Literal["regression", "emotion"]:
-        return "emotion" if self.reader in EMOTION_READERS else "regression"
+        return READERS[self.reader].kind
 
 
 @dataclass(frozen=True)
@@ -118,9 +124,12 @@ class TrainOptions:
     """Learning rate of every non-BERT parameter."""
     bert_lr: float = 1e-5
     """Learning rate of the BERT encoder (paper: 1e-5)."""
-    optimizer: Literal["adam", "adamw"] = "adam"
-    """``adam`` (weight decay as an L2 term in the gradient, the paper's Eq. 11) or ``adamw``
-    (decoupled weight decay, as BERT fine-tuning usually does)."""
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    """``adam`` (weight decay as an L2 term in the gradient, the paper's Eq. 11), ``adamw``
+    (decoupled weight decay, as BERT fine-tuning usually does) or ``sgd`` (stochastic gradient
+    descent with ``momentum``: the paper's Table 4 compares it with Adam)."""
+    momentum: float = 0.9
+    """``sgd`` only: momentum (0: plain SGD). The paper does not give one; 0.9 is the usual choice."""
     weight_decay: float = 0.0
     """L2 term lambda ||theta|| of Eq. 11 (adam), or the decoupled decay (adamw)."""
     schedule: Literal["constant", "linear", "cosine"] = "constant"
@@ -178,6 +187,8 @@ class TrainOptions:
             raise ValueError("warmup: must be a fraction of the steps in [0, 1)")
         if self.weight_decay < 0:
             raise ValueError("weight_decay: must be >= 0")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError("momentum: must be in [0, 1)")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError("ema: must be in [0, 1) (0: off)")
         bad = [p for p in self.trainable if p not in PARTS]
@@ -245,7 +256,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                 "validate on 'valid' and evaluate test splits once, with mmsa-eval, after training "
                 "(or keep the last epoch with train.select = \"last\": validation sets are then only reported)"
             )
-        if s.split.lower() == "all" and s.reader in ("mosi", "mosei", "mmsa-raw"):
+        if s.split.lower() == "all" and READERS[s.reader].split_by == "mode":
             raise ConfigError(f"data.valid[{i}] ({s.key}): split 'all' would include test rows; name the split")
         for t in cfg.data.train:
             if _overlap(t, s):
@@ -304,8 +315,7 @@ def _overlap(a: SourceConfig, b: SourceConfig) -> bool:
     """Could two sources hold the same rows? (same reader and label file, overlapping splits)"""
     if a.reader != b.reader or resolve_path(a.labels).absolute() != resolve_path(b.labels).absolute():
         return False
-    if a.reader == "ravdess":
-        from .data import RAVDESS_ACTORS
+    if READERS[a.reader].split_by == "actor":
 
         def actors(s: SourceConfig) -> set[int]:
             if s.actors:
@@ -313,6 +323,8 @@ def _overlap(a: SourceConfig, b: SourceConfig) -> bool:
             return set(range(1, 100)) if s.split.lower() == "all" else set(RAVDESS_ACTORS.get(s.split.lower(), ()))
 
         return bool(actors(a) & actors(b))
+    if a.videos and b.videos and a.videos != b.videos:
+        return False  # the two parts of the videos never share a row
     return a.split.lower() == b.split.lower() or "all" in (a.split.lower(), b.split.lower())
 
 
@@ -325,11 +337,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[T
 
         cfg = replace(cfg, checkpoint=replace(cfg.checkpoint, name=Path(path).stem))
     return validate(cfg), raw
-
-
-def resolve_path(text: str) -> Path:
-    """Config path -> Path (``~`` and ``$VARS`` expanded; relative to the working directory)."""
-    return Path(os.path.expandvars(os.path.expanduser(text)))
 
 
 # --------------------------------------------------------------------------- TOML writer

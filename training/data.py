@@ -17,6 +17,11 @@ fer2013    ``labels.csv`` (path, emotion)                                    48x
 vader      ``*_GroundTruth.txt`` (id TAB mean TAB text), mean on [-4, 4]     none (text)
 =========  ===============================================================  ==================
 
+Every reader is registered in one table, :data:`READERS` (its modalities, kind, split and media);
+the config, the cache and ``mmsa-eval`` ask it instead of naming readers. mosi, mosei and mmsa-raw
+files may have an ``aspect`` column: the aspect term of the paper's sentence-pair input
+``[CLS] text [SEP] aspect [SEP]`` (Eq. 1), whose spans give the text's contrastive views (Eq. 3-4, 6).
+
 Row filters (``split``): the ``mode`` column for mosi/mosei/mmsa-raw; fixed, deterministic
 splits elsewhere: RAVDESS by actor (:data:`RAVDESS_ACTORS`, actor-independent, each part
 half male / half female), FER2013 and VADER by a salted hash of the row id
@@ -30,14 +35,18 @@ import csv
 import hashlib
 import io
 import logging
+import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
-from .config import SourceConfig, resolve_path
 from .emotion import EMOTION_VALENCE, VALENCE_TARGET, valence_of
 from .errors import DataError
+
+if TYPE_CHECKING:
+    from .config import SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +57,10 @@ RAVDESS_ACTORS = {
 }
 HASH_SPLITS = (("train", 0.8), ("valid", 0.9), ("test", 1.0))  # cumulative fractions
 HASH_SALT = "mmsa-split-v1"
+VIDEO_HELDOUT = 0.3
+"""``videos = "heldout"`` keeps the videos whose salted hash falls in the last 30 %, ``"train"`` the rest."""
 VADER_SCALE = 3.0 / 4.0
 CLIP_EXTS = (".mp4", ".mkv", ".avi", ".webm", ".mov", ".wav", ".flac")
-SOURCE_MODALITIES = {
-    "mosi": ("text", "audio", "vision"),
-    "mosei": ("text", "audio", "vision"),
-    "mmsa-raw": ("text", "audio", "vision"),
-    "ravdess": ("audio",),
-    "fer2013": ("vision",),
-    "vader": ("text",),
-}
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Record:
     emotion: str | None = None
     valence: str | None = None
     where: str = ""  # "file:line", for error messages
+    aspect: str | None = None  # the aspect term of Eq. 1 (``[CLS] text [SEP] aspect [SEP]``), where the file has one
 
 
 @dataclass
@@ -97,7 +101,19 @@ class SourceData:
         """``clip`` (audio/video files), ``image`` (face crops) or None (text only)."""
         if not set(self.modalities) & {"audio", "vision"}:
             return None
-        return "image" if self.cfg.reader == "fer2013" else "clip"
+        return READERS[self.cfg.reader].media
+
+
+def video_part(video_id: str) -> str:
+    """``train`` or ``heldout``: a fixed split of a CMU file's videos (``SourceConfig.videos``), so
+    that one fold (MOSEI valid) can give training rows and held-out rows from other speakers."""
+    u = int(hashlib.sha256(f"{HASH_SALT}:video:{video_id}".encode()).hexdigest()[:12], 16) / float(1 << 48)
+    return "heldout" if u >= 1.0 - VIDEO_HELDOUT else "train"
+
+
+def resolve_path(text: str) -> Path:
+    """Config path -> Path (``~`` and ``$VARS`` expanded; relative to the working directory)."""
+    return Path(os.path.expandvars(os.path.expanduser(text)))
 
 
 def hash_split(key: str) -> str:
@@ -182,48 +198,54 @@ def _first_existing(cands: list[Path]) -> Path | None:
 # --------------------------------------------------------------------------- readers
 
 
-def _read_cmu(cfg: SourceConfig, mods: tuple[str, ...], skipped: Counter) -> list[Record]:
-    """mosi, mosei and mmsa-raw: regression labels with a mode column."""
+@dataclass(frozen=True)
+class CmuFormat:
+    """How a CMU-style label file (mosi, mosei, mmsa-raw) names its rows and finds their media."""
+
+    id_columns: tuple[str, ...]
+    """Columns after ``video_id`` that identify a row; the row id joins them with ``_``."""
+    media: Literal["full", "clips"]
+    """``full``: ``<root>/<video_id>.*`` (or ``Video/Full/``, ``Raw/Video/Full/`` below it), cut at the
+    row's start/end seconds; ``clips``: one file per row, ``<root>/Raw/<video_id>/<clip_id>.*``."""
+    text_column: bool = False
+    """The transcript column is the source's ``text_column`` (else always ``text``)."""
+
+
+def _read_cmu(cfg: SourceConfig, mods: tuple[str, ...], keep_unrated: bool, skipped: Counter) -> list[Record]:
+    """mosi, mosei and mmsa-raw: regression labels with a mode column (and an optional ``aspect`` column)."""
+    spec = READERS[cfg.reader]
+    fmt = spec.cmu
+    assert fmt is not None
     path = resolve_path(cfg.labels)
     media_needed = bool(set(mods) & {"audio", "vision"})
-    if cfg.reader == "mmsa-raw":
-        required = ("video_id", "clip_id", "text", "label")
-        root = resolve_path(cfg.root) if cfg.root else path.parent
-    elif cfg.reader == "mosi":
-        required = ("video_id", "clip_id", "text", "label") + (("start", "end") if media_needed else ())
-        root = resolve_path(cfg.root) if cfg.root else None
-    else:
-        required = ("video_id", "start", "end", cfg.text_column, "label")
-        root = resolve_path(cfg.root) if cfg.root else None
+    segmented = fmt.media == "full" and (media_needed or "start" in fmt.id_columns)
+    text_col = cfg.text_column if fmt.text_column else "text"
+    required = ("video_id", *fmt.id_columns, text_col, "label")
+    required += tuple(c for c in ("start", "end") if segmented and c not in required)
+    root = resolve_path(cfg.root) if cfg.root else (path.parent if spec.root_default == "labels" else None)
     table = LabelTable(path, required)
     by_mode = _by_mode(table, cfg.split)
     modes: Counter = Counter()
     out = []
-    text_col = cfg.text_column if cfg.reader == "mosei" else "text"
     for line, row in table.rows():
         mode = row.get("mode", "").strip()
         modes[mode] += 1
         if by_mode and mode.lower() != cfg.split.lower():
             continue
         vid = row["video_id"].strip()
+        if cfg.videos and video_part(vid) != cfg.videos:
+            continue
         label = table.number(row, line, "label") * cfg.label_scale
         text = row[text_col].strip() or None
         if row.get("text_available", "1").strip() == "0":
             text = None
         start = end = None
-        if cfg.reader == "mosei" or (cfg.reader == "mosi" and media_needed):
+        if segmented:
             start, end = table.number(row, line, "start"), table.number(row, line, "end")
-        if cfg.reader == "mosei":
-            rid = f"{vid}_{row['start'].strip()}_{row['end'].strip()}"
-        else:
-            rid = f"{vid}_{row['clip_id'].strip()}"
+        rid = "_".join([vid, *(row[c].strip() for c in fmt.id_columns)])
         media = None
         if media_needed:
-            if cfg.reader == "mmsa-raw":
-                clip = row["clip_id"].strip()
-                cands = [root / "Raw" / vid / f"{clip}{e}" for e in CLIP_EXTS] + [root / vid / f"{clip}{e}" for e in CLIP_EXTS]
-            else:
-                cands = [d / f"{vid}{e}" for d in (root, root / "Video" / "Full", root / "Raw" / "Video" / "Full") for e in CLIP_EXTS]
+            cands = _cmu_candidates(fmt, root, vid, row)
             media = _first_existing(cands)
             if media is None:
                 raise DataError(f"{table.where(line)}: media file not found: {cands[0]}")
@@ -232,10 +254,18 @@ def _read_cmu(cfg: SourceConfig, mods: tuple[str, ...], skipped: Counter) -> lis
             continue
         if "text" not in mods:
             text = None
-        out.append(Record(rid, label, text, media, start, end, where=table.where(line)))
+        aspect = (row.get("aspect") or "").strip() or None
+        out.append(Record(rid, label, text, media, start, end, where=table.where(line), aspect=aspect if text else None))
     if not out and not sum(skipped.values()):
         _empty(table.path, cfg.split, sorted(m for m in modes if m))
     return out
+
+
+def _cmu_candidates(fmt: CmuFormat, root: Path, vid: str, row: dict[str, str]) -> list[Path]:
+    if fmt.media == "clips":
+        clip = row["clip_id"].strip()
+        return [root / "Raw" / vid / f"{clip}{e}" for e in CLIP_EXTS] + [root / vid / f"{clip}{e}" for e in CLIP_EXTS]
+    return [d / f"{vid}{e}" for d in (root, root / "Video" / "Full", root / "Raw" / "Video" / "Full") for e in CLIP_EXTS]
 
 
 def _empty(path: Path, split: str, modes: list[str]) -> None:
@@ -243,14 +273,15 @@ def _empty(path: Path, split: str, modes: list[str]) -> None:
     raise DataError(f"{path}: no rows for split {split!r}{have}")
 
 
-def _read_emotion(cfg: SourceConfig, keep_unrated: bool, skipped: Counter) -> list[Record]:
+def _read_emotion(cfg: SourceConfig, mods: tuple[str, ...], keep_unrated: bool, skipped: Counter) -> list[Record]:
+    """ravdess (split by actor) and fer2013 (split by hash): emotion categories -> valence targets."""
     path = resolve_path(cfg.labels)
-    required = ("path", "emotion") + (("actor",) if cfg.reader == "ravdess" else ())
-    table = LabelTable(path, required)
+    by_actor = READERS[cfg.reader].split_by == "actor"
+    table = LabelTable(path, ("path", "emotion") + (("actor",) if by_actor else ()))
     root = resolve_path(cfg.root) if cfg.root else path.parent
     split = cfg.split.lower()
     actors: set[int] | None = None
-    if cfg.reader == "ravdess":
+    if by_actor:
         if cfg.actors:
             actors = set(cfg.actors)
         elif split != "all":
@@ -281,13 +312,13 @@ def _read_emotion(cfg: SourceConfig, keep_unrated: bool, skipped: Counter) -> li
         if not media.is_file():
             raise DataError(f"{table.where(line)}: media file not found: {media}")
         label = VALENCE_TARGET[valence] * cfg.label_scale if valence else float("nan")
-        out.append(Record(rel, label, None, media, emotion=emotion, valence=valence, where=table.where(line)))
+        out.append(Record(rel, label, None, media=media, emotion=emotion, valence=valence, where=table.where(line)))
     if not out and not sum(skipped.values()):
         raise DataError(f"{path}: no rows for split {cfg.split!r}" + (f" (actors {sorted(actors)})" if actors else ""))
     return out
 
 
-def _read_vader(cfg: SourceConfig, skipped: Counter) -> list[Record]:
+def _read_vader(cfg: SourceConfig, mods: tuple[str, ...], keep_unrated: bool, skipped: Counter) -> list[Record]:
     path = resolve_path(cfg.labels)
     if path.is_dir():
         files = sorted(path.glob("*_GroundTruth.txt"))
@@ -333,8 +364,9 @@ def _read_vader(cfg: SourceConfig, skipped: Counter) -> list[Record]:
 def read_source(cfg: SourceConfig, keep_unrated: bool = False) -> SourceData:
     """Read and filter one source. ``keep_unrated``: keep emotion rows without valence (surprise)
     for prediction files; training leaves them out."""
-    have = SOURCE_MODALITIES[cfg.reader]
-    if cfg.reader in ("mosi", "mosei") and not cfg.root:
+    spec = READERS[cfg.reader]
+    have = spec.modalities
+    if spec.root_default == "none" and not cfg.root:
         have = ("text",)  # without the raw release only the transcripts exist
     mods = tuple(m for m in have if not cfg.modalities or m in cfg.modalities)
     if not mods:
@@ -343,12 +375,7 @@ def read_source(cfg: SourceConfig, keep_unrated: bool = False) -> SourceData:
             f"({', '.join(cfg.modalities)}; it has {', '.join(have)})"
         )
     skipped: Counter = Counter()
-    if cfg.reader in ("mosi", "mosei", "mmsa-raw"):
-        records = _read_cmu(cfg, mods, skipped)
-    elif cfg.reader == "vader":
-        records = _read_vader(cfg, skipped)
-    else:
-        records = _read_emotion(cfg, keep_unrated, skipped)
+    records = spec.read(cfg, mods, keep_unrated, skipped)
     if cfg.limit:
         records = records[: cfg.limit]
     if not records:
@@ -358,3 +385,43 @@ def read_source(cfg: SourceConfig, keep_unrated: bool = False) -> SourceData:
     log.info("%s: %d rows (%s)%s", cfg.key, len(records), "+".join(mods),
              "".join(f", skipped {v} {k}" for k, v in sorted(skipped.items())))
     return SourceData(cfg, records, mods, dict(skipped))
+
+
+# --------------------------------------------------------------------------- the readers
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """One dataset reader (``reader`` in a source, ``--dataset`` of ``mmsa-eval``)."""
+
+    read: Callable[[SourceConfig, tuple[str, ...], bool, Counter], list[Record]]
+    """(source, modalities used, keep rows without a valence, skip counter) -> records."""
+    modalities: tuple[str, ...]
+    """What its rows can carry."""
+    kind: Literal["regression", "emotion"]
+    """``regression``: sentiment on [-3, 3]; ``emotion``: categories mapped to valence (``emotion.py``)."""
+    split_by: Literal["mode", "actor", "hash"]
+    """How ``split`` picks rows: the ``mode`` column, RAVDESS actors, or the salted hash of the row id."""
+    media: Literal["clip", "image"] | None
+    """``clip``: audio/video files (``mmsa.media.clip_sample``); ``image``: face crops; None: text only."""
+    root_default: Literal["labels", "none"] = "labels"
+    """Media root when ``root`` is empty: the label file's folder, or none (transcripts only)."""
+    cmu: CmuFormat | None = None
+    """CMU-style label files: how rows are named and where their media are."""
+    evaluable: bool = True
+    """``mmsa-eval --dataset`` accepts it (VADER has no held-out use: it is training data only)."""
+
+
+READERS: dict[str, ReaderSpec] = {
+    "mosi": ReaderSpec(_read_cmu, ("text", "audio", "vision"), "regression", "mode", "clip", "none",
+                       CmuFormat(("clip_id",), "full")),
+    "mosei": ReaderSpec(_read_cmu, ("text", "audio", "vision"), "regression", "mode", "clip", "none",
+                        CmuFormat(("start", "end"), "full", text_column=True)),
+    "mmsa-raw": ReaderSpec(_read_cmu, ("text", "audio", "vision"), "regression", "mode", "clip", "labels",
+                           CmuFormat(("clip_id",), "clips")),
+    "ravdess": ReaderSpec(_read_emotion, ("audio",), "emotion", "actor", "clip"),
+    "fer2013": ReaderSpec(_read_emotion, ("vision",), "emotion", "hash", "image"),
+    "vader": ReaderSpec(_read_vader, ("text",), "regression", "hash", None, evaluable=False),
+}
+"""Every reader, in one table: the config's ``reader`` values, ``mmsa-eval --dataset`` choices,
+and what the trainer, cache and checks need to know about each."""

@@ -71,6 +71,17 @@ def predict(
     return Predictions(score, uni)
 
 
+def score_sources(model: MMSAModel, sources: list[tuple[SourceData, SampleStore]], tokenizer: Any,
+                  features: FeatureConfig, batch_size: int, device: torch.device | str, amp: bool = False):
+    """Predict and score every (data, store) pair: ({name: metrics}, {name: Predictions})."""
+    metrics, preds = {}, {}
+    for data, store in sources:
+        p = predict(model, store, tokenizer, features, batch_size, device, amp)
+        metrics[data.name] = score_source(data, p)
+        preds[data.name] = p
+    return metrics, preds
+
+
 def score_source(data: SourceData, preds: Predictions) -> dict[str, Any]:
     """Metrics of one source: fused (top level), each unimodal head on its present rows, skipped rows."""
     if data.kind == "emotion":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,10 @@ from mmsa.model import MODALITIES
 
 from .emotion import VALENCES
 from .metrics import acc7_confusion, valence_confusion
+
+if TYPE_CHECKING:
+    from .data import SourceData
+    from .evaluate import Predictions
 
 COLORS = {"text": "tab:blue", "audio": "tab:orange", "vision": "tab:green"}
 LABELS = {"text": "Text", "audio": "Audio", "vision": "Video"}
@@ -147,3 +151,11 @@ def plot_emotion(emotions: Sequence[str], valences: Sequence[str | None], preds:
     ax1.set_title(f"{title}: score per emotion (n={len(p)})")
     _matrix(ax2, valence_confusion(valences, p), VALENCES, "Valence confusion (surprise left out)")
     return _save(fig, path)
+
+
+def plot_source(data: SourceData, preds: Predictions, path: Path) -> Path:
+    """The evaluation PNG of one source: emotion (score per emotion, valence confusion) or regression."""
+    if data.kind == "emotion":
+        return plot_emotion([r.emotion or "" for r in data.records], [r.valence for r in data.records], preds.score,
+                            data.name, path)
+    return plot_regression([r.label for r in data.records], preds.score, data.name, path)

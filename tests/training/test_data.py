@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from mmsa.common.settings import from_dict
+from mmsa.model.errors import ConfigError
 from mmsa.training.config import SourceConfig
-from mmsa.training.data import RAVDESS_ACTORS, VADER_SCALE, hash_split, read_source
+from mmsa.training.data import RAVDESS_ACTORS, VADER_SCALE, hash_split, read_source, video_part
 from mmsa.training.errors import DataError
 
 MOSI_HEADER = ["video_id", "clip_id", "text", "label", "annotation", "mode", "start", "end", "text_available"]
@@ -149,3 +151,44 @@ def test_fer_reader_unknown_emotion(fer_like, tmp_path):
     bad = write_csv(tmp_path / "labels.csv", ["path", "emotion"], [["a.jpg", "contempt"]])
     with pytest.raises(DataError, match=r"labels\.csv:2: column 2 \(emotion\): unknown emotion 'contempt'"):
         read_source(SourceConfig(reader="fer2013", labels=str(bad), split="all"))
+
+
+def test_videos_split_a_fold_by_speaker(tmp_path):
+    """``videos``: one fold (MOSEI valid) split by a fixed hash of the video id into a training part
+    (about 70 %) and a held-out part; no video is in both, and the split never changes."""
+    header = ["video_id", "start", "end", "text", "label", "mode"]
+    rows = [[f"vid{v}", f"{k}.0", f"{k + 1}.0", f"clip {k} of {v}", 0.5, "valid"] for v in range(60) for k in range(3)]
+    path = write_csv(tmp_path / "label_valid.csv", header, rows)
+    parts = {p: read_source(SourceConfig(reader="mosei", labels=str(path), split="valid", videos=p)).records
+             for p in ("train", "heldout")}
+    videos = {p: {r.id.rsplit("_", 2)[0] for r in recs} for p, recs in parts.items()}
+    assert not videos["train"] & videos["heldout"] and len(videos["train"] | videos["heldout"]) == 60
+    assert 30 <= len(videos["train"]) <= 54  # about 70 % of 60 videos
+    assert all(len(recs) == 3 * len(videos[p]) for p, recs in parts.items())  # whole videos
+    assert [video_part(f"vid{v}") for v in range(6)] == ["heldout", "heldout", "train", "heldout", "train", "train"]
+    with pytest.raises(ConfigError, match="videos: only for sources split by a mode column"):
+        from_dict(SourceConfig, {"reader": "ravdess", "labels": "x.csv", "split": "train", "videos": "train"})
+
+
+def test_aspect_column_reaches_the_model_input(tmp_path):
+    """An optional ``aspect`` column: ``[CLS] text [SEP] aspect [SEP]``, the aspect's spans in both segments."""
+    from transformers import AutoTokenizer
+
+    from mmsa.model import resolve_bert
+    from mmsa.model.features import collate
+    from mmsa.training.cache import featurize
+
+    path = write_csv(tmp_path / "label.csv", MOSI_HEADER + ["aspect"], [
+        ["v1", 1, "the food was great but the service was slow", 1.0, "Positive", "train", 0, 1, 1, "service"],
+        ["v1", 2, "nice view", 2.0, "Positive", "train", 0, 1, 1, ""],
+    ])
+    data = read_source(SourceConfig(reader="mosi", labels=str(path), split="train"))
+    assert [r.aspect for r in data.records] == ["service", None]
+    store = featurize(data)
+    tok = AutoTokenizer.from_pretrained(resolve_bert("packaged"))
+    batch = collate([store[0], store[1]], tok)
+    ids = batch.text.input_ids[0].tolist()
+    service = tok("service", add_special_tokens=False)["input_ids"]
+    (s1, e1), (s2, e2) = batch.text.seg1[0].tolist(), batch.text.seg2[0].tolist()
+    assert ids[s1:e1] == service and ids[s2:e2] == service and s2 > s1
+    assert batch.text.token_type_ids[0, s2] == 1 and batch.text.token_type_ids[0, s1] == 0

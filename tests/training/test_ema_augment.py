@@ -9,7 +9,7 @@ from mmsa.model import ConfigError, MMSAModel, load_checkpoint
 from mmsa.model.augment import AugmentConfig
 from mmsa.training.cli import train_main
 from mmsa.training.config import TrainConfig, TrainOptions, load_config
-from mmsa.training.trainer import WeightAverage, freeze
+from mmsa.training.optim import WeightAverage, freeze
 from tests.model.helpers import tiny_config
 from tests.training.conftest import write_config
 

@@ -16,16 +16,8 @@ from mmsa.training.cache import SampleStore
 from mmsa.training.cli import train_main
 from mmsa.training.config import TrainConfig, TrainOptions, load_config
 from mmsa.training.data import Record, SourceData
-from mmsa.training.trainer import (
-    MixedDataset,
-    MixtureBatchSampler,
-    build_optimizer,
-    build_scheduler,
-    freeze,
-    lr_factor,
-    part_of,
-    train_mode,
-)
+from mmsa.training.optim import build_optimizer, build_scheduler, freeze, lr_factor, part_of, train_mode
+from mmsa.training.sampling import MixedDataset, MixtureBatchSampler
 from tests.model.helpers import random_sample, seeded, tiny_config
 from tests.training.conftest import write_config
 
@@ -137,6 +129,26 @@ def test_adamw_and_scheduler_follow_the_config(tiny_bert):
     assert build_scheduler(opt, TrainConfig(), 4) is None  # constant, no warm-up: the old behaviour
 
 
+def test_sgd_for_the_papers_table_4(tiny_bert):
+    """train.optimizer = "sgd": SGD with momentum over the same two groups; a step lowers the loss."""
+    model = tiny_model(tiny_bert)
+    cfg = TrainConfig(train=TrainOptions(optimizer="sgd", momentum=0.8, weight_decay=1e-4, lr=0.05, bert_lr=0.01))
+    opt = build_optimizer(model, cfg)
+    assert isinstance(opt, torch.optim.SGD)
+    assert {g["name"]: (g["lr"], g["momentum"], g["weight_decay"]) for g in opt.param_groups} == {
+        "model": (0.05, 0.8, 1e-4), "bert": (0.01, 0.8, 1e-4)}
+    head = model.heads["audio"]
+    x, y = torch.randn(16, model.dims["audio"]), torch.randn(16, 1)
+    losses = []
+    for _ in range(5):
+        loss = torch.nn.functional.mse_loss(head(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
 def _emotion_store(labels: list[float], name: str) -> SampleStore:
     from mmsa.training.config import SourceConfig
 
@@ -163,7 +175,8 @@ def test_balanced_source_draws_every_class_equally_often():
      r"balance: only for emotion sources"),
     ('[train]\ntrainable = ["txt"]\n', r"trainable: unknown part 'txt'"),
     ('[train]\nwarmup = 1.5\n', r"warmup: must be a fraction"),
-    ('[train]\noptimizer = "sgd"\n', r"train\.optimizer: expected one of 'adam', 'adamw'"),
+    ('[train]\noptimizer = "rmsprop"\n', r"train\.optimizer: expected one of 'adam', 'adamw', 'sgd'"),
+    ('[train]\noptimizer = "sgd"\nmomentum = 1.0\n', r"momentum: must be in \[0, 1\)"),
 ])
 def test_bad_stage_options_name_the_key(tmp_path, extra, message):
     base = ('[[data.valid]]\nname = "v"\nreader = "ravdess"\nlabels = "r.csv"\nsplit = "valid"\n'
