@@ -7,13 +7,19 @@ any even number of frames up to 3000); decoding, word alignment and timestamps a
 faster-whisper's own. docs/monitor.md gives the measured speed-up and word accuracy
 (``bench/asr_trim.py``).
 
-A :class:`Transcriber` is not thread-safe: the pipeline's ASR task owns it and calls
-:meth:`Transcriber.transcribe` from one worker thread at a time.
+One :class:`Transcriber` serves every stream of a process. It is built with ``workers``
+CTranslate2 workers (``asr.workers``), and :meth:`Transcriber.transcribe` may then be called from
+that many threads at once (the engine's ``asr`` pool): windows of different streams are transcribed
+in parallel, one per core, sharing one copy of the weights. (CTranslate2 could also batch the
+encoder and decoder across streams, but faster-whisper's word timestamps, temperature fallback and
+hallucination guards work on one audio at a time; a worker per core keeps them and keeps every
+stream's transcript exactly what a single-stream run gives.)
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,7 +96,7 @@ def pick_device(device: str) -> tuple[str, str]:
 class Transcriber:
     """Owns one faster-whisper model; :meth:`transcribe` turns 16 kHz mono audio into words."""
 
-    def __init__(self, cfg: AsrConfig = AsrConfig(), device: str = "auto") -> None:
+    def __init__(self, cfg: AsrConfig = AsrConfig(), device: str = "auto", workers: int = 1) -> None:
         try:
             cls = _trimmed_whisper_class()
         except ImportError as exc:
@@ -98,8 +104,13 @@ class Transcriber:
         path = resolve_whisper(cfg.model)
         ct2_device, default_type = pick_device(device)
         compute_type = default_type if cfg.compute_type == "auto" else cfg.compute_type
+        self.workers = max(1, workers)
+        threads = cfg.cpu_threads
+        if not threads and self.workers > 1:  # the cores shared among the workers instead of 4 threads each
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
         try:
-            self.model = cls(str(path), device=ct2_device, compute_type=compute_type, cpu_threads=cfg.cpu_threads)
+            self.model = cls(str(path), device=ct2_device, compute_type=compute_type, cpu_threads=threads,
+                             num_workers=self.workers)
         except (RuntimeError, ValueError) as exc:
             raise MonitorError(f"{path}: cannot load Whisper on {ct2_device} ({exc})") from exc
         self.cfg = cfg

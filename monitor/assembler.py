@@ -111,7 +111,8 @@ class WindowAssembler:
         """Until the audio channel is closed and drained; then flush the open utterance and close ``windows``.
 
         ``lossless``: a full ``windows`` channel makes the assembler wait (replays); else the oldest
-        window is dropped and counted (live: the audio cannot wait).
+        sliding window is dropped and counted (live: the audio cannot wait); a final window (the
+        end of an utterance) is never dropped.
         """
         self._out, self._lossless = windows, lossless
         seg: Segmenter | None = None
@@ -165,5 +166,5 @@ class WindowAssembler:
         self.n_windows += 1
         if self._lossless:
             await self._out.put(w)
-        else:
-            self._out.offer(w)
+        else:  # live: a sliding window may be dropped when processing lags, a final one never
+            self._out.offer(w, droppable=not w.final)

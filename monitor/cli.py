@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib.util
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--mic", metavar="DEVICE", help="microphone device index or name (default: system default)")
     src.add_argument("--replay", metavar="PATH", help="replay a video, an audio file or a recorded session folder")
     src.add_argument("--fast", action="store_true", help="replay as fast as possible instead of in real time")
+    src.add_argument("--stream", metavar="NAME=SOURCE", action="append", default=[],
+                     help="one of several streams (repeat): SOURCE a camera index or URL, mic, or a file or session "
+                     "folder; options ,mic=DEVICE ,record=DIR. --replay FOLDER of recordings replays each as a stream")
     out = p.add_argument_group("outputs")
     out.add_argument("--headless", action="store_true", help="no dashboard; log events to the terminal")
     out.add_argument("--mqtt", metavar="HOST[:PORT]", help="publish to this MQTT broker")
@@ -101,31 +105,90 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def _build(args: argparse.Namespace, cfg: MonitorConfig):
-    """The sources (opened: a missing device fails here, in one line), the models, and the stream around them."""
-    from mmsa.model import load_checkpoint, read_info
+def _stream_configs(args: argparse.Namespace, cfg: MonitorConfig):
+    """The streams to run: None for the one stream of --camera / --mic / --replay FILE (the classic monitor)."""
+    from .streams import check_unique, folder_streams, is_recordings_folder, parse_stream
+
+    streams = [*cfg.streams, *(parse_stream(text) for text in args.stream)]
+    if args.replay and is_recordings_folder(args.replay):
+        streams += folder_streams(args.replay)
+        args.replay = None
+    if not streams:
+        return None
+    if args.replay or args.camera is not None or args.mic is not None or args.record or args.jsonl:
+        raise MonitorError("several streams: give each its sources with --stream NAME=SOURCE (or [[streams]] in "
+                           "the config), not --camera/--mic/--replay/--record/--jsonl")
+    check_unique(streams)
+    return streams
+
+
+def _open_sources(cfg: MonitorConfig, configs, fast: bool, clock) -> tuple[list, dict[str, str]]:
+    """Each stream's sources (devices opened now: a missing one fails in one line); -> (opened, failures)."""
+    from .sources import open_sources
+
+    opened, failed = [], {}
+    for sc in configs:
+        try:
+            sources, media = open_sources(cfg, clock, camera=sc.camera or None, mic=sc.mic or None,
+                                          replay=sc.replay or None, fast=fast)
+        except MMSAError as exc:
+            if len(configs) == 1:
+                raise
+            failed[sc.name] = str(exc)
+            _say(f"stream {sc.name}: {exc} (the other streams go on)")
+            continue
+        opened.append((sc, sources, media))
+    if not opened:
+        raise MonitorError("no stream could be opened")
+    return opened, failed
+
+
+def _engine(args: argparse.Namespace, cfg: MonitorConfig, n_streams: int):
+    from mmsa.model import load_checkpoint
 
     from .asr import Transcriber
     from .engine import Engine
     from .scorer import Scorer, pick_torch_device
+
+    device = pick_torch_device(args.device)
+    workers = cfg.asr.workers or max(1, min(n_streams, os.cpu_count() or 1))
+    _say(f"loading the models on {device} ...")
+    scorer = Scorer(load_checkpoint(args.model, device=device, bert=cfg.scorer.bert or None), device)
+    return Engine(Transcriber(cfg.asr, args.device, workers=workers), scorer, cfg.scorer)
+
+
+def _build(args: argparse.Namespace, cfg: MonitorConfig, configs) -> tuple[list, dict[str, str]]:
+    """Sources first (a missing device fails before any model loads), then the shared models, then the streams."""
+    from mmsa.model import read_info
+
+    from .config import StreamConfig
     from .source import SessionClock
-    from .sources import open_sources
     from .stream import open_stream
 
     read_info(args.model)  # a missing or foreign checkpoint fails in one line before devices open
-    device = pick_torch_device(args.device)
-    sources, media = open_sources(cfg, SessionClock(), camera=args.camera, mic=args.mic, replay=args.replay,
-                                  fast=args.fast)
+    single = configs is None
+    if single:
+        configs = [StreamConfig("single", camera=args.camera or "", mic=args.mic or "", replay=args.replay or "",
+                                record=args.record or "")]
+    opened, failed = _open_sources(cfg, configs, args.fast, SessionClock())
+    streams = []
     try:
-        _say(f"loading the models on {device} ...")
-        scorer = Scorer(load_checkpoint(args.model, device=device, bert=cfg.scorer.bert or None), device)
-        engine = Engine(Transcriber(cfg.asr, args.device), scorer, cfg.scorer)
-        return open_stream(cfg, sources, engine, record=args.record, jsonl=args.jsonl, headless=args.headless,
-                           replay_media=media)
+        engine = _engine(args, cfg, len(opened))
+        shared: dict = {}
+        for sc, sources, media in opened:
+            streams.append(open_stream(cfg, sources, engine, name="" if single else sc.name, record=sc.record or None,
+                                       jsonl=args.jsonl, headless=args.headless, replay_media=media, shared=shared,
+                                       own_engine=False))
+        if streams:
+            streams[0].extra["shared"] = shared
     except BaseException:
-        for src in sources:
-            src.stop()
+        for _, sources, _ in opened:
+            for src in sources:
+                src.stop()
+        for st in streams:
+            st.close()
         raise
+    return streams, failed
 
 
 # --------------------------------------------------------------------------- running
@@ -139,10 +202,33 @@ def _load_dashboard():
     return MonitorApp
 
 
-async def _run(stream, headless: bool) -> None:
-    from .pipeline import TaskGroup
+def _ui(streams, headless: bool):
+    """The dashboard as ``run_streams`` wants it: one stream's own view, or the fleet view of several."""
+    app_cls = None if headless else _load_dashboard()
+    if not headless and app_cls is None:
+        _say("the dashboard is not installed in this build: running headless")
+    if app_cls is None:
+        return None
 
-    pipeline = stream.pipeline
+    async def run(tg) -> None:
+        if len(streams) == 1:
+            app = app_cls(streams[0].bus, streams[0].pipeline, title=f"mmsa-monitor - {streams[0].pipeline.label}")
+        else:
+            from .config import node_id
+            from .fleetview import FleetApp
+            from .streams import StreamsControl, local_feed
+
+            node = node_id(streams[0].pipeline.cfg.mqtt)
+            app = FleetApp(local_feed(streams, node, tg), StreamsControl(streams),
+                           title=f"mmsa-monitor - {len(streams)} streams")
+        await app.run_async()
+
+    return run
+
+
+async def _run(streams, headless: bool) -> dict[str, str]:
+    from .streams import run_streams
+
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     interrupts = 0
@@ -152,7 +238,8 @@ async def _run(stream, headless: bool) -> None:
         interrupts += 1
         if interrupts == 1:
             _say("stopping: draining queues and flushing the log (Ctrl-C again to abort)")
-            pipeline.request_stop()
+            for s in streams:
+                s.pipeline.request_stop()
         elif main is not None:
             main.cancel()
 
@@ -161,15 +248,8 @@ async def _run(stream, headless: bool) -> None:
             loop.add_signal_handler(sig, on_signal)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - Windows
             pass
-    app_cls = None if headless else _load_dashboard()
-    if not headless and app_cls is None:
-        _say("the dashboard is not installed in this build: running headless")
-    async with TaskGroup() as tg:
-        tg.create_task(pipeline.run(), name="pipeline")
-        if app_cls is not None:
-            app = app_cls(stream.bus, pipeline, title=f"mmsa-monitor - {pipeline.label}")
-            await app.run_async()
-            pipeline.request_stop()  # the user quit (a replay may have ended before); the group waits for the drain
+    return await run_streams(streams, streams[0].pipeline.engine, streams[0].pipeline.cfg.load,
+                             _ui(streams, headless))
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -204,13 +284,16 @@ def _main(argv: list[str] | None) -> int:
         return _report(argv[1:])
     args = build_parser().parse_args(argv)
     cfg = _config(args)
-    args = _choose_source(args)
-    stream = _build(args, cfg)
-    mqtt = stream.mqtt
-    _say(f"{stream.pipeline.label} -> {_rel(stream.folder.path)} (model {stream.pipeline.engine.tag}, "
-         f"{stream.pipeline.engine.device})" + (f", MQTT {mqtt.address}" if mqtt else ""))
+    configs = _stream_configs(args, cfg)
+    if configs is None:
+        args = _choose_source(args)
+    streams, failed = _build(args, cfg, configs)
+    for st in streams:
+        mqtt = st.mqtt
+        _say(f"{f'[{st.name}] ' if st.name else ''}{st.pipeline.label} -> {_rel(st.folder.path)} (model "
+             f"{st.pipeline.engine.tag}, {st.pipeline.engine.device})" + (f", MQTT {mqtt.address}" if mqtt else ""))
     try:
-        asyncio.run(_run(stream, args.headless))
+        failed.update(asyncio.run(_run(streams, args.headless)))
     except BaseException as exc:  # noqa: BLE001 - unwrap task-group errors into one clear line
         inner = _unwrap(exc)
         if inner is exc:
@@ -220,14 +303,30 @@ def _main(argv: list[str] | None) -> int:
             raise
         raise inner from None
     finally:
-        stream.close()
-    if not args.headless and _load_dashboard() is not None:  # headless: the printer has said it
-        _say(f"{stream.pipeline.n_events} events in {_rel(stream.pipeline.log.path)}")
-    if mqtt is not None and mqtt.undelivered:
-        _say(f"MQTT: {mqtt.undelivered} event(s) not delivered to {mqtt.address}; they are in "
-             f"{_rel(mqtt.outbox.path)} and the session log")
-    _parity_report(stream)
-    return 0
+        for st in streams:
+            st.close()
+        from .sinks import close_shared
+
+        close_shared(streams[0].extra.get("shared", {}))
+    _after(streams, headless=args.headless)
+    for name, why in failed.items():
+        _say(f"stream {name} failed: {why}")
+    return 1 if failed else 0
+
+
+def _after(streams, *, headless: bool) -> None:
+    """What each stream leaves behind, in a line or two."""
+    for st in streams:
+        head = f"[{st.name}] " if st.name else ""
+        if not headless and _load_dashboard() is not None:  # headless: the printer has said it
+            _say(f"{head}{st.pipeline.n_events} events in {_rel(st.pipeline.log.path)}")
+        mqtt = st.mqtt
+        if mqtt is not None and mqtt.undelivered:
+            _say(f"{head}MQTT: {mqtt.undelivered} event(s) not delivered to {mqtt.address}; they are in "
+                 f"{_rel(mqtt.outbox.path)} and the session log")
+        if st.extra.get("max_shed"):
+            _say(f"{head}the machine could not keep up: shed {', '.join(st.extra['max_shed'])} for a while")
+        _parity_report(st)
 
 
 def _report(rest: list[str]) -> int:

@@ -105,9 +105,11 @@ class AsrConfig:
     compute_type: str = "auto"
     """CTranslate2 compute type; ``auto``: int8 on CPU, float16 on CUDA."""
     cpu_threads: int = 0
-    """CTranslate2 threads on CPU (0: its default)."""
+    """CTranslate2 threads on CPU (0: its default; with several ``workers``, the cores shared among them)."""
+    workers: int = 0
+    """Windows transcribed at once (one Whisper shared by every stream); 0: one per stream, at most one per core."""
     queue: int = 8
-    """Windows waiting for ASR; live: the oldest is dropped beyond it; replay: the source waits."""
+    """Windows waiting for ASR; live: the oldest is dropped beyond it (never a final one); replay: the source waits."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,56 @@ class ScorerConfig:
     """Featurized windows waiting for the model; the stage before waits when it is full."""
     bert: str = ""
     """Local BERT folder for a checkpoint whose BERT lies elsewhere on this machine; empty: the one it records."""
+
+
+DEGRADE_STEPS = ("partials", "speculation", "faces", "vision")
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Back-pressure: what the monitor sheds, and when, if it cannot keep up (docs/monitor.md)."""
+
+    behind_high_s: float = 2.0
+    """A stream lagging real time by this much sheds one more kind of work (the next of ``degrade``)."""
+    behind_low_s: float = 0.5
+    """Once every stream lags less than this for ``recover_s``, the last work shed comes back."""
+    recover_s: float = 10.0
+    """How long the monitor must keep up before it takes back shed work."""
+    degrade: tuple[str, ...] = DEGRADE_STEPS
+    """What is shed, in order: ``partials`` (partial scores), ``speculation`` (ASR ahead of an utterance's
+    close), ``faces`` (``faces_degraded`` frames per window searched for faces instead of 8), ``vision`` (no
+    faces: audio and text only). A final score is never dropped."""
+    faces_degraded: int = 2
+    """Frames per window searched for faces once ``faces`` is shed."""
+
+    def __post_init__(self) -> None:
+        unknown = [x for x in self.degrade if x not in DEGRADE_STEPS]
+        if unknown:
+            raise ValueError(f"degrade: unknown step {unknown[0]!r} (known: {', '.join(DEGRADE_STEPS)})")
+        if not 0 <= self.behind_low_s < self.behind_high_s:
+            raise ValueError("need 0 <= behind_low_s < behind_high_s")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """One stream of a multi-stream monitor (a ``[[streams]]`` table; ``--stream NAME=SOURCE`` adds one)."""
+
+    name: str
+    """Topic-safe name (a-z, 0-9, ``_``, ``-``): MQTT ``<prefix>/<name>/...``, the session folder's suffix."""
+    camera: str = ""
+    """Camera index or URL; its speech comes from ``mic``."""
+    mic: str = ""
+    """Microphone device (index or name) of a live stream; empty: the default microphone."""
+    replay: str = ""
+    """A video or audio file, or a recorded session folder, replayed instead of devices."""
+    record: str = ""
+    """Record this stream's session into this folder."""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9_-]+", self.name):
+            raise ValueError(f"stream name {self.name!r}: use a-z, 0-9, '_' and '-' (it becomes an MQTT topic level)")
+        if self.replay and (self.camera or self.mic):
+            raise ValueError(f"stream {self.name!r}: a replay or devices (camera, mic), not both")
 
 
 @dataclass(frozen=True)
@@ -208,6 +260,9 @@ class MonitorConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
+    load: LoadConfig = field(default_factory=LoadConfig)
+    streams: tuple[StreamConfig, ...] = ()
+    """Several streams in one process (``[[streams]]`` tables); empty: the one stream of the command line."""
 
     def replace(self, section: str, **kw) -> MonitorConfig:
         """A copy with some fields of one section changed (validated like the TOML)."""

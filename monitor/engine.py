@@ -1,16 +1,23 @@
 """The models a process shares between its streams: Whisper, the featurizer and the fusion scorer.
 
-:class:`Engine` owns them and the threads they run on, one each: ``asr`` (faster-whisper is not
-thread-safe), ``featurize`` (STFT and face crops; the OpenCV face detector is not thread-safe
-either) and the scoring service's own thread (``scoring.py``). Every stream's processing stage
-calls :meth:`Engine.transcribe` and :meth:`Engine.featurize`, and scores through
-:attr:`Engine.scoring`, which batches windows across streams. :meth:`Engine.serve` is the one
-long-lived task of the engine; whoever runs the streams runs it beside them, in the same TaskGroup.
+:class:`Engine` owns them and the threads they run on: the ``asr`` pool (one thread per Whisper
+worker: ``Transcriber.workers``, one per core at most), the ``featurize`` pool (as many threads,
+each with its own OpenCV face detector, which is not thread-safe) and the scoring service's own
+thread (``scoring.py``). Every stream's processing stage calls :meth:`Engine.transcribe` and
+:meth:`Engine.featurize` (a stream has at most one window in each at a time, so a busy stream
+never queues ahead of a quiet one), and scores through :attr:`Engine.scoring`, which batches
+windows across streams. :meth:`Engine.serve` is the one long-lived task of the engine; whoever
+runs the streams runs it beside them, in the same TaskGroup.
+
+Load shedding (``load.py``) sets :attr:`Engine.frames_per_window` (fewer frames searched for faces)
+and :attr:`Engine.vision` (no faces at all) for every stream at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -31,9 +38,12 @@ class Engine:
         self.transcriber = transcriber
         self.scorer = scorer
         self.scoring = ScoreService(scorer, max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms)
-        self.detector = FaceDetector()  # window faces (the featurize thread's)
-        self._asr = ThreadPoolExecutor(1, thread_name_prefix="asr")
-        self._featurize = ThreadPoolExecutor(1, thread_name_prefix="featurize")
+        workers = getattr(transcriber, "workers", 1)
+        self._asr = ThreadPoolExecutor(workers, thread_name_prefix="asr")
+        self._featurize = ThreadPoolExecutor(workers, thread_name_prefix="featurize")
+        self._detectors = threading.local()  # one face detector per featurize thread
+        self.frames_per_window: int | None = None  # None: the checkpoint's (load shedding lowers it)
+        self.vision = True  # False: windows are featurized without faces (load shedding)
 
     @property
     def tag(self) -> str:
@@ -48,8 +58,17 @@ class Engine:
 
     async def featurize(self, audio: np.ndarray, frames: list[np.ndarray]) -> Sample:
         """The window's model input but the words (faces and STFT need none)."""
+        features = self.scorer.features
+        if self.frames_per_window is not None:
+            features = dataclasses.replace(features, frames_per_window=self.frames_per_window)
         return await asyncio.get_running_loop().run_in_executor(
-            self._featurize, window_sample, audio, frames, None, self.detector, self.scorer.features)
+            self._featurize, self._featurize_window, audio, frames if self.vision else [], features)
+
+    def _featurize_window(self, audio: np.ndarray, frames: list[np.ndarray], features) -> Sample:
+        detector = getattr(self._detectors, "detector", None)
+        if detector is None:
+            detector = self._detectors.detector = FaceDetector()
+        return window_sample(audio, frames, None, detector, features)
 
     async def serve(self) -> None:
         """The scoring service's loop, until cancelled."""

@@ -101,6 +101,7 @@ class Pipeline:
         self._done = asyncio.Event()
         self._sources_stopped = False
         self._video = next((s for s in self.sources if VIDEO in s.kinds), None)
+        self.finished = False  # every stage drained and the bus closed
         self._face_frame: VideoFrame | None = None  # the newest frame for the face status (a mailbox of one)
         self._face_wake = asyncio.Event()
 
@@ -127,6 +128,14 @@ class Pipeline:
     @property
     def label(self) -> str:
         return " + ".join(s.label for s in self.sources)
+
+    def shed(self, steps: Sequence[str]) -> None:
+        """Load shedding (``load.py``): switch ``partials`` / ``speculation`` off while they are in ``steps``."""
+        if self.speculator is not None:
+            self.speculator.partials = self.partials and "partials" not in steps
+            self.speculator.speculative = self.speculative and "speculation" not in steps
+        if list(steps) != self.bus.last_status.degraded and not self.bus.closed:
+            self.bus.update_status(degraded=list(steps))
 
     def request_stop(self) -> None:
         """Begin a clean shutdown (idempotent)."""
@@ -171,6 +180,7 @@ class Pipeline:
             if not self.bus.closed:  # a stage failed: no subscriber may wait for an end that never comes
                 self.log.close()
                 self.bus.close()
+            self.finished = True
 
     async def _stages(self, tg: TaskGroup, engine: asyncio.Task | None) -> None:
         """Start the sources and the stages; when they have drained, end the session (and the engine we own)."""
@@ -365,3 +375,4 @@ class Pipeline:
         self.bus.update_status(finished=True, n_events=n, drops=self.drops(), face_seen=None, errors=self.errors.count,
                                behind_s=0.0, message=f"session ended: {n} events in {self.log.path}")
         self.bus.close()
+        self.finished = True

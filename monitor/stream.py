@@ -8,6 +8,7 @@ recording, and the :class:`~mmsa.monitor.pipeline.Pipeline` that ties them toget
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import uuid
 from collections.abc import Sequence
@@ -61,9 +62,25 @@ def plain_config(cfg: MonitorConfig) -> dict:
     return d
 
 
-def log_to(path: Path) -> logging.Handler:
+CURRENT_STREAM: contextvars.ContextVar[str | None] = contextvars.ContextVar("mmsa_stream", default=None)
+"""The stream whose tasks are running (set by the runner; tasks inherit it): whose monitor.log a message is for."""
+
+
+class _StreamLog(logging.Filter):
+    """A stream's monitor.log takes its own messages and those of no stream (the shared models), not others'."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return CURRENT_STREAM.get() in (None, self.stream)
+
+
+def log_to(path: Path, stream: str = "") -> logging.Handler:
     """Log the session (INFO and up) to ``monitor.log`` in its folder; the terminal belongs to the UI."""
     handler = logging.FileHandler(path, encoding="utf-8")
+    handler.addFilter(_StreamLog(stream))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("mmsa")
     root.addHandler(handler)
@@ -96,7 +113,7 @@ def open_stream(
 ) -> Stream:
     """Everything one stream writes to and publishes on, around a pipeline over ``sources``."""
     folder = session_folder(cfg, record, name)
-    handler = log_to(folder.path / LOG_FILE) if log_file else None
+    handler = log_to(folder.path / LOG_FILE, name) if log_file else None
     try:
         path = Path(jsonl) if jsonl else folder.path / EVENTS_FILE
         session_log = SessionLog(path)

@@ -1,0 +1,231 @@
+"""Several streams in one process (issue #13): real media, a real broker, shared batched models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmsa.common.errors import ConfigError
+from mmsa.model import Sample
+from mmsa.monitor.config import LoadConfig, MonitorConfig, StreamConfig
+from mmsa.monitor.engine import Engine
+from mmsa.monitor.events import ScoreEvent
+from mmsa.monitor.frames import AudioChunk
+from mmsa.monitor.load import HOLD_S, LoadGovernor
+from mmsa.monitor.replay import ReplaySource, open_replay
+from mmsa.monitor.scorer import Scorer
+from mmsa.monitor.scoring import ScoreService
+from mmsa.monitor.sessionlog import read_lines
+from mmsa.monitor.sinks import close_shared
+from mmsa.monitor.source import AUDIO, SourceState
+from mmsa.monitor.stream import open_stream
+from mmsa.monitor.streams import folder_streams, parse_stream, run_streams
+from tests.conftest import REPO
+from tests.monitor.conftest import Subscriber, replay_sources, run_cli, speech_clips
+from tests.monitor.helpers import word_recall
+from tests.monitor.test_pipeline import Collector
+
+SAMPLE = REPO / "examples" / "sample-session"
+OTHER_SENTENCES = [
+    ("negative", "The train was late again and I missed the meeting."),
+    ("positive", "What a lovely garden, the flowers are beautiful."),
+]
+
+
+@pytest.fixture(scope="module")
+def other_clip(tmp_path_factory, make_sample):
+    """Another espeak clip (other sentences), audio and video, and its script."""
+    folder, script = speech_clips(make_sample, tmp_path_factory.mktemp("other"), OTHER_SENTENCES, gap_s=1.0)
+    return folder / "speech.mp4", script
+
+
+def test_stream_options_parse_and_bad_ones_are_named():
+    assert parse_stream("desk=0,mic=2") == StreamConfig("desk", camera="0", mic="2")
+    assert parse_stream("door=rtsp://cam/door") == StreamConfig("door", camera="rtsp://cam/door")
+    assert parse_stream("talk=runs/talk,record=out/talk") == StreamConfig("talk", replay="runs/talk", record="out/talk")
+    assert parse_stream("voice=mic,mic=1") == StreamConfig("voice", mic="1")
+    for bad, words in [("noequals", "expected NAME=SOURCE"), ("Big Name=0", "a-z, 0-9"), ("x=0,speed=2", "unknown option"),
+                       ("x=clip.mp4,mic=1", "not both")]:
+        with pytest.raises(ConfigError, match=words):
+            parse_stream(bad)
+
+
+def test_a_folder_of_recordings_is_one_stream_each(tmp_path):
+    (tmp_path / "Interview 1.mp4").write_bytes(b"")
+    (tmp_path / "interview-1.wav").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not media")
+    session = tmp_path / "day2"
+    session.mkdir()
+    (session / "metadata.json").write_text("{}")
+    names = [s.name for s in folder_streams(tmp_path)]
+    assert names == ["day2", "interview-1", "interview-1-2"]
+    with pytest.raises(ConfigError, match="no recordings"):
+        folder_streams(session / ".." / "day2")  # a session folder itself holds no recordings
+
+
+async def test_a_chatty_stream_cannot_starve_a_quiet_one(loaded_tiny):
+    service = ScoreService(Scorer(loaded_tiny, "cpu"), max_batch=4, max_wait_ms=50)
+    chatty = [service.submit(Sample(text=f"chatter {i}"), stream="chatty") for i in range(12)]
+    quiet = service.submit(Sample(text="a quiet remark"), stream="quiet")
+    serving = asyncio.create_task(service.serve())
+    order: list[str] = []
+    for name, fut in [("quiet", quiet), *((f"chatty{i}", f) for i, f in enumerate(chatty))]:
+        fut.add_done_callback(lambda _f, n=name: order.append(n))
+    await asyncio.gather(quiet, *chatty)
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    assert order.index("quiet") < 4  # in the first batch, though 12 windows of another stream came before it
+    assert service.n_scored == 13 and service.n_batches == 4
+
+
+def test_the_load_governor_sheds_in_order_and_takes_back(loaded_tiny, transcriber):
+    engine = Engine(transcriber, Scorer(loaded_tiny, "cpu"))
+
+    class Stand:  # what the governor asks of a pipeline
+        def __init__(self):
+            self.finished, self.lag, self.shed_steps = False, 0.0, None
+
+        def behind_s(self):
+            return self.lag
+
+        def shed(self, steps):
+            self.shed_steps = list(steps)
+
+    a, b = Stand(), Stand()
+    cfg = LoadConfig(behind_high_s=2.0, behind_low_s=0.5, recover_s=10.0)
+    gov = LoadGovernor(cfg, [a, b], engine)
+    t = 100.0
+    b.lag = 3.0
+    for _ in range(4):  # a step, then HOLD_S before the next
+        gov.step(gov.lag_s(), t)
+        t += HOLD_S
+    assert a.shed_steps == b.shed_steps == ["partials", "speculation", "faces", "vision"]
+    assert engine.frames_per_window == cfg.faces_degraded and engine.vision is False
+    b.lag = 1.0  # between the thresholds: nothing changes
+    gov.step(gov.lag_s(), t + 30)
+    assert gov.level == 4
+    b.lag = 0.1
+    gov.step(gov.lag_s(), t + 31)
+    gov.step(gov.lag_s(), t + 40)  # not yet recover_s calm
+    assert gov.level == 4
+    gov.step(gov.lag_s(), t + 41.5)
+    assert gov.level == 3 and engine.vision is True and a.shed_steps == ["partials", "speculation", "faces"]
+    engine.close()
+
+
+async def _run_many(tmp_path, transcriber, loaded_tiny, media: dict[str, Path], cfg: MonitorConfig, broker=None):
+    """The streams of ``media`` in one process (fast replays), the way ``mmsa-monitor --stream`` wires them."""
+    if broker is not None:
+        cfg = cfg.replace("mqtt", host=broker.host, port=broker.port, node_id="lab", discovery=True)
+    cfg = cfg.replace("session", dir=str(tmp_path / "sessions"))
+    engine = Engine(transcriber, Scorer(loaded_tiny, "cpu"), cfg.scorer)
+    shared: dict = {}
+    streams = [open_stream(cfg, replay_sources(path), engine, name=name, shared=shared, own_engine=False,
+                           log_file=False) for name, path in media.items()]
+    seen = {s.name: Collector(s.bus) for s in streams}
+    try:
+        failed = await run_streams(streams, engine, cfg.load)
+    finally:
+        close_shared(shared)
+    for c in seen.values():
+        await c.closed.wait()
+    return streams, seen, failed
+
+
+async def _single_run_scores(make_pipeline, path) -> list[tuple]:
+    pipe, bus, _ = make_pipeline(replay_sources(path))
+    seen = Collector(bus)
+    await pipe.run()
+    await seen.closed.wait()
+    return [(e.t_start, e.t_end, e.text, e.score) for e in seen.events]
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("n", [2, 4])
+async def test_streams_publish_on_their_own_topics_with_the_scores_of_single_runs(
+        n, broker, tmp_path, transcriber, loaded_tiny, make_pipeline, clip_dir, speech_script, other_clip):
+    clip, clip_script = clip_dir[0] / "speech.mp4", speech_script
+    media = {"alpha": clip, "beta": other_clip[0], "gamma": clip_dir[0] / "speech.wav", "delta": SAMPLE}
+    scripts = {"alpha": clip_script, "beta": other_clip[1], "gamma": clip_script,
+               "delta": json.loads((SAMPLE / "script.json").read_text())}
+    media = dict(list(media.items())[:n])
+    async with Subscriber(broker, ["mmsa-monitor/#", "homeassistant/#"]) as sub:
+        streams, seen, failed = await _run_many(tmp_path, transcriber, loaded_tiny, media, MonitorConfig(), broker)
+        await sub.wait_for(lambda s: all(s.on(f"mmsa-monitor/lab/{name}/status")[-1:] == [b"offline"] for name in media))
+    assert failed == {}
+    for st in streams:
+        name, script = st.name, scripts[st.name]
+        events = [ScoreEvent.from_json(p) for p in sub.on(f"mmsa-monitor/lab/{name}/score")]
+        assert [e.seq for e in events] == list(range(len(script))), name  # every event, in order, on its own topic
+        assert [e.to_dict() for e in events] == read_lines(st.folder.path / "events.jsonl")
+        for ev, line in zip(events, script):
+            assert word_recall(line["text"], ev.text) >= 0.6, (name, line["text"], ev.text)
+        assert json.loads(sub.on(f"mmsa-monitor/lab/{name}/health")[-1])["stream"] == name
+        assert sub.on(f"homeassistant/sensor/lab_{name}/sentiment/config")
+        single = await _single_run_scores(make_pipeline, media[name])  # parity with a one-stream run
+        got = [(e.t_start, e.t_end, e.text) for e in events]
+        assert got == [x[:3] for x in single], name
+        assert [e.score for e in events] == pytest.approx([x[3] for x in single], abs=1e-4), name
+    assert not sub.on("mmsa-monitor/lab/score")  # the single-stream topics stay unused
+
+
+class FailingMic:
+    """A live source whose device breaks after a second of audio (an OSError from the driver)."""
+
+    label, kinds, live, paced, dropped = "mic (breaks)", frozenset({AUDIO}), True, True, 0
+
+    def __init__(self):
+        self.state = SourceState.STARTING
+
+    async def start(self):
+        self.state = SourceState.LIVE
+
+    def stop(self):
+        self.state = SourceState.ENDED
+
+    async def __aiter__(self):
+        for i in range(16):
+            await asyncio.sleep(0.01)
+            yield AudioChunk(i * 0.064, np.zeros(1024, np.float32), 0.0)
+        raise OSError("the audio device disappeared")
+
+
+async def test_a_stream_whose_source_fails_is_reported_and_the_others_go_on(tmp_path, transcriber, loaded_tiny,
+                                                                           speech_clip, speech_script):
+    cfg = MonitorConfig().replace("session", dir=str(tmp_path / "s"))
+    engine = Engine(transcriber, Scorer(loaded_tiny, "cpu"), cfg.scorer)
+    good = open_stream(cfg, [ReplaySource(open_replay(speech_clip), fast=True)], engine, name="good", own_engine=False,
+                       log_file=False)
+    bad = open_stream(cfg, [FailingMic()], engine, name="bad", own_engine=False, log_file=False)
+    seen = Collector(good.bus)
+    bad_seen = Collector(bad.bus)
+    failed = await run_streams([good, bad], engine, cfg.load)
+    await seen.closed.wait()
+    await bad_seen.closed.wait()
+    assert list(failed) == ["bad"] and "the audio device disappeared" in failed["bad"]
+    assert len(seen.events) == len(speech_script) and seen.statuses[-1].finished
+    assert bad_seen.closed.is_set()  # its subscribers were told it ended
+
+
+@pytest.mark.broker
+def test_cli_streams_with_a_corrupt_file_report_it_and_score_the_others(broker, tmp_path, speech_clip, tiny_checkpoint,
+                                                                        speech_script):
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(speech_clip.read_bytes()[:5000])
+    res = run_cli("--stream", f"good={speech_clip}", "--stream", f"broken={corrupt}", "--fast", "--headless",
+                  "--mqtt", broker.address, "--model", str(tiny_checkpoint), cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    assert "stream broken:" in res.stderr and "corrupt.mp4" in res.stderr and "Traceback" not in res.stderr
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("[good]")]
+    assert len(lines) == len(speech_script)
+    (folder,) = (tmp_path / "runs" / "sessions").glob("*-good")
+    assert len(read_lines(folder / "events.jsonl")) == len(speech_script)
+
+
+def test_cli_refuses_mixing_streams_with_single_stream_flags(tmp_path, speech_clip):
+    res = run_cli("--stream", f"a={speech_clip}", "--replay", str(speech_clip), "--headless", cwd=tmp_path)
+    assert res.returncode != 0 and "--stream NAME=SOURCE" in res.stderr and "Traceback" not in res.stderr
