@@ -229,3 +229,58 @@ def test_cli_streams_with_a_corrupt_file_report_it_and_score_the_others(broker, 
 def test_cli_refuses_mixing_streams_with_single_stream_flags(tmp_path, speech_clip):
     res = run_cli("--stream", f"a={speech_clip}", "--replay", str(speech_clip), "--headless", cwd=tmp_path)
     assert res.returncode != 0 and "--stream NAME=SOURCE" in res.stderr and "Traceback" not in res.stderr
+
+
+async def test_the_fleet_dashboard_shows_every_local_stream(tmp_path, transcriber, loaded_tiny, speech_clip,
+                                                           speech_script, other_clip):
+    from mmsa.monitor.fleet import StreamKey
+    from mmsa.monitor.fleetview import FleetApp, StreamRow
+    from mmsa.monitor.streams import StreamsControl, local_feed
+    from tests.monitor.test_dashboard import shown
+    from tests.monitor.test_fleetview import row_of, until
+
+    cfg = MonitorConfig().replace("session", dir=str(tmp_path / "s"))
+    engine = Engine(transcriber, Scorer(loaded_tiny, "cpu"), cfg.scorer)
+    streams = [open_stream(cfg, replay_sources(path, fast=True), engine, name=name, own_engine=False, log_file=False)
+               for name, path in (("alpha", speech_clip), ("beta", other_clip[0]))]
+    rows: dict[str, list[str]] = {}
+
+    async def ui(tg) -> None:
+        app = FleetApp(local_feed(streams, "lab", tg), StreamsControl(streams))
+        async with app.run_test(size=(120, 30)) as pilot:
+            await until(pilot, lambda: app.ended, timeout=120)  # both streams ran to their end
+            await pilot.pause()
+            assert len(app.query(StreamRow)) == 2
+            for name in ("alpha", "beta"):
+                rows[name] = shown(row_of(app, StreamKey("lab", name))).splitlines()
+
+    assert await run_streams(streams, engine, cfg.load, ui) == {}
+    assert rows["alpha"][0].startswith("○ lab/alpha") and f"{len(speech_script)} utt" in rows["alpha"][1]
+    assert "lovely garden" in rows["beta"][1].lower() or "flowers" in rows["beta"][1].lower()
+    assert "offline since" in rows["beta"][1]
+
+
+class SlowEngine(Engine):
+    """The real engine on a machine that cannot keep up: every transcription takes 2 s longer."""
+
+    async def transcribe(self, audio):
+        await asyncio.sleep(2.0)
+        return await super().transcribe(audio)
+
+
+async def test_a_machine_that_cannot_keep_up_sheds_work_says_so_and_loses_no_final(tmp_path, transcriber,
+                                                                                  loaded_tiny, speech_clip,
+                                                                                  speech_script):
+    cfg = (MonitorConfig().replace("session", dir=str(tmp_path / "s"))
+           .replace("load", behind_high_s=1.0, behind_low_s=0.2, recover_s=60.0))
+    engine = SlowEngine(transcriber, Scorer(loaded_tiny, "cpu"), cfg.scorer)
+    streams = [open_stream(cfg, replay_sources(speech_clip, fast=False), engine, name=name, own_engine=False,
+                           log_file=False) for name in ("one", "two")]
+    seen = {s.name: Collector(s.bus) for s in streams}
+    assert await run_streams(streams, engine, cfg.load) == {}
+    for name, c in seen.items():
+        await c.closed.wait()
+        assert len(c.events) == len(speech_script), name  # every final scored
+        assert any("partials" in s.degraded for s in c.statuses), name  # shed, and said so in the status
+        assert max(s.behind_s for s in c.statuses) >= 1.0
+    assert streams[0].extra["max_shed"][0] == "partials"
