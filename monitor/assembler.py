@@ -13,6 +13,7 @@ knows nothing of what the hooks do (``mmsa.monitor.speculation`` implements them
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,6 +107,11 @@ class WindowAssembler:
         self.hooks: AssemblerHooks = hooks or NoHooks()
         self.position_s = 0.0  # session time up to which audio was segmented
         self.n_windows = 0
+        self._poked = asyncio.Event()  # a window was closed outside a push (the adaptive close)
+
+    def poke(self) -> None:
+        """Queue what the segmenter closed meanwhile now, not at the next chunk (``Segmenter.allow_early_close``)."""
+        self._poked.set()
 
     async def run(self, audio: Channel[AudioChunk], windows: Channel[Window], *, lossless: bool) -> None:
         """Until the audio channel is closed and drained; then flush the open utterance and close ``windows``.
@@ -120,9 +126,13 @@ class WindowAssembler:
         try:
             while True:
                 try:
-                    chunk = await audio.get()
+                    chunk = await self._next_chunk(audio)
                 except ChannelClosed:
                     break
+                if chunk is None:  # poked: a window closed early
+                    for s in seg.ready() if seg is not None else ():
+                        await self._queue(s, stream_t0, time.monotonic())
+                    continue
                 if seg is not None and round((chunk.t0 - stream_t0) * SAMPLE_RATE_HZ) != seg.position:
                     for s in seg.flush():  # audio was dropped: close what was open, start afresh at this chunk
                         await self._queue(s, stream_t0, last_arrived)
@@ -142,6 +152,26 @@ class WindowAssembler:
         finally:
             self.hooks.close()
             windows.close()
+
+    async def _next_chunk(self, audio: Channel[AudioChunk]) -> AudioChunk | None:
+        """The next chunk, or None when poked first."""
+        chunk = audio.get_nowait()
+        if chunk is not None or self._poked.is_set():
+            self._poked.clear()
+            return chunk
+        getting = asyncio.ensure_future(audio.get())
+        poked = asyncio.ensure_future(self._poked.wait())
+        try:
+            await asyncio.wait({getting, poked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            poked.cancel()
+            if not getting.done():
+                getting.cancel()  # Channel.get takes nothing until it returns
+            await asyncio.gather(getting, poked, return_exceptions=True)
+        self._poked.clear()
+        if getting.done() and not getting.cancelled():
+            return getting.result()  # raises ChannelClosed once closed and drained
+        return None
 
     def _new_segmenter(self) -> Segmenter:
         self.hooks.restart()

@@ -74,6 +74,9 @@ class SegmenterConfig:
     """Step between sliding windows of long speech (and of ``continuous`` mode)."""
     speculative: bool = True
     """Start ASR and features ``speech_pad_ms`` into an utterance's closing silence (same scores, earlier events)."""
+    early_close_ms: int = 300
+    """With ``speculative``: an utterance whose speculative transcript ends a sentence (. ! ?) closes after this
+    much silence instead of ``min_silence_ms`` (mid-sentence the long wait stays); 0: always the long wait."""
     partials: bool = True
     """Publish partial scores of the open utterance (dashboard, MQTT ``<prefix>/partial``); never in ``--fast``."""
     partial_every_s: float = 2.0
@@ -86,6 +89,8 @@ class SegmenterConfig:
             raise ValueError("need 0 < hop_s <= max_window_s")
         if self.speech_pad_ms >= self.min_silence_ms:
             raise ValueError("speech_pad_ms must be shorter than min_silence_ms")
+        if self.early_close_ms and not self.speech_pad_ms <= self.early_close_ms <= self.min_silence_ms:
+            raise ValueError("early_close_ms: 0 (off) or from speech_pad_ms to min_silence_ms")
         if self.partial_every_s < 0:
             raise ValueError("need partial_every_s >= 0 (0: no periodic partial scores)")
 

@@ -196,7 +196,7 @@ class Pipeline:
         if self.speculative or self.partials:
             self.speculator = assembler.hooks = Speculator(
                 cfg.segmenter, speculative=self.speculative, partials=self.partials,
-                spawn=lambda coro: tg.create_task(coro), collect=assembler.collect)
+                spawn=lambda coro: tg.create_task(coro), collect=assembler.collect, poke=assembler.poke)
         self._assembler = assembler
         try:
             await self._start_sources(tg, audio)

@@ -23,6 +23,12 @@ when speech stops or a window is cut), a partial is only queued for scoring when
 for processing or scoring, and the scorer drops a partial whenever a final window is waiting (so
 finals are never delayed by partials); a final that closes with the window of its speculative
 partial takes that partial's model output instead of a pass of its own (``emitter.py``).
+
+Adaptive close (``segmenter.early_close_ms``): when the speculative transcript of the tentative
+window ends a sentence (``.``, ``!`` or ``?``, not ``...``), the speculator lets the segmenter close
+the utterance with that window after ``early_close_ms`` of silence instead of ``min_silence_ms``
+(:meth:`Segmenter.allow_early_close`) and pokes the assembler to queue it at once; the final window
+then takes the speculative result. Mid-sentence (no end punctuation) the long wait stays.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +59,7 @@ class SpeculationStats:
     ran: int = 0  # of those, ASR + featurization started before the utterance closed
     used: int = 0  # results published (the utterance closed with the same window)
     wasted: int = 0  # runs discarded: speech resumed or the window differed
+    early: int = 0  # utterances closed early: their speculative transcript ended a sentence
 
 
 @dataclass(eq=False)
@@ -71,13 +79,19 @@ class Ahead:
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task]
 Collect = Callable[[Segment, float, float], Awaitable[Window]]
+SENTENCE_END = re.compile(r"(?<!\.)[.!?][\"')\]]*$")  # . ! ? at the end, not an ellipsis
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether a transcript ends a sentence: ``.``, ``!`` or ``?`` last (quotes after it allowed), not ``...``."""
+    return bool(SENTENCE_END.search(text.strip()))
 
 
 class Speculator:
     """The assembler's hooks for speculation and partial scores, and the idle work they make."""
 
     def __init__(self, cfg: SegmenterConfig, *, speculative: bool, partials: bool, spawn: Spawn,
-                 collect: Collect) -> None:
+                 collect: Collect, poke: Callable[[], None] = lambda: None) -> None:
         self.cfg = cfg
         self.speculative = speculative
         self.partials = partials
@@ -85,6 +99,8 @@ class Speculator:
         self.ready = asyncio.Event()  # a window of some work is ready for processing
         self._spawn = spawn
         self._collect = collect
+        self._poke = poke  # wakes the assembler: a window closed outside a push
+        self._seg: Segmenter | None = None  # the segmenter of the stream now (for the adaptive close)
         self._spec: Ahead | None = None  # the speculation on the open utterance's tentative window
         self._open: Ahead | None = None  # the latest open-window partial request
         self._open_utt: int | None = None  # speech_start of the utterance the open-window requests follow
@@ -93,11 +109,13 @@ class Speculator:
     # ------------------------------------------------------------------ hooks (assembler's task)
 
     def restart(self) -> None:
+        self._seg = None
         self._drop_speculation()
         self._drop_open()
         self._open_utt = None
 
     def pushed(self, seg: Segmenter, stream_t0: float, arrived: float, *, cut: bool) -> None:
+        self._seg = seg
         if self.speculative:
             self._speculate(seg.tentative(), stream_t0, arrived)
         if self.partials:
@@ -134,12 +152,20 @@ class Speculator:
         work.result = result
         if work is self._open:
             self._open = None
+        if work is self._spec and result is not None and self.speculative and ends_sentence(result.transcript.text):
+            self._close_early(work)
         if not self.partials or result is None or work.window is None:
             return None
         return dataclasses.replace(work.window, partial=True, closed_at=work.arrived, ahead=work)
 
     def used(self) -> None:
         self.stats.used += 1
+
+    def _close_early(self, work: Ahead) -> None:
+        """The tentative window ended a sentence: the utterance may close after the short silence."""
+        if self._seg is not None and self._seg.allow_early_close(work.segment):
+            self.stats.early += 1
+            self._poke()
 
     # ------------------------------------------------------------------ internals
 

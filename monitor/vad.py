@@ -17,6 +17,11 @@ fixed: it ends ``speech_pad_ms`` after the speech, so once that much silence has
 its audio is known, about ``min_silence_ms - speech_pad_ms`` before the utterance closes.
 :meth:`Segmenter.tentative` returns that window (the pipeline starts ASR and featurization on
 it early: ``segmenter.speculative``); it is withdrawn if speech resumes first.
+
+Adaptive close (``segmenter.early_close_ms``): the caller may allow the open utterance to close
+with its tentative window after a shorter silence (:meth:`Segmenter.allow_early_close`: the
+pipeline does when the speculative transcript of that window ends a sentence). Mid-sentence the
+long wait stays; the window an early close emits is exactly the tentative window.
 """
 
 from __future__ import annotations
@@ -113,6 +118,9 @@ class Segmenter:
         self._win_start = 0  # start of the next sliding window
         self._last_end = 0  # end of the last emitted window (continuous mode)
         self._tentative: Segment | None = None  # what tentative() returned last (returned again while unchanged)
+        self._early: Segment | None = None  # the tentative window allowed to close after early_close_ms of silence
+        self._early_silence = cfg.early_close_ms * ms
+        self.n_early = 0  # utterances closed early
 
     @property
     def position(self) -> int:
@@ -177,6 +185,32 @@ class Segmenter:
             t = self._tentative = self._segment(start, end, True, self._speech_start)
         return t
 
+    def allow_early_close(self, tentative: Segment) -> bool:
+        """Let the open utterance close with ``tentative`` once ``early_close_ms`` of silence has passed.
+
+        Only while ``tentative`` is still what :meth:`tentative` returns (the same silence runs).
+        If that much silence was already pushed, the utterance closes now (see :meth:`ready`).
+        Returns whether the permission was taken.
+        """
+        if self._early_silence <= 0 or tentative is not self._tentative or self._silence_since is None:
+            return False
+        if (tentative.end, tentative.speech_start) != (self._silence_since + self._pad, self._speech_start):
+            return False
+        self._early = tentative
+        if self._n - self._silence_since >= self._early_silence:
+            self._close_early()
+        return True
+
+    def _close_early(self) -> None:
+        t = self._early
+        assert t is not None
+        self._early = None
+        self.n_early += 1
+        self._ready.append(t)
+        self._last_end = max(self._last_end, t.end)
+        self._speech_start = self._silence_since = None
+        self._tentative = None
+
     def push(self, samples: np.ndarray) -> None:
         """Append contiguous audio; windows that become complete are collected for :meth:`ready`."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -219,6 +253,7 @@ class Segmenter:
         end = at + WINDOW
         if prob >= cfg.threshold:
             self._silence_since = None
+            self._early = None  # speech resumed: the permission was for the silence that ended
             if self._speech_start is None:
                 self._speech_start = at
                 self._win_start = max(0, at - self._pad)
@@ -227,6 +262,10 @@ class Segmenter:
                 self._silence_since = at
             elif end - self._silence_since >= self._min_silence:
                 self._close(self._silence_since + self._pad)
+                return
+            elif self._early is not None and end - self._silence_since >= self._early_silence and (
+                    self._early.end, self._early.speech_start) == (self._silence_since + self._pad, self._speech_start):
+                self._close_early()
                 return
         if self._speech_start is not None:
             while end - self._win_start >= self._max:
@@ -240,6 +279,7 @@ class Segmenter:
         if speech_end - start >= self._min_speech:
             self._emit(max(self._win_start, end - self._max), end, True, start)
         self._speech_start = self._silence_since = None
+        self._early = None
 
     def _continuous(self) -> None:
         while self._n - self._win_start >= self._max:

@@ -28,8 +28,8 @@ def paused_clip(tmp_path_factory, make_sample):
     return out
 
 
-async def paced_run(make_pipeline, path, speculative: bool):
-    cfg = MonitorConfig().replace("segmenter", speculative=speculative)
+async def paced_run(make_pipeline, path, speculative: bool, early_close_ms: int = 0):
+    cfg = MonitorConfig().replace("segmenter", speculative=speculative, early_close_ms=early_close_ms)
     pipe, bus, _ = make_pipeline(replay_sources(path, fast=False), cfg=cfg)
     seen = Collector(bus)
     await pipe.run()
@@ -69,3 +69,14 @@ async def test_fast_replays_do_not_speculate(make_pipeline, paused_clip):
     assert len(seen.events) == len(PAUSED_SENTENCES)
     assert not pipe.speculative and pipe.speculation == SpeculationStats()
     assert pipe.sources[0].origin is None
+
+
+async def test_the_adaptive_close_publishes_the_same_events_once_a_sentence_has_ended(make_pipeline, speech_clip,
+                                                                                     speech_script):
+    """With ``early_close_ms``, each sentence (its speculative transcript ends with a period) closes after 300 ms
+    of silence instead of 500: the same windows, transcripts and scores, published earlier."""
+    plain_pipe, plain = await paced_run(make_pipeline, speech_clip, speculative=True)
+    early_pipe, early = await paced_run(make_pipeline, speech_clip, speculative=True, early_close_ms=300)
+    assert len(early) == len(speech_script)
+    assert [without_timing(e) for e in early] == [without_timing(e) for e in plain]
+    assert plain_pipe.speculation.early == 0 and early_pipe.speculation.early >= len(speech_script) - 1

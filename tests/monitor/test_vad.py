@@ -211,3 +211,46 @@ def test_open_window_is_the_utterance_so_far_from_where_its_next_window_starts()
         np.testing.assert_array_equal(w.audio, audio[w.start : w.end])
     assert n_cut == 3 and not seg.speaking
     assert Segmenter(SegmenterConfig(mode="continuous")).open_window() is None
+
+
+def test_an_allowed_early_close_ends_the_utterance_after_the_short_silence_with_the_tentative_window():
+    # speech for 20 windows, then silence: the long wait closes after 500 ms, the early close after 300 ms
+    probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 40
+    audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
+    silence_at = 24 * WINDOW
+    long_wait = [(pos, s) for pos, ready, _ in push_windows(Segmenter(SegmenterConfig(), scripted_vad(probs)), audio)
+                 for s in ready]
+    seg = Segmenter(SegmenterConfig(early_close_ms=300), scripted_vad(probs))
+    closed, allowed = [], None
+    for i in range(0, audio.size, WINDOW):
+        seg.push(audio[i : i + WINDOW])
+        closed += [(seg.position, s) for s in seg.ready()]
+        t = seg.tentative()
+        if t is not None and allowed is None:
+            assert seg.allow_early_close(t)  # what the pipeline does when its transcript ends a sentence
+            allowed = t
+            closed += [(seg.position, s) for s in seg.ready()]
+    (pos, final), = closed
+    assert same_segment(final, allowed) and same_segment(final, long_wait[0][1])  # the very same window
+    assert pos - silence_at == 10 * WINDOW >= 300 * SR // 1000 > pos - silence_at - WINDOW  # 300 ms, not 500
+    assert long_wait[0][0] - silence_at >= 500 * SR // 1000 and seg.n_early == 1
+
+
+def test_an_early_close_needs_the_same_silence_and_never_cuts_mid_sentence_by_itself():
+    # a 320 ms pause inside speech: the permission for it lapses when speech resumes; without one, no early close
+    probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.1] * 30
+    audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
+    seg = Segmenter(SegmenterConfig(early_close_ms=400), scripted_vad(probs))
+    first = None
+    finals = []
+    for i in range(0, audio.size, WINDOW):
+        seg.push(audio[i : i + WINDOW])
+        finals += seg.ready()
+        t = seg.tentative()
+        if t is not None and first is None:
+            first = t
+            assert seg.allow_early_close(t)  # taken, but the pause ends before 400 ms of silence
+    assert [(s.start, s.end) for s in finals] == [(0, 54 * WINDOW + 3200)] and seg.n_early == 0
+    assert not seg.allow_early_close(first)  # a stale window: refused
+    plain = Segmenter(SegmenterConfig(early_close_ms=300), scripted_vad(probs))
+    assert [(s.start, s.end) for _, r, _ in push_windows(plain, audio) for s in r] == [(0, 54 * WINDOW + 3200)]
