@@ -156,22 +156,10 @@ class WindowAssembler:
     async def _next_chunk(self, audio: Channel[AudioChunk]) -> AudioChunk | None:
         """The next chunk, or None when poked first."""
         chunk = audio.get_nowait()
-        if chunk is not None or self._poked.is_set():
-            self._poked.clear()
-            return chunk
-        getting = asyncio.ensure_future(audio.get())
-        poked = asyncio.ensure_future(self._poked.wait())
-        try:
-            await asyncio.wait({getting, poked}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            poked.cancel()
-            if not getting.done():
-                getting.cancel()  # Channel.get takes nothing until it returns
-            await asyncio.gather(getting, poked, return_exceptions=True)
+        if chunk is None and not self._poked.is_set():
+            chunk = await audio.get_unless(self._poked)
         self._poked.clear()
-        if getting.done() and not getting.cancelled():
-            return getting.result()  # raises ChannelClosed once closed and drained
-        return None
+        return chunk
 
     def _new_segmenter(self) -> Segmenter:
         self.hooks.restart()

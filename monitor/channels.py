@@ -130,6 +130,21 @@ class Channel(Generic[T]):
         self._writable.set()
         return item
 
+    async def get_unless(self, event: asyncio.Event) -> T | None:
+        """The next item, or None if ``event`` is set first (it is left set); ChannelClosed once closed and drained."""
+        getting = asyncio.ensure_future(self.get())
+        waiting = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({getting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            if not getting.done():
+                getting.cancel()  # get() takes nothing until it returns
+            await asyncio.gather(getting, waiting, return_exceptions=True)
+        if getting.done() and not getting.cancelled():
+            return getting.result()  # raises ChannelClosed once closed and drained
+        return None
+
     def get_nowait(self) -> T | None:
         """Next item if one is waiting, else None (never raises)."""
         with self._lock:

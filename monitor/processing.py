@@ -132,14 +132,6 @@ class Processor:
             if spec is None:
                 return await windows.get()  # ChannelClosed once closed and drained
             spec.ready.clear()
-            getting = asyncio.ensure_future(windows.get())
-            ready = asyncio.ensure_future(spec.ready.wait())
-            try:
-                await asyncio.wait({getting, ready}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                ready.cancel()
-                if not getting.done():
-                    getting.cancel()  # Channel.get takes nothing until it returns
-                await asyncio.gather(getting, ready, return_exceptions=True)
-            if getting.done() and not getting.cancelled():
-                return getting.result()  # raises ChannelClosed once closed and drained
+            w = await windows.get_unless(spec.ready)  # ChannelClosed once closed and drained
+            if w is not None:
+                return w

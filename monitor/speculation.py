@@ -60,6 +60,7 @@ class SpeculationStats:
     used: int = 0  # results published (the utterance closed with the same window)
     wasted: int = 0  # runs discarded: speech resumed or the window differed
     early: int = 0  # utterances closed early: their speculative transcript ended a sentence
+    late: int = 0  # ... that ended a sentence too late: the utterance had closed with the long wait (or speech resumed)
 
 
 @dataclass(eq=False)
@@ -152,7 +153,7 @@ class Speculator:
         work.result = result
         if work is self._open:
             self._open = None
-        if work is self._spec and result is not None and self.speculative and ends_sentence(result.transcript.text):
+        if work.tentative and result is not None and self.speculative and ends_sentence(result.transcript.text):
             self._close_early(work)
         if not self.partials or result is None or work.window is None:
             return None
@@ -163,9 +164,11 @@ class Speculator:
 
     def _close_early(self, work: Ahead) -> None:
         """The tentative window ended a sentence: the utterance may close after the short silence."""
-        if self._seg is not None and self._seg.allow_early_close(work.segment):
+        if work is self._spec and self._seg is not None and self._seg.allow_early_close(work.segment):
             self.stats.early += 1
             self._poke()
+        else:
+            self.stats.late += 1
 
     # ------------------------------------------------------------------ internals
 
