@@ -102,8 +102,7 @@ class Pipeline:
         self._sources_stopped = False
         self._video = next((s for s in self.sources if VIDEO in s.kinds), None)
         self.finished = False  # every stage drained and the bus closed
-        self._face_frame: VideoFrame | None = None  # the newest frame for the face status (a mailbox of one)
-        self._face_wake = asyncio.Event()
+        self._faces = FaceStatus(cfg.frames.face_status_hz, bus, self._video)
 
     # ------------------------------------------------------------------ Controls
 
@@ -206,11 +205,11 @@ class Pipeline:
                       tg.create_task(self.emitter.run(results), name="emitter")]
             status = tg.create_task(self._status_task(), name="status")
             stopper = tg.create_task(self._stopper(), name="stopper")
-            faces = tg.create_task(self._face_status_task(), name="face-status")
+            faces = tg.create_task(self._faces.run(self._done), name="face-status")
             await asyncio.gather(*stages)
         finally:
             self._done.set()
-            self._face_wake.set()
+            self._faces.offer(None)
         await asyncio.gather(status, stopper, faces)
         if engine is not None:
             engine.cancel()
@@ -245,8 +244,7 @@ class Pipeline:
                 frame = VideoFrame(item.t, fit_width(item.image, max_w))
                 self.ring.add(frame)
                 self.bus.media(frame)
-                self._face_frame = frame
-                self._face_wake.set()
+                self._faces.offer(frame)
             elif isinstance(item, StateChange):
                 self._source_state(src, item)
 
@@ -346,25 +344,6 @@ class Pipeline:
         finally:
             done.cancel()
 
-    async def _face_status_task(self) -> None:
-        """The live "face seen" status: the newest frame through a light tracker, ``face_status_hz`` times a second."""
-        hz = self.cfg.frames.face_status_hz
-        if hz <= 0 or self._video is None or not self._video.live:
-            return
-        tracker = FaceTracker(FaceDetector(), detect_every=1)
-        loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(1, thread_name_prefix="face-status") as thread:
-            while not self._done.is_set():
-                await self._face_wake.wait()
-                self._face_wake.clear()
-                frame, self._face_frame = self._face_frame, None
-                if frame is None:
-                    continue
-                seen = await loop.run_in_executor(thread, tracker.update, frame.image) is not None
-                if seen != self.bus.last_status.face_seen and self._video.state is SourceState.LIVE:
-                    self.bus.update_status(face_seen=seen)
-                await asyncio.sleep(1.0 / hz)
-
     def _finish(self) -> None:
         """Every stage drained: record the end and close the bus (the sinks then finish)."""
         extra: dict[str, Any] = {"speculation": dataclasses.asdict(self.speculation)} if self.speculative else {}
@@ -376,3 +355,36 @@ class Pipeline:
                                behind_s=0.0, message=f"session ended: {n} events in {self.log.path}")
         self.bus.close()
         self.finished = True
+
+
+class FaceStatus:
+    """The live "face seen" status: the newest frame through a light tracker, ``hz`` times a second, on a thread
+    of its own (live video only; a recording's faces are the windows' business)."""
+
+    def __init__(self, hz: float, bus: EventBus, video: Source | None) -> None:
+        self.hz, self.bus, self.video = hz, bus, video
+        self._frame: VideoFrame | None = None  # a mailbox of one: the newest frame
+        self._wake = asyncio.Event()
+
+    def offer(self, frame: VideoFrame | None) -> None:
+        """The newest frame (None: just wake up, the stream is ending)."""
+        if frame is not None:
+            self._frame = frame
+        self._wake.set()
+
+    async def run(self, done: asyncio.Event) -> None:
+        if self.hz <= 0 or self.video is None or not self.video.live:
+            return
+        tracker = FaceTracker(FaceDetector(), detect_every=1)
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(1, thread_name_prefix="face-status") as thread:
+            while not done.is_set():
+                await self._wake.wait()
+                self._wake.clear()
+                frame, self._frame = self._frame, None
+                if frame is None:
+                    continue
+                seen = await loop.run_in_executor(thread, tracker.update, frame.image) is not None
+                if seen != self.bus.last_status.face_seen and self.video.state is SourceState.LIVE:
+                    self.bus.update_status(face_seen=seen)
+                await asyncio.sleep(1.0 / self.hz)
