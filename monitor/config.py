@@ -28,8 +28,9 @@ class FrameConfig:
     """A live camera delivering faster is thinned to this rate (replay keeps every frame); 0: no limit."""
     queue: int = 4
     """Frames waiting between the camera thread and the loop; when full the oldest is dropped (newest wins)."""
-    ring_s: float = 14.0
-    """Seconds of recent frames kept for windows (must cover the longest window plus its padding)."""
+    ring_s: float = 13.0
+    """Seconds of recent frames kept for windows: the longest window (10 s), the second after a stream's last
+    window and a replay's 1 s lead, plus a margin (13 s at 30 fps is 391 frames, inside ``ring_max``)."""
     ring_max: int = 420
     """Hard cap on frames kept (the memory bound: 420 frames of 640x480 are about 390 MB)."""
     wait_ms: int = 300
