@@ -34,8 +34,9 @@ from benchlib import (
     say,
 )
 
-SECTIONS = ("load", "stages", "scorer", "replay", "latency", "rss")
+SECTIONS = ("load", "stages", "scorer", "replay", "latency", "rss", "streams", "batch_throughput")
 TARGETS = {"replay_rtf": 0.5, "latency_p95_ms": 1000.0, "rss_growth_mb": 50.0, "model_load_s": 5.0}
+MIN_REALTIME_STREAMS = 4  # streams_max_realtime_n (in one process), a floor
 
 
 def run_section(name: str, script: str, argv: list[str], timeout_s: float, tmp: Path) -> tuple[dict | None, dict]:
@@ -64,10 +65,68 @@ def fmt(x, unit: str = "") -> str:
     return f"{x}{unit}"
 
 
+def f2(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def verdict(value, target: float) -> str:
     if value is None:
         return "n/a"
     return "PASS" if value <= target else "MISS"
+
+
+def streams_rows(res: dict) -> list[tuple[str, str, str, str]]:
+    """The streams section: the largest N in real time, then per N one process against N processes."""
+    best = res.get("streams_max_realtime_n")
+    if not best:
+        return []
+    one = best.get("in_process")
+    rows = [("streams_max_realtime_n, one process (p95 <= 1.5 s, no final lost)", fmt(one),
+             f">= {MIN_REALTIME_STREAMS}", "n/a" if one is None else "PASS" if one >= MIN_REALTIME_STREAMS else "MISS"),
+            ("  same, N separate processes", fmt(best.get("separate")), "(info)", "")]
+    runs = res["streams"]
+    for n in runs.get("in_process", runs.get("separate", {})):
+        pair = [runs.get(m, {}).get(n) for m in ("in_process", "separate")]
+        both = [r for r in pair if r]
+
+        def col(f, pair=pair) -> str:
+            return " | ".join(f(r) if r else "-" for r in pair)
+
+        rows.append((f"streams N={n}: latency p50 / p95 ms (one process | separate)",
+                     col(lambda r: f"{fmt(r['latency_p50_ms'])} / {fmt(r['latency_p95_ms'])}"), "", ""))
+        rows.append(("  events received/expected; drops; shed",
+                     col(lambda r: f"{r['n_events_received']}/{r['n_events_expected']}; {r['drops_total']}; "
+                                   f"{','.join(r['shed']) or '-'}"), "", ""))
+        rows.append(("  CPU cores used; RSS MiB; 1-min load max",
+                     col(lambda r: f"{f2(r['cpu_cores'])}; {r['rss_mb']}; {r['load_max_1min']}"), "(info)", ""))
+        if len(both) == 2:
+            ratio = res["streams_sharing"].get(n, {})
+            rows.append(("  separate / one process: p95; CPU s with start-up; RSS",
+                         " / ".join(f2(ratio.get(k)) for k in ("latency_p95_ms", "cpu_s_with_startup", "rss_mb")),
+                         "(info)", ""))
+    return rows
+
+
+def batch_rows(res: dict) -> list[tuple[str, str, str, str]]:
+    """The batch_throughput section: the shared scorer fed by N streams, and its batching wait."""
+    per = res.get("batch_windows_per_s")
+    if not per:
+        return []
+    bt = res["details"]["batch_throughput"]
+    ns = " / ".join(per)
+    sweep = bt["wait_sweep"]
+    waits = " / ".join(sweep["open"])
+    return [
+        (f"batch_windows_per_s, N = {ns} streams (max_wait_ms {bt['default_max_wait_ms']})",
+         " / ".join(fmt(v) for v in per.values()), "", ""),
+        ("  ratio to one stream", " / ".join(f2(v) for v in res["batch_ratio_to_one_stream"].values()), "", ""),
+        (f"  N=4, max_wait_ms {waits}: closed windows/s", " / ".join(fmt(r["windows_per_s"])
+                                                                    for r in sweep["closed"].values()), "(info)", ""),
+        (f"  N=4, max_wait_ms {waits}: open p95 ms", " / ".join(fmt(r["latency_p95_ms"])
+                                                              for r in sweep["open"].values()), "(info)", ""),
+        ("batch_best_max_wait_ms: for p95 (open) / throughput (closed)",
+         f"{res['batch_best_max_wait_ms']['p95']} / {res['batch_best_max_wait_ms']['throughput']}", "", ""),
+    ]
 
 
 def print_table(res: dict) -> None:
@@ -123,6 +182,7 @@ def print_table(res: dict) -> None:
         ]
     for dev, per in (res.get("scorer_windows_per_s") or {}).items():
         rows.append((f"scorer_windows_per_s {dev} (b1 / b8 / b32)", " / ".join(fmt(v) for v in per.values()), "", ""))
+    rows += streams_rows(res) + batch_rows(res)
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     print()
     print(f"{'figure':<{w[0]}}  {'value':>{w[1]}}  {'target':<{w[2]}}  status")
@@ -133,6 +193,27 @@ def print_table(res: dict) -> None:
     print(f"\ndevice: {res['device']['summary']}; model: {res['model']['tag']} ({res['model']['source'].split(':')[0]})")
     print(f"load average (1 min) during the run: {load['min_1min']} .. {load['max_1min']} on {res['device']['n_cpus']} CPUs"
           + (" -- the CPU was shared: figures are inflated by contention" if res["contended"] else ""))
+
+
+def add_streams(res: dict, details: dict, notes: list[str]) -> None:
+    """The keys of the streams and batch_throughput sections (bench/README.md)."""
+    st = details.get("streams")
+    res["streams_max_realtime_n"] = st["streams_max_realtime_n"] if st else None
+    keep = ("latency_p50_ms", "latency_p95_ms", "latency_max_ms", "n_events_expected", "n_events_received", "n_missing",
+            "drops_total", "shed", "max_behind_s", "realtime", "cpu_cores", "cpu_s", "cpu_s_with_startup", "rss_mb",
+            "load_max_1min")
+    res["streams"] = ({mode: {n: {k: r[k] for k in keep} for n, r in runs.items()} for mode, runs in st["runs"].items()}
+                      if st else None)
+    res["streams_sharing"] = st["separate_over_in_process"] if st else None
+    if st:
+        notes.extend(f"streams: {x}" for x in st["notes"])
+    bt = details.get("batch_throughput")
+    res["batch_windows_per_s"] = {n: r["windows_per_s"] for n, r in bt["closed"].items()} if bt else None
+    res["batch_ratio_to_one_stream"] = bt["ratio_to_one_stream"] if bt else None
+    res["batch_best_max_wait_ms"] = ({"p95": bt["wait_sweep"]["best_for_open_p95_ms"],
+                                      "throughput": bt["wait_sweep"]["best_for_closed_windows_per_s"]} if bt else None)
+    if bt:
+        notes.extend(f"batch_throughput: {x}" for x in bt["notes"])
 
 
 def main() -> int:
@@ -195,6 +276,10 @@ def main() -> int:
                 section("latency_not_speculative", "latency.py", [str(lat_session), "--no-speculative"], 900)
         if "rss" in only:
             section("rss", "replay.py", [str(rss_session), "--rss", "--mqtt"], 1800)
+        if "streams" in only:
+            section("streams", "streams.py", ["--quick"] if args.quick else [], 1800)
+        if "batch_throughput" in only:
+            section("batch_throughput", "batch_throughput.py", ["--quick"] if args.quick else [], 900)
 
     res: dict = {}
     res["model_load_s"] = details["load"]["median"]["checkpoint_s"] if "load" in details else None
@@ -223,6 +308,7 @@ def main() -> int:
     sc = details.get("scorer")
     res["scorer_windows_per_s"] = sc["windows_per_s"] if sc else None
     res["rss_growth_mb"] = rss_run["rss"]["growth_mb"] if rss_run else None
+    add_streams(res, details, notes)
     res["device"] = device_info()
     runtime = next((d["runtime"] for d in details.values() if "runtime" in d), {})
     res["device"].update(asr=runtime.get("asr"), scorer=runtime.get("scorer"))
