@@ -1,7 +1,7 @@
 """The shared scorer fed by N streams: windows/s of the ScoreService for N = 1, 2, 4, 8, and its batching wait.
 
     python bench/batch_throughput.py [--model auto|default|PATH] [--n 1 2 4 8] [--waits 0 5 10 20 50]
-                                     [--seconds 6] [--quick] [--json OUT]
+                                     [--seconds 3] [--rounds 3] [--quick] [--json OUT]
 
 The windows are real: the sample session's 8 utterances (its script's spans, 200 ms of padding
 before each) and the MOSI clip Oz06ZWiO20M_6 as one window (its transcript from
@@ -9,7 +9,9 @@ before each) and the MOSI clip Oz06ZWiO20M_6 as one window (its transcript from
 (text, STFT, 8 face crops), as the monitor's engine does. The service is the monitor's own
 :class:`~mmsa.monitor.scoring.ScoreService` (``max_batch`` 8) on a Scorer built as ``mmsa-monitor``
 builds it, in a process in the monitor's state (Whisper loaded and run once; see bench/README.md,
-Contention). Each measurement runs ``--seconds`` after a warm-up:
+Contention). Each configuration is measured ``--rounds`` times (``--quick``: once), round-robin over
+all of them so that a change in the machine's load falls on each; a measurement is a fresh service,
+a warm-up batch of N windows, then ``--seconds`` of:
 
 * ``closed``: N streams each submit a window as soon as their previous one is scored (one window
   in flight per stream: as fast as they can). windows/s = windows scored / wall seconds; the
@@ -17,8 +19,10 @@ Contention). Each measurement runs ``--seconds`` after a warm-up:
   (``[scorer] max_wait_ms``, 10).
 * the wait sweep at N = 4, ``max_wait_ms`` 0 / 5 / 10 / 20 / 50: ``closed`` as above, and
   ``open``: each of the 4 streams submits windows at random (Poisson) times, together 80 % of the
-  N = 1 closed rate (seed 0), which is how utterances of several speakers arrive. Both report
-  windows/s, the mean batch and each window's latency (submit -> scored) p50 / p95.
+  N = 1 closed rate (seed 0), which is how utterances of several speakers arrive; windows/s there
+  is what was scored / the time until the last one was (about the offered rate when it keeps up).
+  Both report windows/s (the median of the rounds), the mean batch and each window's latency
+  (submit -> scored) p50 / p95 over every round.
 """
 
 from __future__ import annotations

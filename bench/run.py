@@ -1,13 +1,14 @@
-"""``make bench``: latency, real-time factor, per-stage cost, scorer throughput and memory of the monitor.
+"""``make bench``: latency, real-time factor, per-stage cost, scorer throughput, memory and several streams.
 
     .venv/bin/python bench/run.py [--quick] [--model auto|default|PATH] [--only SECTIONS] [--out bench/results.json]
 
 Runs each measurement in its own interpreter (bench/stages.py, scorer_throughput.py,
-replay.py, latency.py), prints a table of every figure with its target (PASS / MISS) and
-writes ``bench/results.json``; bench/README.md defines every key. Sessions are generated
-once with examples/make_sample.py into .cache/bench/. ``--quick`` is a short pass (2 to 3
-minutes: fewer repeats, the 8 sample sentences for latency, 4 minutes of media for memory,
-which is too short to get past the warm-up); its figures are indicative only.
+replay.py, latency.py, streams.py, batch_throughput.py), prints a table of every figure with
+its target (PASS / MISS) and writes ``bench/results.json``; bench/README.md defines every key.
+Sessions are generated once with examples/make_sample.py into .cache/bench/. ``--quick`` is a
+short pass (fewer repeats, the 8 sample sentences for latency, 4 minutes of media for memory,
+which is too short to get past the warm-up, N = 1, 2, 4 streams of 20 s); its figures are
+indicative only.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def add_streams(res: dict, details: dict, notes: list[str]) -> None:
     st = details.get("streams")
     res["streams_max_realtime_n"] = st["streams_max_realtime_n"] if st else None
     keep = ("latency_p50_ms", "latency_p95_ms", "latency_max_ms", "n_events_expected", "n_events_received", "n_missing",
-            "drops_total", "shed", "max_behind_s", "realtime", "cpu_cores", "cpu_s", "cpu_s_with_startup", "rss_mb",
+            "n_other_spans", "drops", "drops_total", "shed", "max_behind_s", "realtime", "cpu_cores", "cpu_s", "cpu_s_with_startup", "rss_mb",
             "load_max_1min")
     res["streams"] = ({mode: {n: {k: r[k] for k in keep} for n, r in runs.items()} for mode, runs in st["runs"].items()}
                       if st else None)

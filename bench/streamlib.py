@@ -201,8 +201,11 @@ def stream_figures(prefix: str, name: str, report: dict, arrivals_file: Path, ex
     arrivals = parse_arrivals(arrivals_file, f"{prefix}/{name}/score")
     origin = report["origin_unix"]
     lat = [round((t - (origin + ev["t_end"] - pad_s)) * 1000, 1) for t, ev in arrivals] if origin else []
-    got = {span(ev) for _, ev in arrivals}
-    missing = [s for s in expected if s not in got]
+    got = [span(ev) for _, ev in arrivals]
+    # lost: no event at all over an expected event's span (a window of the same speech cut otherwise, e.g. by
+    # the adaptive close, still counts as arrived; ``n_other_spans`` counts those)
+    missing = [s for s in expected if not any(min(s[1], g[1]) > max(s[0], g[0]) for g in got)]
+    other = [s for s in expected if s not in set(got)]
     meta_path = Path(report["folder"]) / "metadata.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     health = []
@@ -213,7 +216,7 @@ def stream_figures(prefix: str, name: str, report: dict, arrivals_file: Path, ex
             health.append(json.loads(payload))
     degraded = sorted({x for h in health for x in h.get("degraded", [])}, key=DEGRADE_ORDER.index)
     return {"n_expected": len(expected), "n_received": len(arrivals), "n_logged": len(read_events(Path(report["folder"]))),
-            "missing": missing, "latency_ms": lat, "drops": meta.get("drops", {}),
+            "missing": missing, "n_other_spans": len(other), "latency_ms": lat, "drops": meta.get("drops", {}),
             "max_shed": report["max_shed"], "degraded_seen": degraded,
             "max_behind_s": max((h.get("behind_s", 0.0) for h in health), default=None)}
 
@@ -236,6 +239,6 @@ def summarize(streams: dict[str, dict], max_p95_ms: float) -> dict[str, Any]:
     return {"latency_p50_ms": pct(lat, 50), "latency_p95_ms": p95, "latency_max_ms": max(lat) if lat else None,
             "n_events_expected": sum(s["n_expected"] for s in streams.values()),
             "n_events_received": sum(s["n_received"] for s in streams.values()),
-            "n_missing": n_missing, "drops": drops, "drops_total": sum(drops.values()), "shed": shed,
+            "n_missing": n_missing, "n_other_spans": sum(s["n_other_spans"] for s in streams.values()), "drops": drops, "drops_total": sum(drops.values()), "shed": shed,
             "max_behind_s": max(behind) if behind else None,
             "realtime": p95 is not None and p95 <= max_p95_ms and n_missing == 0}

@@ -18,11 +18,14 @@ time), all streams starting together. A mosquitto on a free 127.0.0.1 port takes
 separate ``mosquitto_sub`` stamps their arrival.
 
 * latency of an event = its arrival - the wall time at which its replay reached the end of the
-  utterance's speech, taken as the event's ``t_end - segmenter.speech_pad_ms`` (the VAD's end
-  of speech; the replay's origin maps media time to wall time);
-* expected events = what one ``--fast`` replay of the same looped media gives (a replay never
-  drops a window, so a missing event would be a lost final); ``realtime`` = p95 <= 1500 ms and
-  every expected event arrived; ``streams_max_realtime_n`` = the largest N that holds it;
+  utterance's speech, taken as the event's ``t_end - segmenter.speech_pad_ms`` (where the VAD's
+  closing silence began: the wait for it, ``early_close_ms`` after a sentence or
+  ``min_silence_ms``, is part of the latency; the replay's origin maps media time to wall time);
+* expected events = what one ``--fast`` replay of the same looped media gives; an expected event
+  is lost when no event of its stream overlaps its span (a replay never drops a window, so that
+  would be a lost final; the same speech cut differently, ``n_other_spans``, is not a loss);
+  ``realtime`` = p95 <= 1500 ms and none lost; ``streams_max_realtime_n`` = the largest N that
+  holds it;
 * drops = the sum of each stream's metadata.json ``drops``; shed = the load governor's steps
   (``max_shed``) and the ``degraded`` steps seen in the streams' MQTT ``health``;
 * CPU = CPU seconds of the monitor processes while their streams ran / the wall seconds from the
