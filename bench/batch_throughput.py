@@ -154,7 +154,8 @@ def pooled(rounds: list[dict]) -> dict:
     out = {"windows_per_s": round(statistics.median(r["windows_per_s"] for r in rounds), 2),
            "windows_per_s_rounds": [r["windows_per_s"] for r in rounds],
            "mean_batch": round(sum(r["windows"] for r in rounds) / max(1, sum(r["batches"] for r in rounds)), 2),
-           "latency_p50_ms": pct(lat_ms, 50), "latency_p95_ms": pct(lat_ms, 95), "windows": sum(r["windows"] for r in rounds)}
+           "latency_p50_ms": pct(lat_ms, 50), "latency_p95_ms": pct(lat_ms, 95),
+           "windows": sum(r["windows"] for r in rounds)}
     if "offered_per_s" in rounds[0]:
         out["offered_per_s"] = rounds[0]["offered_per_s"]
     return out
@@ -187,9 +188,10 @@ async def run(scorer, samples, ns: list[int], waits: list[int], seconds: float, 
     sweep: dict = {"n": 4, "open_offered_per_s": round(rate, 2)}
     for mode in ("closed", "open"):
         sweep[mode] = {str(w): pooled(got[(mode, 4, w)]) for w in waits}
-    sweep["best_for_open_p95_ms"] = int(min(sweep["open"], key=lambda w: sweep["open"][w]["latency_p95_ms"]))
-    sweep["best_for_closed_windows_per_s"] = int(max(sweep["closed"], key=lambda w: sweep["closed"][w]["windows_per_s"]))
-    sweep["best_for_open_windows_per_s"] = int(max(sweep["open"], key=lambda w: sweep["open"][w]["windows_per_s"]))
+    closed_rate, open_rate = sweep["closed"], sweep["open"]
+    sweep["best_for_open_p95_ms"] = int(min(open_rate, key=lambda w: open_rate[w]["latency_p95_ms"]))
+    sweep["best_for_closed_windows_per_s"] = int(max(closed_rate, key=lambda w: closed_rate[w]["windows_per_s"]))
+    sweep["best_for_open_windows_per_s"] = int(max(open_rate, key=lambda w: open_rate[w]["windows_per_s"]))
     out["wait_sweep"] = sweep
     for n, r in out["closed"].items():
         say(f"batch_throughput closed N={n}: {r['windows_per_s']} windows/s (x{out['ratio_to_one_stream'].get(n)}), "
@@ -220,7 +222,8 @@ def main() -> int:
     rounds = 1 if args.quick else args.rounds
     out = asyncio.run(run(mon.scorer, samples, args.n, args.waits, args.seconds, rounds))
     out.update(model=model_info, runtime=mon.describe(), seconds_per_measurement=args.seconds, seed=SEED, notes=notes,
-               windows={"n": len(samples), "seconds": window_s, "with_faces": sum(s.faces is not None for s in samples)},
+               windows={"n": len(samples), "seconds": window_s,
+                        "with_faces": sum(s.faces is not None for s in samples)},
                load_before=load0, load_after=load_avg())
     write_json(args.json, out)
     return 0

@@ -86,21 +86,19 @@ def streams_rows(res: dict) -> list[tuple[str, str, str, str]]:
              f">= {MIN_REALTIME_STREAMS}", "n/a" if one is None else "PASS" if one >= MIN_REALTIME_STREAMS else "MISS"),
             ("  same, N separate processes", fmt(best.get("separate")), "(info)", "")]
     runs = res["streams"]
+    labels = {"in_process": "one process", "separate": "separate"}
     for n in runs.get("in_process", runs.get("separate", {})):
-        pair = [runs.get(m, {}).get(n) for m in ("in_process", "separate")]
-        both = [r for r in pair if r]
-
-        def col(f, pair=pair) -> str:
-            return " | ".join(f(r) if r else "-" for r in pair)
-
-        rows.append((f"streams N={n}: latency p50 / p95 ms (one process | separate)",
-                     col(lambda r: f"{fmt(r['latency_p50_ms'])} / {fmt(r['latency_p95_ms'])}"), "", ""))
-        rows.append(("  events received/expected; drops; shed",
-                     col(lambda r: f"{r['n_events_received']}/{r['n_events_expected']}; {r['drops_total']}; "
-                                   f"{','.join(r['shed']) or '-'}"), "", ""))
-        rows.append(("  CPU cores used; RSS MiB; 1-min load max",
-                     col(lambda r: f"{f2(r['cpu_cores'])}; {r['rss_mb']}; {r['load_max_1min']}"), "(info)", ""))
-        if len(both) == 2:
+        pair = {m: runs[m][n] for m in labels if n in runs.get(m, {})}
+        for mode, r in pair.items():
+            shed = r["shed"]
+            rows.append((f"streams N={n}, {labels[mode]}: p50 / p95 ms; events; drops; shed (last)",
+                         f"{fmt(r['latency_p50_ms'])} / {fmt(r['latency_p95_ms'])}; {r['n_events_received']}/"
+                         f"{r['n_events_expected']}; {r['drops_total']}; {len(shed)}{f' {shed[-1]}' if shed else ''}",
+                         "", ""))
+        rows.append(((f"  CPU cores; RSS MiB; 1-min load max ({' | '.join(labels[m] for m in pair)})"),
+                     " | ".join(f"{f2(r['cpu_cores'])}; {r['rss_mb']}; {r['load_max_1min']:.1f}" for r in pair.values()),
+                     "(info)", ""))
+        if len(pair) == 2:
             ratio = res["streams_sharing"].get(n, {})
             rows.append(("  separate / one process: p95; CPU s with start-up; RSS",
                          " / ".join(f2(ratio.get(k)) for k in ("latency_p95_ms", "cpu_s_with_startup", "rss_mb")),
@@ -201,8 +199,8 @@ def add_streams(res: dict, details: dict, notes: list[str]) -> None:
     st = details.get("streams")
     res["streams_max_realtime_n"] = st["streams_max_realtime_n"] if st else None
     keep = ("latency_p50_ms", "latency_p95_ms", "latency_max_ms", "n_events_expected", "n_events_received", "n_missing",
-            "n_other_spans", "drops", "drops_total", "shed", "max_behind_s", "realtime", "cpu_cores", "cpu_s", "cpu_s_with_startup", "rss_mb",
-            "load_max_1min")
+            "n_other_spans", "drops", "drops_total", "shed", "max_behind_s", "realtime", "cpu_cores", "cpu_s",
+            "cpu_s_with_startup", "rss_mb", "load_max_1min")
     res["streams"] = ({mode: {n: {k: r[k] for k in keep} for n, r in runs.items()} for mode, runs in st["runs"].items()}
                       if st else None)
     res["streams_sharing"] = st["separate_over_in_process"] if st else None

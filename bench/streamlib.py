@@ -215,8 +215,9 @@ def stream_figures(prefix: str, name: str, report: dict, arrivals_file: Path, ex
         if topic == f"{prefix}/{name}/health":
             health.append(json.loads(payload))
     degraded = sorted({x for h in health for x in h.get("degraded", [])}, key=DEGRADE_ORDER.index)
-    return {"n_expected": len(expected), "n_received": len(arrivals), "n_logged": len(read_events(Path(report["folder"]))),
-            "missing": missing, "n_other_spans": len(other), "latency_ms": lat, "drops": meta.get("drops", {}),
+    return {"n_expected": len(expected), "n_received": len(arrivals),
+            "n_logged": len(read_events(Path(report["folder"]))), "missing": missing, "n_other_spans": len(other),
+            "latency_ms": lat, "drops": meta.get("drops", {}),
             "max_shed": report["max_shed"], "degraded_seen": degraded,
             "max_behind_s": max((h.get("behind_s", 0.0) for h in health), default=None)}
 
@@ -239,6 +240,7 @@ def summarize(streams: dict[str, dict], max_p95_ms: float) -> dict[str, Any]:
     return {"latency_p50_ms": pct(lat, 50), "latency_p95_ms": p95, "latency_max_ms": max(lat) if lat else None,
             "n_events_expected": sum(s["n_expected"] for s in streams.values()),
             "n_events_received": sum(s["n_received"] for s in streams.values()),
-            "n_missing": n_missing, "n_other_spans": sum(s["n_other_spans"] for s in streams.values()), "drops": drops, "drops_total": sum(drops.values()), "shed": shed,
+            "n_missing": n_missing, "n_other_spans": sum(s["n_other_spans"] for s in streams.values()),
+            "drops": drops, "drops_total": sum(drops.values()), "shed": shed,
             "max_behind_s": max(behind) if behind else None,
             "realtime": p95 is not None and p95 <= max_p95_ms and n_missing == 0}
