@@ -20,7 +20,8 @@ separate ``mosquitto_sub`` stamps their arrival.
 * latency of an event = its arrival - the wall time at which its replay reached the end of the
   utterance's speech, taken as the event's ``t_end - segmenter.speech_pad_ms`` (where the VAD's
   closing silence began: the wait for it, ``early_close_ms`` after a sentence or
-  ``min_silence_ms``, is part of the latency; the replay's origin maps media time to wall time);
+  ``min_silence_ms``, is part of the latency; the replay's origin maps media time to wall time).
+  Every event of these media is an utterance's final window (none has more than 10 s of speech);
 * expected events = what one ``--fast`` replay of the same looped media gives; an expected event
   is lost when no event of its stream overlaps its span (a replay never drops a window, so that
   would be a lost final; the same speech cut differently, ``n_other_spans``, is not a loss);
