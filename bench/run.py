@@ -1,13 +1,14 @@
-"""``make bench``: latency, real-time factor, per-stage cost, scorer throughput and memory of the monitor.
+"""``make bench``: latency, real-time factor, per-stage cost, scorer throughput, memory and several streams.
 
     .venv/bin/python bench/run.py [--quick] [--model auto|default|PATH] [--only SECTIONS] [--out bench/results.json]
 
 Runs each measurement in its own interpreter (bench/stages.py, scorer_throughput.py,
-replay.py, latency.py), prints a table of every figure with its target (PASS / MISS) and
-writes ``bench/results.json``; bench/README.md defines every key. Sessions are generated
-once with examples/make_sample.py into .cache/bench/. ``--quick`` is a short pass (2 to 3
-minutes: fewer repeats, the 8 sample sentences for latency, 4 minutes of media for memory,
-which is too short to get past the warm-up); its figures are indicative only.
+replay.py, latency.py, streams.py, batch_throughput.py), prints a table of every figure with
+its target (PASS / MISS) and writes ``bench/results.json``; bench/README.md defines every key.
+Sessions are generated once with examples/make_sample.py into .cache/bench/. ``--quick`` is a
+short pass (fewer repeats, the 8 sample sentences for latency, 4 minutes of media for memory,
+which is too short to get past the warm-up, N = 1, 2, 4 streams of 20 s); its figures are
+indicative only.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from benchlib import (
     say,
 )
 
-SECTIONS = ("load", "stages", "scorer", "replay", "latency", "rss")
+SECTIONS = ("load", "stages", "scorer", "replay", "latency", "rss", "streams", "batch_throughput")
 TARGETS = {"replay_rtf": 0.5, "latency_p95_ms": 1000.0, "rss_growth_mb": 50.0, "model_load_s": 5.0}
+MIN_REALTIME_STREAMS = 4  # streams_max_realtime_n (in one process), a floor
 
 
 def run_section(name: str, script: str, argv: list[str], timeout_s: float, tmp: Path) -> tuple[dict | None, dict]:
@@ -64,10 +66,66 @@ def fmt(x, unit: str = "") -> str:
     return f"{x}{unit}"
 
 
+def f2(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def verdict(value, target: float) -> str:
     if value is None:
         return "n/a"
     return "PASS" if value <= target else "MISS"
+
+
+def streams_rows(res: dict) -> list[tuple[str, str, str, str]]:
+    """The streams section: the largest N in real time, then per N one process against N processes."""
+    best = res.get("streams_max_realtime_n")
+    if not best:
+        return []
+    one = best.get("in_process")
+    rows = [("streams_max_realtime_n, one process (p95 <= 1.5 s, no final lost)", fmt(one),
+             f">= {MIN_REALTIME_STREAMS}", "n/a" if one is None else "PASS" if one >= MIN_REALTIME_STREAMS else "MISS"),
+            ("  same, N separate processes", fmt(best.get("separate")), "(info)", "")]
+    runs = res["streams"]
+    labels = {"in_process": "one process", "separate": "separate"}
+    for n in runs.get("in_process", runs.get("separate", {})):
+        pair = {m: runs[m][n] for m in labels if n in runs.get(m, {})}
+        for mode, r in pair.items():
+            shed = r["shed"]
+            rows.append((f"streams N={n}, {labels[mode]}: p50 / p95 ms; events; drops; shed (last)",
+                         f"{fmt(r['latency_p50_ms'])} / {fmt(r['latency_p95_ms'])}; {r['n_events_received']}/"
+                         f"{r['n_events_expected']}; {r['drops_total']}; {len(shed)}{f' {shed[-1]}' if shed else ''}",
+                         "", ""))
+        rows.append(((f"  CPU cores; RSS MiB; 1-min load max ({' | '.join(labels[m] for m in pair)})"),
+                     " | ".join(f"{f2(r['cpu_cores'])}; {r['rss_mb']}; {r['load_max_1min']:.1f}" for r in pair.values()),
+                     "(info)", ""))
+        if len(pair) == 2:
+            ratio = res["streams_sharing"].get(n, {})
+            rows.append(("  separate / one process: p95; CPU s with start-up; RSS",
+                         " / ".join(f2(ratio.get(k)) for k in ("latency_p95_ms", "cpu_s_with_startup", "rss_mb")),
+                         "(info)", ""))
+    return rows
+
+
+def batch_rows(res: dict) -> list[tuple[str, str, str, str]]:
+    """The batch_throughput section: the shared scorer fed by N streams, and its batching wait."""
+    per = res.get("batch_windows_per_s")
+    if not per:
+        return []
+    bt = res["details"]["batch_throughput"]
+    ns = " / ".join(per)
+    sweep = bt["wait_sweep"]
+    waits = " / ".join(sweep["open"])
+    return [
+        (f"batch_windows_per_s, N = {ns} streams (max_wait_ms {bt['default_max_wait_ms']})",
+         " / ".join(fmt(v) for v in per.values()), "", ""),
+        ("  ratio to one stream", " / ".join(f2(v) for v in res["batch_ratio_to_one_stream"].values()), "", ""),
+        (f"  N=4, max_wait_ms {waits}: closed windows/s", " / ".join(fmt(r["windows_per_s"])
+                                                                    for r in sweep["closed"].values()), "(info)", ""),
+        (f"  N=4, max_wait_ms {waits}: open p95 ms", " / ".join(fmt(r["latency_p95_ms"])
+                                                              for r in sweep["open"].values()), "(info)", ""),
+        ("batch_best_max_wait_ms: for p95 (open) / throughput (closed)",
+         f"{res['batch_best_max_wait_ms']['p95']} / {res['batch_best_max_wait_ms']['throughput']}", "", ""),
+    ]
 
 
 def print_table(res: dict) -> None:
@@ -123,6 +181,7 @@ def print_table(res: dict) -> None:
         ]
     for dev, per in (res.get("scorer_windows_per_s") or {}).items():
         rows.append((f"scorer_windows_per_s {dev} (b1 / b8 / b32)", " / ".join(fmt(v) for v in per.values()), "", ""))
+    rows += streams_rows(res) + batch_rows(res)
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     print()
     print(f"{'figure':<{w[0]}}  {'value':>{w[1]}}  {'target':<{w[2]}}  status")
@@ -133,6 +192,27 @@ def print_table(res: dict) -> None:
     print(f"\ndevice: {res['device']['summary']}; model: {res['model']['tag']} ({res['model']['source'].split(':')[0]})")
     print(f"load average (1 min) during the run: {load['min_1min']} .. {load['max_1min']} on {res['device']['n_cpus']} CPUs"
           + (" -- the CPU was shared: figures are inflated by contention" if res["contended"] else ""))
+
+
+def add_streams(res: dict, details: dict, notes: list[str]) -> None:
+    """The keys of the streams and batch_throughput sections (bench/README.md)."""
+    st = details.get("streams")
+    res["streams_max_realtime_n"] = st["streams_max_realtime_n"] if st else None
+    keep = ("latency_p50_ms", "latency_p95_ms", "latency_max_ms", "n_events_expected", "n_events_received", "n_missing",
+            "n_other_spans", "drops", "drops_total", "shed", "max_behind_s", "realtime", "cpu_cores", "cpu_s",
+            "cpu_s_with_startup", "rss_mb", "load_max_1min")
+    res["streams"] = ({mode: {n: {k: r[k] for k in keep} for n, r in runs.items()} for mode, runs in st["runs"].items()}
+                      if st else None)
+    res["streams_sharing"] = st["separate_over_in_process"] if st else None
+    if st:
+        notes.extend(f"streams: {x}" for x in st["notes"])
+    bt = details.get("batch_throughput")
+    res["batch_windows_per_s"] = {n: r["windows_per_s"] for n, r in bt["closed"].items()} if bt else None
+    res["batch_ratio_to_one_stream"] = bt["ratio_to_one_stream"] if bt else None
+    res["batch_best_max_wait_ms"] = ({"p95": bt["wait_sweep"]["best_for_open_p95_ms"],
+                                      "throughput": bt["wait_sweep"]["best_for_closed_windows_per_s"]} if bt else None)
+    if bt:
+        notes.extend(f"batch_throughput: {x}" for x in bt["notes"])
 
 
 def main() -> int:
@@ -195,6 +275,10 @@ def main() -> int:
                 section("latency_not_speculative", "latency.py", [str(lat_session), "--no-speculative"], 900)
         if "rss" in only:
             section("rss", "replay.py", [str(rss_session), "--rss", "--mqtt"], 1800)
+        if "streams" in only:
+            section("streams", "streams.py", ["--quick"] if args.quick else [], 1800)
+        if "batch_throughput" in only:
+            section("batch_throughput", "batch_throughput.py", ["--quick"] if args.quick else [], 900)
 
     res: dict = {}
     res["model_load_s"] = details["load"]["median"]["checkpoint_s"] if "load" in details else None
@@ -223,6 +307,7 @@ def main() -> int:
     sc = details.get("scorer")
     res["scorer_windows_per_s"] = sc["windows_per_s"] if sc else None
     res["rss_growth_mb"] = rss_run["rss"]["growth_mb"] if rss_run else None
+    add_streams(res, details, notes)
     res["device"] = device_info()
     runtime = next((d["runtime"] for d in details.values() if "runtime" in d), {})
     res["device"].update(asr=runtime.get("asr"), scorer=runtime.get("scorer"))
