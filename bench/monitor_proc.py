@@ -6,10 +6,8 @@ Runs ``mmsa.monitor.cli.main(options)`` unchanged (the same parsing, sources, sh
 streams, sinks and MQTT as ``mmsa-monitor``), with one wrapper around ``run_streams``, the call the
 CLI makes once every stream is open and the models are loaded:
 
-* before it: the models are warmed up (one transcription per Whisper worker, at once, and one
-  forward pass), as bench/latency.py does, so first-call costs stay out of the latency, as in a
-  monitor that has been running for a while. Media time starts only when the streams start, so
-  the warm-up does not delay any replay;
+* (the CLI has warmed the models up: one transcription per Whisper worker and one forward pass,
+  ``Engine.warm_up``, before any media time starts);
 * after it, REPORT.json gets, per stream: its name, its session folder, its replay's origin (the
   Unix time at which media time 0 was due: ``ReplaySource.origin``, a ``time.monotonic()`` value,
   plus ``time.time() - time.monotonic()``; None for a ``--fast`` replay) and the load shed
@@ -23,10 +21,8 @@ import json
 import resource
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from benchlib import wall_offset
 
 
@@ -36,23 +32,10 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def warm_up(engine) -> None:
-    """One transcription per Whisper worker (at once) and one forward pass."""
-    from mmsa.model import Sample
-    from mmsa.model.features import audio_features
-
-    audio = (np.random.default_rng(0).standard_normal(16_000 * 2) * 0.05).astype(np.float32)
-    workers = getattr(engine.transcriber, "workers", 1)
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda _: engine.transcriber.transcribe(audio), range(workers)))
-    engine.scorer.score([Sample(text="warm up", audio=audio_features(audio))])
-
-
 def observed(real, report: Path):
     """``run_streams`` warmed up and observed (module docstring)."""
 
     async def run_streams(streams, engine, load, ui=None):
-        warm_up(engine)
         cpu0, t0, unix0 = cpu_seconds(), time.monotonic(), time.time()
         try:
             return await real(streams, engine, load, ui)

@@ -154,7 +154,9 @@ def _engine(args: argparse.Namespace, cfg: MonitorConfig, n_streams: int):
     workers = cfg.asr.workers or max(1, min(n_streams, os.cpu_count() or 1))
     _say(f"loading the models on {device} ...")
     scorer = Scorer(load_checkpoint(args.model, device=device, bert=cfg.scorer.bert or None), device)
-    return Engine(Transcriber(cfg.asr, args.device, workers=workers), scorer, cfg.scorer)
+    engine = Engine(Transcriber(cfg.asr, args.device, workers=workers), scorer, cfg.scorer)
+    engine.warm_up()
+    return engine
 
 
 def _build(args: argparse.Namespace, cfg: MonitorConfig, configs) -> tuple[list, dict[str, str]]:

@@ -70,6 +70,15 @@ class Engine:
             detector = self._detectors.detector = FaceDetector()
         return window_sample(audio, frames, None, detector, features)
 
+    def warm_up(self) -> None:
+        """One transcription per Whisper worker (at once) and one forward pass, so the first utterance of a
+        session does not pay the first-call costs (memory allocation, kernel selection). Blocking."""
+        from mmsa.model.features import audio_features
+
+        audio = (np.random.default_rng(0).standard_normal(16_000 * 2) * 0.05).astype(np.float32)
+        list(self._asr.map(self.transcriber.transcribe, [audio] * getattr(self.transcriber, "workers", 1)))
+        self.scorer.score([Sample(text="warm up", audio=audio_features(audio))])
+
     async def serve(self) -> None:
         """The scoring service's loop, until cancelled."""
         await self.scoring.serve()
