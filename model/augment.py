@@ -92,7 +92,7 @@ def image_view(faces: torch.Tensor, train: bool, cfg: AugmentConfig = DEFAULT_AU
     """(N, C, S, S) -> (N, C, S, S): a random crop in training (flipped and rotated where
     ``cfg`` asks), the centre crop otherwise."""
     N, C, S, _ = faces.shape
-    if N == 0:
+    if not torch.compiler.is_exporting() and N == 0:  # (exporting: N is not known yet)
         return faces
     if not train:
         side = int(round(S * sum(IMAGE_SCALE) / 2))

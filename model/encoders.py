@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from .facemesh import FEATURE_DIM, FaceMesh
 from .features import TextInputs
+from .runtime import has_rows
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
@@ -295,9 +296,10 @@ class ImageEncoder(nn.Module):
     def window_mesh(self, whole: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
         """(B, K, 1, S, S) uncut crops + (B, K) mask -> the valid crops' face-mesh features, once
         for every view of them (None without a face mesh)."""
-        if self.mesh is None or not mask.any():
+        idx = mask.reshape(-1).nonzero().squeeze(1)
+        if self.mesh is None or not has_rows(idx):
             return None
-        return self.mesh_features(whole.reshape(-1, *whole.shape[2:])[mask.reshape(-1)])
+        return self.mesh_features(whole.reshape(-1, *whole.shape[2:])[idx])
 
     def encode_windows(self, faces: torch.Tensor, mask: torch.Tensor, mesh: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, 1, S, S) crops + (B, K) mask -> (B, out_dim), mean over valid crops.
@@ -305,7 +307,7 @@ class ImageEncoder(nn.Module):
         ``mesh``: :meth:`window_mesh` of the same crops before the random training views."""
         B, K = mask.shape
         feats = faces.new_zeros(B * K, self.dim)
-        flat = mask.reshape(-1)
-        if flat.any():
-            feats[flat] = self(faces.reshape(B * K, *faces.shape[2:])[flat], mesh)
+        idx = mask.reshape(-1).nonzero().squeeze(1)
+        if has_rows(idx):
+            feats[idx] = self(faces.reshape(B * K, *faces.shape[2:])[idx], mesh)
         return _masked_mean(feats.view(B, K, -1), mask[..., None], 1)

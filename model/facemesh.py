@@ -188,6 +188,17 @@ def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    """PReLU with one slope per channel. Exported (ONNX) as ``relu(x) (1 - slope) + x slope``, which
+    equals it: ONNX Runtime's CPU convolutions keep their blocked layout through Relu, Mul and Add
+    but not through a PRelu node, and the rewrite made its face mesh 2.4x faster
+    (docs/performance.md); torch runs ``F.prelu``."""
+    if torch.compiler.is_exporting():
+        w = slope.reshape(1, -1, 1, 1)
+        return F.relu(x) * (1 - w) + x * w
+    return F.prelu(x, slope)
+
+
 class FaceMesh(nn.Module):
     """The face-landmark network up to the tensors named in ``outputs`` (the rest is pruned).
 
@@ -219,8 +230,14 @@ class FaceMesh(nn.Module):
         keep = set(self._outputs.values())
         self._free = [[t for t, j in last.items() if j == i and t not in keep] for i in range(len(self._ops))]
         self._names: dict[int, str] = {}
+        # PAD's paddings as Python ints (F.pad's arguments), not a buffer read while running: an
+        # exporter (torch.export) cannot turn a buffer's values into sizes
+        self._pads: dict[int, tuple[int, ...]] = {}
         for op in self._ops:
-            for t in op.inputs:
+            if op.kind == "PAD":
+                p = consts[op.inputs[1]].tolist()  # (4, 2) in NHWC order
+                self._pads[op.output] = (p[2][0], p[2][1], p[1][0], p[1][1], p[3][0], p[3][1])
+            for t in op.inputs[:1] if op.kind == "PAD" else op.inputs:
                 if t in consts and t not in self._names:
                     name = f"c{t}"
                     self._names[t] = name
@@ -266,10 +283,9 @@ class FaceMesh(nn.Module):
             elif op.kind == "ADD":
                 y = a + get(op.inputs[1])
             elif op.kind == "PRELU":
-                y = F.prelu(a, get(op.inputs[1]).to(a.dtype))
-            else:  # PAD: paddings (4, 2) in NHWC order
-                p = get(op.inputs[1]).tolist()
-                y = F.pad(a, (p[2][0], p[2][1], p[1][0], p[1][1], p[3][0], p[3][1]))
+                y = _prelu(a, get(op.inputs[1]).to(a.dtype))
+            else:  # PAD
+                y = F.pad(a, self._pads[op.output])
             act = _ACT[op.act]
             values[op.output] = act(y) if act is not None else y
             for t in free:
@@ -292,6 +308,8 @@ class FaceMesh(nn.Module):
 
     def features(self, faces: torch.Tensor) -> torch.Tensor:
         """(N, 1, S, S) gray crops in [0, 1] -> (N, FEATURE_DIM) trunk features (no gradient)."""
+        if torch.compiler.is_exporting():  # one pass over however many crops the graph gets
+            return self(self.prepare(faces))[FEATURES]
         n = len(faces)
         parts = []
         with torch.no_grad():

@@ -343,7 +343,7 @@ class ModelInputs:
 
     @property
     def batch_size(self) -> int:
-        return int(self.text_present.shape[0])
+        return self.text_present.shape[0]  # (no int(): it would fix the batch size of an exported graph)
 
     def presence(self) -> torch.Tensor:
         """(B, 3) bool in the order of MODALITIES."""

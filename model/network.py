@@ -45,6 +45,7 @@ from . import augment
 from .config import ModelConfig
 from .encoders import AudioEncoder, ImageEncoder, TextEncoder
 from .features import MODALITIES, N_FREQ, SAMPLE_RATE_HZ, ModelInputs, TextInputs
+from .runtime import has_rows
 
 
 @dataclass
@@ -164,7 +165,7 @@ class MMSAModel(nn.Module):
         # text: h^c (Eq. 2); views = aspect segments (Eq. 3-4) or a second dropout pass
         h_text = torch.zeros(B, self.dims["text"], device=dev)
         idx = x.text_present.nonzero().squeeze(1)
-        if idx.numel():
+        if has_rows(idx):
             rows = _rows(x.text, idx)
             tf = self.text(rows)
             h_text[idx] = self.text_proj(tf.h_c)
@@ -177,7 +178,7 @@ class MMSAModel(nn.Module):
         # audio: clean map for scoring in evaluation, two random views in training (Eq. 8)
         h_audio = torch.zeros(B, self.dims["audio"], device=dev)
         idx = x.audio_present.nonzero().squeeze(1)
-        if idx.numel():
+        if has_rows(idx):
             # mel bands first (if any), so that the views' frequency masks cover bands
             spec, mask = self.audio.to_bands(x.audio[idx]), x.audio_mask[idx]
             if train:
@@ -193,7 +194,7 @@ class MMSAModel(nn.Module):
         h_v1 = torch.zeros(B, self.dims["vision"], device=dev)
         h_v2 = torch.zeros_like(h_v1)
         idx = x.vision_present.nonzero().squeeze(1)
-        if idx.numel():
+        if has_rows(idx):
             faces, fmask = x.faces[idx], x.face_mask[idx]
             shape = faces.shape
             flat = faces.reshape(-1, *shape[2:])
@@ -213,11 +214,11 @@ class MMSAModel(nn.Module):
             rows_m = present[:, j].nonzero().squeeze(1)
             if m in self.classes:
                 z = torch.full((B, self.classes[m]), float("nan"), device=dev)
-                if rows_m.numel():
+                if has_rows(rows_m):
                     z[rows_m] = self.heads[m](feats[m][rows_m])
                     s[rows_m] = valence_score(z[rows_m].softmax(-1), self.cfg.score_range)
                 logits[m] = z
-            elif rows_m.numel():
+            elif has_rows(rows_m):
                 s[rows_m] = self._squash(self.heads[m](feats[m][rows_m]))
             unimodal[m] = s
 

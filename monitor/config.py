@@ -130,6 +130,12 @@ class ScorerConfig:
     """Featurized windows waiting for the model; the stage before waits when it is full."""
     bert: str = ""
     """Local BERT folder for a checkpoint whose BERT lies elsewhere on this machine; empty: the one it records."""
+    runtime: Literal["onnx", "torch"] = "onnx"
+    """``onnx``: the model exported to ONNX, run by ONNX Runtime on the CPU (faster; docs/performance.md); ``torch``: torch (always on CUDA)."""
+    graph_cache: str = ""
+    """Folder of the exported ONNX graphs (one per checkpoint, built at first use); empty: the user's cache folder."""
+    graph_build: bool = True
+    """Build a missing or stale graph at first use (about 30 s); false: refuse with one line (build it ahead: python -m mmsa.model.export)."""
 
 
 DEGRADE_STEPS = ("partials", "speculation", "faces", "vision")

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from mmsa.model import LoadedModel, Sample, collate, flush_denormals
+from mmsa.model import LoadedModel, MMSAModel, Sample, collate, flush_denormals
 from mmsa.model.features import MODALITIES
+from mmsa.model.onnxrt import OnnxModel
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,33 @@ def pick_torch_device(device: str) -> str:
 
 
 class Scorer:
-    """Blocking batched scoring with a loaded checkpoint (call from one thread at a time)."""
+    """Blocking batched scoring with a loaded checkpoint (call from one thread at a time).
 
-    def __init__(self, loaded: LoadedModel, device: str = "cpu") -> None:
+    ``runtime``: ``torch``, or ``onnx`` (``[scorer] runtime``): the checkpoint's graph exported to
+    ONNX and run by ONNX Runtime (``mmsa.model.export``; built into ``graph_cache`` at first use
+    unless ``graph_build`` is false).
+    The ONNX runtime is for the CPU: on CUDA the scorer runs torch. ``self.runtime`` is the one in use.
+    """
+
+    def __init__(self, loaded: LoadedModel, device: str = "cpu", runtime: str = "torch",
+                 graph_cache: str | None = None, graph_build: bool = True) -> None:
         flush_denormals()
+        if runtime not in ("torch", "onnx"):
+            raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
         self.device = device
-        self.model = loaded.model.to(device).eval()
         self.tokenizer = loaded.tokenizer
         self.features = loaded.features
         self.tag = loaded.info.tag
+        self.runtime = runtime if device == "cpu" else "torch"
+        if self.runtime != runtime:
+            log.info("the onnx runtime is for the CPU; the scorer runs torch on %s", device)
+        self.model: MMSAModel | OnnxModel
+        if self.runtime == "onnx":
+            from mmsa.model.export import load_graph
+
+            self.model = load_graph(loaded, graph_cache or None, build=graph_build)  # the torch model is not kept
+        else:
+            self.model = loaded.model.to(device).eval()
 
     def score(self, samples: list[Sample]) -> list[Scores]:
         flush_denormals()  # per thread: the monitor scores on a worker thread

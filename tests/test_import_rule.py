@@ -11,24 +11,33 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_ALLOWED = {"torch", "numpy", "transformers", "safetensors", "tomli"}
+# Optional runtime packages model/ may import lazily (inside a function, never at import time),
+# each in one module only: the ONNX runtime of the scorer and mmsa-eval (docs/architecture.md).
+MODEL_LAZY = {"onnxruntime": "model/onnxrt.py", "onnx": "model/export.py", "onnxscript": "model/export.py"}
 
 
-def imports(folder: str):
+def imports(folder: str, lazy: bool = False):
+    """(path, module) of every import; ``lazy``: (path, module, inside a function?)."""
     for path in sorted((REPO / folder).rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
+        in_function = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                       for n in ast.walk(f)}
         for node in ast.walk(tree):
+            names = []
             if isinstance(node, ast.Import):
-                for alias in node.names:
-                    yield path, alias.name
+                names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                yield path, node.module
+                names = [node.module]
+            for name in names:
+                yield (path, name, id(node) in in_function) if lazy else (path, name)
 
 
 def test_model_imports_only_torch_numpy_transformers_safetensors():
     bad = [
         f"{p.relative_to(REPO)}: {name}"
-        for p, name in imports("model")
+        for p, name, in_function in imports("model", lazy=True)
         if name.split(".")[0] not in MODEL_ALLOWED | set(sys.stdlib_module_names) and not name.startswith("mmsa.common")
+        and not (in_function and MODEL_LAZY.get(name.split(".")[0]) == str(p.relative_to(REPO)))
     ]
     assert bad == []
 
@@ -41,6 +50,14 @@ def test_common_imports_only_the_standard_library():
         or (name.startswith("mmsa.") and not name.startswith("mmsa.common"))
     ]
     assert bad == []
+
+
+def test_model_imports_its_optional_runtime_lazily():
+    import subprocess
+
+    code = "import sys, mmsa.model, mmsa.model.export; print(sorted(set(sys.modules) & {'onnxruntime', 'onnx', 'onnxscript'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 @pytest.mark.parametrize("folder, forbidden", [

@@ -71,6 +71,9 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text", help="mosei: transcript column (text or asr_text)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                   help="onnx: the model exported to ONNX and run by ONNX Runtime on the CPU (as the monitor runs it)")
+    p.add_argument("--graph-cache", help="folder of exported ONNX graphs (default: the user's cache folder)")
     p.add_argument("--bert", help="local BERT folder when the checkpoint's is elsewhere on this machine")
     p.add_argument("--cache", default=".cache/mmsa", help="feature cache folder (default: .cache/mmsa)")
     p.add_argument("--workers", type=int, default=4, help="parallel decoding threads")
@@ -117,6 +120,7 @@ def _eval(argv: list[str] | None) -> int:
     import torch
 
     from mmsa.model import load_checkpoint
+    from mmsa.model.export import load_graph
 
     from .cache import featurize
     from .config import CacheConfig, SourceConfig
@@ -128,6 +132,8 @@ def _eval(argv: list[str] | None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: CUDA is not available")
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if args.runtime == "onnx" and device.type != "cpu":
+        raise ConfigError("--runtime onnx runs on the CPU: add --device cpu")
     models = _expand_models(args.model)
     src = SourceConfig(reader=args.dataset, labels=args.labels, split=args.split, root=args.root,
                        modalities=tuple(args.modalities or ()), text_column=args.text_column,
@@ -140,10 +146,11 @@ def _eval(argv: list[str] | None) -> int:
     runs = []
     for k, spec in enumerate(models, 1):
         loaded = load_checkpoint(spec, device=device, bert=args.bert)
-        preds = predict(loaded.model, store, loaded.tokenizer, loaded.features, args.batch_size, device)
+        model = loaded.model if args.runtime == "torch" else load_graph(loaded, args.graph_cache)
+        preds = predict(model, store, loaded.tokenizer, loaded.features, args.batch_size, device)
         metrics = {**score_source(data, preds), "model": loaded.info.tag, "checkpoint": str(loaded.info.path),
                    "dataset": args.dataset, "labels": args.labels, "split": args.split,
-                   "modalities": list(data.modalities)}
+                   "modalities": list(data.modalities), "runtime": args.runtime}
         several = len(models) > 1
         write_predictions(_suffixed(pred_path, k) if several else pred_path, data, preds)
         plot_source(data, preds, _suffixed(plot_path, k) if several else plot_path)

@@ -19,6 +19,7 @@ import torch
 
 from mmsa.model import MODALITIES, MMSAModel
 from mmsa.model.features import DEFAULT_FEATURES, FeatureConfig, collate
+from mmsa.model.onnxrt import OnnxModel
 
 from .cache import SampleStore
 from .data import SourceData
@@ -41,7 +42,7 @@ def autocast(device: torch.device, enabled: bool):
 
 @torch.inference_mode()
 def predict(
-    model: MMSAModel,
+    model: MMSAModel | OnnxModel,
     store: SampleStore,
     tokenizer: Any,
     features: FeatureConfig = DEFAULT_FEATURES,
@@ -49,7 +50,9 @@ def predict(
     device: torch.device | str = "cpu",
     amp: bool = False,
 ) -> Predictions:
-    """Scores of every row of ``store`` (batched by text length: less padding; order restored)."""
+    """Scores of every row of ``store`` (batched by text length: less padding; order restored).
+
+    ``model``: the torch model, or its exported graph (``mmsa-eval --runtime onnx``)."""
     device = torch.device(device)
     was_training = model.training
     model.eval()

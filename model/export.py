@@ -1,0 +1,258 @@
+"""Export ``MMSAModel.forward`` to ONNX, and the cache of exported graphs.
+
+    python -m mmsa.model.export [default|CHECKPOINT] [--bert DIR] [--cache DIR]   # build ahead of use
+
+The whole evaluation forward pass is exported, on collated batch tensors (the inputs of
+``onnxrt.GRAPH_INPUTS``), with ``torch.export`` (``torch.onnx.export(dynamo=True)``): every
+branch, head and fusion of whatever architecture the checkpoint has, so a changed model exports
+without changes here. Batch, token, audio-frame and face-crop axes are dynamic. The model code
+keeps two rules for this (``mmsa.model.runtime.has_rows``): a branch's "no rows, skip it" test is an
+eager-mode shortcut, and no size passes through ``int()``. A graph whose axes came out fixed is
+refused (:class:`GraphError`).
+
+Cache: one graph per checkpoint in ``cache`` (``[scorer] graph_cache``; default
+``$MMSA_GRAPH_CACHE``, else ``$XDG_CACHE_HOME/mmsa-monitor/graphs``, else
+``~/.cache/mmsa-monitor/graphs``), named ``<checkpoint name>-<key digest>.onnx``. The key
+(:func:`graph_key`, stored in the graph's metadata) is the checkpoint file's sha256, a digest of
+every weight the model holds (so also the base BERT of a delta checkpoint and the face-mesh file),
+a digest of this package's source, the exporter version and torch's version. A graph is built at
+first use (about 30 s for the default model on the 2-core machine) or ahead with the command above
+(``make install`` does it for the default model); a graph of another key is rebuilt, or refused with
+one line where the cache folder is read-only. Building needs the ``onnx`` and ``onnxscript`` packages
+(pinned in pyproject.toml), imported lazily by torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import LoadedModel
+from .features import MODALITIES, ModelInputs, TextInputs
+from .network import MMSAModel
+from .onnxrt import GRAPH_INPUTS, GRAPH_OUTPUTS, KEY_FIELD, GraphError, OnnxModel, RuntimeMissingError
+from .resources import file_digest
+
+log = logging.getLogger(__name__)
+
+EXPORTER_VERSION = 1
+"""Bumped whenever this module exports a different graph for the same model."""
+_PACKAGE = Path(__file__).resolve().parent
+
+
+class _Flat(torch.nn.Module):
+    """MMSAModel on flat tensors (what the graph's inputs are), returning the scores only."""
+
+    def __init__(self, model: MMSAModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids, text_present, audio, audio_mask, audio_present,
+                faces, face_mask, vision_present):
+        x = ModelInputs(TextInputs(input_ids, attention_mask, token_type_ids, None, None), text_present,
+                        audio, audio_mask, audio_present, faces, face_mask, vision_present)
+        out = self.model(x)
+        return (out.score, *(out.unimodal[m] for m in MODALITIES))
+
+
+def _example(model: MMSAModel) -> tuple[torch.Tensor, ...]:
+    """A batch to trace with: every axis a size of its own and above 1 (export fixes sizes 0 and 1)."""
+    g = torch.Generator().manual_seed(0)
+    B, L, T, K, S = 3, 7, 41, 2, 48
+    n_freq = model.audio.layers[0][0].in_channels if model.audio.bands is None else model.audio.bands.shape[1]
+    present = torch.ones(B, dtype=torch.bool)
+    return (torch.randint(1000, 2000, (B, L), generator=g), torch.ones(B, L, dtype=torch.long),
+            torch.zeros(B, L, dtype=torch.long), present, torch.randn(B, n_freq, T, generator=g),
+            torch.ones(B, T, dtype=torch.bool), present, torch.rand(B, K, 1, S, S, generator=g),
+            torch.ones(B, K, dtype=torch.bool), present)
+
+
+def _dynamic_shapes() -> dict[str, dict[int, Any]]:
+    from torch.export import Dim
+
+    B, L, T, K = Dim("batch"), Dim("tokens"), Dim("frames"), Dim("crops")
+    axes = {"input_ids": {0: B, 1: L}, "attention_mask": {0: B, 1: L}, "token_type_ids": {0: B, 1: L},
+            "audio": {0: B, 2: T}, "audio_mask": {0: B, 1: T}, "faces": {0: B, 1: K}, "face_mask": {0: B, 1: K}}
+    return {name: axes.get(name, {0: B}) for name in GRAPH_INPUTS}
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's progress lines, deprecation notices and logged warnings stay out of the user's way."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnx_ir", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, lvl in zip(loggers, levels):
+                lg.setLevel(lvl)
+
+
+def export_graph(model: MMSAModel, path: str | Path, key: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s evaluation forward pass to ``path`` (ONNX, one file), ``key`` in its metadata."""
+    path = Path(path)
+    try:  # torch imports them itself; checked first for a one-line error
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise RuntimeMissingError(
+            f"building the ONNX graph needs the onnx and onnxscript packages ({exc}): pip install onnx onnxscript"
+        ) from exc
+    if next(model.parameters()).device.type != "cpu":
+        raise GraphError("export a model on the CPU (the ONNX graph is for the CPU runtime)")
+    was_training = model.training
+    model.eval()
+    try:
+        with _quiet(), torch.no_grad():
+            program = torch.onnx.export(
+                _Flat(model), _example(model), dynamo=True, dynamic_shapes=_dynamic_shapes(), input_names=list(GRAPH_INPUTS),
+                output_names=list(GRAPH_OUTPUTS), external_data=False, verbose=False,
+            )
+    except Exception as exc:  # torch.export raises many kinds; the first line says which op and why
+        raise GraphError(f"exporting the model to ONNX failed: {str(exc).strip().splitlines()[0]}") from exc
+    finally:
+        model.train(was_training)
+    fixed = [f"{v.name} {v.shape}" for v in program.model.graph.inputs if isinstance(v.shape[0], int)]
+    if fixed:
+        raise GraphError(f"the exported graph has a fixed batch size ({', '.join(fixed)}): a size went through int()")
+    program.model.metadata_props[KEY_FIELD] = json.dumps(key or {}, sort_keys=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        program.save(str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _source_digest() -> str:
+    """This package's Python source: a code change that could change the graph rebuilds it."""
+    h = hashlib.sha256()
+    for f in sorted(_PACKAGE.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _weights_digest(model: MMSAModel) -> str:
+    """Every tensor the model holds (parameters and buffers, the frozen ones too), in order."""
+    h = hashlib.sha256()
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        h.update(name.encode() + str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def graph_key(loaded: LoadedModel) -> dict[str, Any]:
+    """What a graph is built from; equal keys mean the same graph."""
+    return {
+        "exporter": EXPORTER_VERSION,
+        "checkpoint": loaded.info.name,
+        "checkpoint_sha256": file_digest(loaded.info.path, 64),
+        "weights": _weights_digest(loaded.model),
+        "code": _source_digest(),
+        "torch": torch.__version__.split("+")[0],
+    }
+
+
+def default_cache() -> Path:
+    if os.environ.get("MMSA_GRAPH_CACHE"):
+        return Path(os.environ["MMSA_GRAPH_CACHE"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return base / "mmsa-monitor" / "graphs"
+
+
+def _stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "model"
+
+
+def graph_path(loaded: LoadedModel, cache: str | Path | None = None, key: dict[str, Any] | None = None) -> Path:
+    key = key or graph_key(loaded)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache or default_cache()).expanduser() / f"{_stem(loaded.info.name)}-{digest}.onnx"
+
+
+def _writable(folder: Path) -> bool:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK)
+
+
+def _old_graphs(path: Path) -> list[Path]:
+    """Graphs of earlier keys of the same checkpoint name in the same cache (replaced by ``path``)."""
+    prefix = path.name.rsplit("-", 1)[0] + "-"
+    return [p for p in path.parent.glob(f"{prefix}*.onnx") if p != path and len(p.name) == len(path.name)]
+
+
+def load_graph(
+    loaded: LoadedModel, cache: str | Path | None = None, threads: int | None = None, build: bool = True
+) -> OnnxModel:
+    """The ONNX runtime of a loaded checkpoint: its cached graph, built first where there is none.
+
+    A graph whose recorded key differs (another checkpoint, weights, code or exporter) is rebuilt.
+    With ``build`` false (graphs built ahead, at install), or where the cache folder is read-only, a
+    missing or stale graph is a :class:`GraphError` naming the command that builds it.
+    """
+    key = graph_key(loaded)
+    path = graph_path(loaded, cache, key)
+    if path.is_file():
+        try:
+            model = OnnxModel(path, threads)
+            if model.key == key:
+                return model
+            why = f"{path}: built from other weights or code (key {model.key})"
+        except GraphError as exc:
+            why = str(exc)
+        log.warning("%s; rebuilding it", why)
+    if not build or not _writable(path.parent):
+        stale = [p.name for p in _old_graphs(path)] + ([path.name] if path.is_file() else [])
+        found = f"{stale[0]} is stale (built from another checkpoint, weights or code), " if stale else ""
+        why = "building at run time is off" if not build else "the folder is read-only"
+        raise GraphError(
+            f"{path.parent}: {found}no graph for {loaded.info.tag} and {why}; build it with "
+            f"python -m mmsa.model.export {loaded.info.path} --cache {path.parent}, or use the torch runtime"
+        )
+    log.info("exporting %s to ONNX (once per checkpoint): %s", loaded.info.tag, path)
+    export_graph(loaded.model, path, key)
+    for old in _old_graphs(path):
+        old.unlink(missing_ok=True)
+    return OnnxModel(path, threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .checkpoint import load_checkpoint
+    from .errors import run_cli
+
+    def run(args_in):
+        p = argparse.ArgumentParser(prog="python -m mmsa.model.export", description=__doc__.splitlines()[0])
+        p.add_argument("model", nargs="?", default="default", help="default or a checkpoint path")
+        p.add_argument("--bert", help="local BERT folder when the checkpoint's is elsewhere on this machine")
+        p.add_argument("--cache", help=f"graph folder (default: {default_cache()})")
+        args = p.parse_args(args_in)
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        graph = load_graph(load_checkpoint(args.model, bert=args.bert), args.cache)
+        print(graph.path)
+        return 0
+
+    return run_cli(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
