@@ -41,7 +41,15 @@ import torch
 from .checkpoint import LoadedModel
 from .features import MODALITIES, ModelInputs, TextInputs
 from .network import MMSAModel
-from .onnxrt import GRAPH_INPUTS, GRAPH_OUTPUTS, KEY_FIELD, GraphError, OnnxModel, RuntimeMissingError
+from .onnxrt import (
+    GRAPH_INPUTS,
+    GRAPH_OUTPUTS,
+    KEY_FIELD,
+    GraphError,
+    OnnxModel,
+    RuntimeMissingError,
+    import_onnxruntime,
+)
 from .resources import file_digest
 
 log = logging.getLogger(__name__)
@@ -67,21 +75,22 @@ class _Flat(torch.nn.Module):
 
 
 def _example(model: MMSAModel) -> tuple[torch.Tensor, ...]:
-    """A batch to trace with: every axis a size of its own and above 1 (export fixes sizes 0 and 1)."""
+    """A batch to trace with: every axis a size of its own and above 1 (export fixes sizes 0 and 1),
+    and every input a tensor of its own (export would take two inputs given one tensor for one)."""
     g = torch.Generator().manual_seed(0)
     B, L, T, K, S = 3, 7, 41, 2, 48
     n_freq = model.audio.layers[0][0].in_channels if model.audio.bands is None else model.audio.bands.shape[1]
-    present = torch.ones(B, dtype=torch.bool)
     return (torch.randint(1000, 2000, (B, L), generator=g), torch.ones(B, L, dtype=torch.long),
-            torch.zeros(B, L, dtype=torch.long), present, torch.randn(B, n_freq, T, generator=g),
-            torch.ones(B, T, dtype=torch.bool), present, torch.rand(B, K, 1, S, S, generator=g),
-            torch.ones(B, K, dtype=torch.bool), present)
+            torch.zeros(B, L, dtype=torch.long), torch.ones(B, dtype=torch.bool), torch.randn(B, n_freq, T, generator=g),
+            torch.ones(B, T, dtype=torch.bool), torch.ones(B, dtype=torch.bool), torch.rand(B, K, 1, S, S, generator=g),
+            torch.ones(B, K, dtype=torch.bool), torch.ones(B, dtype=torch.bool))
 
 
-def _dynamic_shapes() -> dict[str, dict[int, Any]]:
+def _dynamic_shapes(model: MMSAModel) -> dict[str, dict[int, Any]]:
     from torch.export import Dim
 
-    B, L, T, K = Dim("batch"), Dim("tokens"), Dim("frames"), Dim("crops")
+    positions = getattr(getattr(model.text.bert, "config", None), "max_position_embeddings", None)
+    B, L, T, K = Dim("batch"), Dim("tokens", max=positions or 512), Dim("frames"), Dim("crops")
     axes = {"input_ids": {0: B, 1: L}, "attention_mask": {0: B, 1: L}, "token_type_ids": {0: B, 1: L},
             "audio": {0: B, 2: T}, "audio_mask": {0: B, 1: T}, "faces": {0: B, 1: K}, "face_mask": {0: B, 1: K}}
     return {name: axes.get(name, {0: B}) for name in GRAPH_INPUTS}
@@ -120,7 +129,7 @@ def export_graph(model: MMSAModel, path: str | Path, key: dict[str, Any] | None 
     try:
         with _quiet(), torch.no_grad():
             program = torch.onnx.export(
-                _Flat(model), _example(model), dynamo=True, dynamic_shapes=_dynamic_shapes(), input_names=list(GRAPH_INPUTS),
+                _Flat(model), _example(model), dynamo=True, dynamic_shapes=_dynamic_shapes(model), input_names=list(GRAPH_INPUTS),
                 output_names=list(GRAPH_OUTPUTS), external_data=False, verbose=False,
             )
     except Exception as exc:  # torch.export raises many kinds; the first line says which op and why
@@ -208,6 +217,7 @@ def load_graph(
     With ``build`` false (graphs built ahead, at install), or where the cache folder is read-only, a
     missing or stale graph is a :class:`GraphError` naming the command that builds it.
     """
+    import_onnxruntime()  # before any work: a missing runtime is one line, not a graph built in vain
     key = graph_key(loaded)
     path = graph_path(loaded, cache, key)
     if path.is_file():

@@ -1,0 +1,172 @@
+"""The ONNX runtime (mmsa.model.export, mmsa.model.onnxrt) against torch, the reference.
+
+Graphs of small models (the tiny test BERT) are exported for real and run by ONNX Runtime; the
+scores must match torch's within ``TOL`` (measured: within 1e-6) on every presence pattern of the
+modalities, including batches where a branch has no row at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mmsa.model import MODALITIES, MMSAModel, load_checkpoint, save_checkpoint
+from mmsa.model.export import graph_key, graph_path, load_graph
+from mmsa.model.onnxrt import GraphError, OnnxModel, RuntimeMissingError, run_groups
+from tests.conftest import REPO
+from tests.model.helpers import batch, random_sample, seeded, tiny_config
+
+TOL = 1e-4
+"""Largest difference allowed between a torch score and the runtime's (scores span [-3, 3])."""
+
+pytestmark = pytest.mark.slow
+
+
+def assert_same_scores(graph, model: MMSAModel, x) -> None:
+    with torch.inference_mode():
+        want = model.eval()(x)
+    got = graph(x)
+    for name, g, w in [("score", got.score, want.score)] + [(m, got.unimodal[m], want.unimodal[m]) for m in MODALITIES]:
+        assert torch.equal(torch.isnan(g), torch.isnan(w)), name
+        assert torch.nan_to_num(g).sub(torch.nan_to_num(w)).abs().max() <= TOL, name
+
+
+def presence_batches(rng, tokenizer):
+    """A batch mixing every presence pattern, then one batch per pattern (a branch with no rows)."""
+    full = [random_sample(rng, text=t, seconds=s, n_faces=k)
+            for t, s, k in [("it was really good", 1.5, 5), ("not bad at all", 2.2, 3), ("terrible", 0.8, 8)]]
+
+    def drop(s, absent):
+        return dataclasses.replace(s, text=None if "text" in absent else s.text,
+                                   audio=None if "audio" in absent else s.audio,
+                                   faces=None if "vision" in absent else s.faces)
+
+    patterns = [set(c) for n in range(4) for c in itertools.combinations(MODALITIES, n)]
+    yield batch(tokenizer, [drop(full[i % 3], p) for i, p in enumerate(patterns)])
+    for p in patterns:
+        yield batch(tokenizer, [drop(s, p) for s in full])
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, tiny_bert):
+    """Tiny checkpoints of the three fusions (late with the packaged face mesh and the valence head)."""
+    out = {}
+    for fusion, extra in [("concat", {}), ("attention", {}),
+                          ("late", {"face_mesh": "packaged", "vision_head": "valence3"})]:
+        torch.manual_seed(0)
+        model = MMSAModel.build(tiny_config(tiny_bert, fusion=fusion, **extra), tiny_bert).eval()
+        out[fusion] = save_checkpoint(tmp_path_factory.mktemp(fusion) / "m.safetensors", model, name=f"tiny-{fusion}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("graphs")
+
+
+@pytest.mark.parametrize("fusion", ["concat", "attention", "late"])
+def test_exported_graph_matches_torch_on_every_presence_pattern(fusion, checkpoints, cache, tokenizer):
+    loaded = load_checkpoint(checkpoints[fusion])
+    graph = load_graph(loaded, cache)
+    assert [d for i in graph.session.get_inputs() for d in i.shape if not isinstance(d, str)] \
+        == [201, 1, 48, 48], "only the feature sizes are fixed; batch, tokens, frames and crops are axes"
+    for x in presence_batches(seeded(1), tokenizer):
+        assert_same_scores(graph, loaded.model, x)
+
+
+def test_runs_split_by_faces_give_the_same_scores(checkpoints, cache, tokenizer):
+    loaded = load_checkpoint(checkpoints["late"])
+    rng = seeded(2)
+    x = batch(tokenizer, [random_sample(rng, n_faces=k, seconds=1.0 + k / 4) for k in (8, 0, 3, 5, 1, 8)])
+    for per_run in (1, 4, 8, 64):
+        assert_same_scores(OnnxModel(load_graph(loaded, cache).path, faces_per_run=per_run), loaded.model, x)
+    assert run_groups(np.array([8, 0, 3, 5, 1, 8]), 8) == [slice(0, 2), slice(2, 4), slice(4, 5), slice(5, 6)]
+    assert run_groups(np.array([9, 2]), 8) == [slice(0, 1), slice(1, 2)]
+
+
+def test_graph_is_built_once_and_reused(checkpoints, cache):
+    loaded = load_checkpoint(checkpoints["concat"])
+    path = load_graph(loaded, cache).path
+    stamp = path.stat().st_mtime_ns
+    assert load_graph(load_checkpoint(checkpoints["concat"]), cache).path == path
+    assert path.stat().st_mtime_ns == stamp
+    assert graph_path(loaded, cache) == path and path.name.startswith("tiny-concat-")
+
+
+def test_changed_checkpoint_rebuilds_its_graph(tmp_path, tiny_bert, tokenizer):
+    torch.manual_seed(0)
+    model = MMSAModel.build(tiny_config(tiny_bert), tiny_bert).eval()
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", model, name="changing")
+    first = load_graph(load_checkpoint(ckpt), tmp_path / "graphs").path
+    with torch.no_grad():
+        model.heads["text"][-1].bias.add_(0.5)
+    save_checkpoint(ckpt, model, name="changing")
+    loaded = load_checkpoint(ckpt)
+    graph = load_graph(loaded, tmp_path / "graphs")
+    assert graph.path != first and not first.exists(), "the old checkpoint's graph is replaced"
+    assert graph.key == graph_key(loaded)
+    assert_same_scores(graph, loaded.model, batch(tokenizer, [random_sample(seeded(3))]))
+
+
+def test_foreign_graph_in_the_cache_is_rebuilt(checkpoints, cache, tmp_path, caplog):
+    other = load_graph(load_checkpoint(checkpoints["attention"]), cache).path
+    loaded = load_checkpoint(checkpoints["concat"])
+    path = graph_path(loaded, tmp_path)
+    path.write_bytes(other.read_bytes())  # another model's graph under this checkpoint's name
+    graph = load_graph(loaded, tmp_path)
+    assert graph.key == graph_key(loaded) and "rebuilding" in caplog.text
+
+
+def test_stale_graph_is_refused_in_one_line_when_building_is_off(tmp_path, tiny_bert):
+    torch.manual_seed(0)
+    model = MMSAModel.build(tiny_config(tiny_bert), tiny_bert).eval()
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", model, name="prebuilt")
+    old = load_graph(load_checkpoint(ckpt), tmp_path / "graphs").path
+    with torch.no_grad():
+        model.heads["audio"][0].weight.mul_(2)
+    save_checkpoint(ckpt, model, name="prebuilt")
+    with pytest.raises(GraphError) as err:
+        load_graph(load_checkpoint(ckpt), tmp_path / "graphs", build=False)
+    msg = str(err.value)
+    assert "\n" not in msg and f"{old.name} is stale" in msg and "python -m mmsa.model.export" in msg
+
+
+def test_unreadable_graph_is_one_line(tmp_path):
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(GraphError, match="not a readable ONNX graph") as err:
+        OnnxModel(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_onnxruntime_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import onnxruntime` meets where it is not installed
+    with pytest.raises(RuntimeMissingError, match="pip install onnxruntime") as err:
+        OnnxModel(tmp_path / "x.onnx")
+    assert "\n" not in str(err.value)
+
+
+def test_mmsa_eval_without_onnxruntime_says_so_in_one_line(tmp_path, checkpoints):
+    (tmp_path / "shadow").mkdir()
+    (tmp_path / "shadow" / "onnxruntime.py").write_text("raise ImportError('No module named onnxruntime')\n")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("video_id,clip_id,text,label,mode\nv,1,it was good,1.0,test\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'shadow'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "MMSA_GRAPH_CACHE": str(tmp_path / "graphs")}
+    res = subprocess.run(
+        [sys.executable, "-c", "import sys; from mmsa.training.cli import eval_main; sys.exit(eval_main())",
+         "--model", str(checkpoints["concat"]), "--dataset", "mosi", "--labels", str(labels), "--modalities", "text",
+         "--out", str(tmp_path / "m.json"), "--predictions", str(tmp_path / "p.csv"), "--cache", str(tmp_path / "c"),
+         "--runtime", "onnx", "--device", "cpu"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+    )
+    assert res.returncode == 1, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in res.stderr and last.startswith("error: ") and "pip install onnxruntime" in last
