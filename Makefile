@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m mmsa.model.export default >/dev/null  # the default model's ONNX graph (the scorer's runtime), into the user's cache
 	touch $(STAMP)
 
 run: install

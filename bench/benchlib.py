@@ -409,17 +409,19 @@ class Monitor:
         """Whisper and the scorer as ``mmsa-monitor --device DEVICE`` loads them (auto: CUDA when present)."""
         from mmsa.model import load_checkpoint
         from mmsa.monitor.asr import Transcriber
-        from mmsa.monitor.config import AsrConfig
+        from mmsa.monitor.config import AsrConfig, ScorerConfig
         from mmsa.monitor.scorer import Scorer, pick_torch_device
 
+        sc = ScorerConfig()  # the monitor's default runtime (onnx: the graph from the user's cache)
         dev = pick_torch_device(device)
-        return cls(Transcriber(AsrConfig(), device), Scorer(load_checkpoint(model, device=dev), dev), dev)
+        scorer = Scorer(load_checkpoint(model, device=dev), dev, runtime=sc.runtime, graph_cache=sc.graph_cache)
+        return cls(Transcriber(AsrConfig(), device), scorer, dev)
 
     def describe(self) -> dict[str, Any]:
         import torch
 
         return {"asr": f"faster-whisper tiny.en, CTranslate2 {self.transcriber.compute_type} on {self.transcriber.device}",
-                "scorer": self.device, "torch_threads": torch.get_num_threads()}
+                "scorer": self.device, "scorer_runtime": self.scorer.runtime, "torch_threads": torch.get_num_threads()}
 
     def warm_up(self) -> None:
         """One transcription and one forward pass, so first-call costs stay out of the timings."""

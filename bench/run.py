@@ -181,6 +181,10 @@ def print_table(res: dict) -> None:
         ]
     for dev, per in (res.get("scorer_windows_per_s") or {}).items():
         rows.append((f"scorer_windows_per_s {dev} (b1 / b8 / b32)", " / ".join(fmt(v) for v in per.values()), "", ""))
+    for dev, per in (res.get("details", {}).get("scorer", {}).get("onnx_over_torch") or {}).items():
+        threads = " 1 thread" if dev.endswith("_1_thread") else ""
+        rows.append((f"  onnx / torch{threads}, same run (b1 / b8 / b32)", " / ".join(f"{v:.2f}x" for v in per.values()),
+                     "(info)", ""))
     rows += streams_rows(res) + batch_rows(res)
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     print()
@@ -310,7 +314,7 @@ def main() -> int:
     add_streams(res, details, notes)
     res["device"] = device_info()
     runtime = next((d["runtime"] for d in details.values() if "runtime" in d), {})
-    res["device"].update(asr=runtime.get("asr"), scorer=runtime.get("scorer"))
+    res["device"].update(asr=runtime.get("asr"), scorer=runtime.get("scorer"), scorer_runtime=runtime.get("scorer_runtime"))
     loads.append(load_avg())
     one_min = [x[0] for x in loads]
     n_cpus = os.cpu_count() or 1

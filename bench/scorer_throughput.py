@@ -1,14 +1,18 @@
 """Scorer throughput: featurized windows scored per second at batch sizes 1, 8 and 32 (CPU, and CUDA when present).
 
-    python bench/scorer_throughput.py SESSION [--model auto|default|PATH] [--batch 1 8 32] [--repeat 5] [--json OUT]
+    python bench/scorer_throughput.py SESSION [--model auto|default|PATH] [--batch 1 8 32] [--repeat 5]
+                                      [--runtime torch onnx] [--json OUT]
 
 The windows are real: the utterances of SESSION (text, 16 kHz audio, face crops) featurized
 with mmsa.media.window_sample. One call is ``Scorer.score(batch)``, what the monitor's scorer
 task runs: collate (tokenizer, padding) + forward + copying the scores back (which waits for
 the device). windows/s = batch / the median seconds of ``--repeat`` calls after one warm-up.
-The process is in a monitor's state (Whisper loaded and run once). CPU is measured twice:
-with torch's default intra-op threads (one per core, as the monitor runs) and with one
-thread (``cpu_1_thread``).
+The process is in a monitor's state (Whisper loaded and run once). CPU is measured twice per
+runtime: with torch's default intra-op threads (one per core, as the monitor runs) and with one
+thread: torch (``cpu``, ``cpu_1_thread``) and the ONNX runtime (``[scorer] runtime = "onnx"``:
+``onnx``, ``onnx_1_thread``; its graph comes from the user's graph cache, built first if missing,
+outside the timings). The rows of one run are measured in turn on the same windows, so their
+ratios hold on a busy machine where the absolute figures do not.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ def main() -> int:
     ap.add_argument("--model", default="auto")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--runtime", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
     ap.add_argument("--json")
     args = ap.parse_args()
     import torch
@@ -45,15 +50,19 @@ def main() -> int:
     mon = Monitor.load(model, "cpu")
     mon.warm_up()
     default_threads = torch.get_num_threads()
-    # (result key, device, torch threads): the monitor as it runs (torch's default threads), then
-    # limited to one thread, then CUDA
-    runs = [("cpu", "cpu", default_threads), ("cpu_1_thread", "cpu", 1)]
+    # (result key, device, runtime, threads): the monitor as it runs (torch's default threads), then
+    # limited to one thread, per runtime, then CUDA
+    runs = [(key + suffix, "cpu", rt, n) for rt, key in (("torch", "cpu"), ("onnx", "onnx")) if rt in args.runtime
+            for suffix, n in (("", default_threads), ("_1_thread", 1))]
     if torch.cuda.is_available():
-        runs.append(("cuda", "cuda", default_threads))
+        runs.append(("cuda", "cuda", "torch", default_threads))
     out: dict = {"model": model_info, "windows_per_s": {}, "s_per_batch": {}, "torch_threads_default": default_threads}
-    for key, dev, threads in runs:
-        torch.set_num_threads(threads)
-        scorer = mon.scorer if dev == "cpu" else Scorer(load_checkpoint(model, device=dev), dev)
+    for key, dev, rt, threads in runs:
+        torch.set_num_threads(threads)  # the ONNX runtime's session takes torch's thread count when it is made
+        if dev == "cpu" and rt == mon.scorer.runtime and threads == default_threads:
+            scorer = mon.scorer
+        else:
+            scorer = Scorer(load_checkpoint(model, device=dev), dev, runtime=rt)
         out["windows_per_s"][key], out["s_per_batch"][key] = {}, {}
         for n in args.batch:
             batch = (samples * (n // len(samples) + 1))[:n]
@@ -64,6 +73,11 @@ def main() -> int:
         if dev == "cuda":
             out["cuda_device"] = torch.cuda.get_device_name(0)
     torch.set_num_threads(default_threads)
+    wps = out["windows_per_s"]
+    for suffix in ("", "_1_thread"):
+        if "cpu" + suffix in wps and "onnx" + suffix in wps:
+            out.setdefault("onnx_over_torch", {})["cpu" + suffix] = {
+                n: round(wps["onnx" + suffix][n] / wps["cpu" + suffix][n], 2) for n in wps["cpu" + suffix]}
     out["load_before"], out["load_after"] = load0, load_avg()
     write_json(args.json, out)
     return 0

@@ -296,8 +296,10 @@ class ImageEncoder(nn.Module):
     def window_mesh(self, whole: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
         """(B, K, 1, S, S) uncut crops + (B, K) mask -> the valid crops' face-mesh features, once
         for every view of them (None without a face mesh)."""
+        if self.mesh is None:
+            return None
         idx = mask.reshape(-1).nonzero().squeeze(1)
-        if self.mesh is None or not has_rows(idx):
+        if not has_rows(idx):
             return None
         return self.mesh_features(whole.reshape(-1, *whole.shape[2:])[idx])
 

@@ -18,14 +18,14 @@ def flush_denormals() -> bool:
     return bool(torch.set_flush_denormal(True))
 
 
-
 def has_rows(idx: torch.Tensor) -> bool:
     """Whether a branch of the model has work: ``idx`` (the rows it runs on, from ``nonzero``) is
     not empty. An eager-mode shortcut: while ``torch.export`` traces the model (the ONNX export,
     :mod:`mmsa.model.export`) it is True, so that the graph computes the branch on however many
-    rows it gets at run time instead of failing on a data-dependent ``if``; the tracer is told the
-    rows are not empty (convolutions would branch on it), and the runtime runs the graph on empty
-    branches too (``tests/model/test_export.py`` checks every presence pattern)."""
+    rows it gets at run time instead of failing on a data-dependent ``if``. The tracer is told the
+    rows are not empty (a convolution would branch on it otherwise); the ONNX graph keeps no such
+    check and runs a branch on zero rows as well (``tests/model/test_export.py`` checks every
+    presence pattern, a branch without rows included)."""
     if torch.compiler.is_exporting():
         torch._check(idx.shape[0] > 0)
         return True
