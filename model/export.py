@@ -249,8 +249,9 @@ def load_graph(
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from mmsa.common.cli import run_cli
+
     from .checkpoint import load_checkpoint
-    from .errors import run_cli
 
     def run(args_in):
         p = argparse.ArgumentParser(prog="python -m mmsa.model.export", description=__doc__.splitlines()[0])
