@@ -135,7 +135,7 @@ class ScorerConfig:
     graph_cache: str = ""
     """Folder of the exported ONNX graphs (one per checkpoint, built at first use); empty: the user's cache folder."""
     graph_build: bool = True
-    """Build a missing or stale graph at first use (about 30 s); false: refuse with one line (build it ahead: python -m mmsa.model.export)."""
+    """Build a missing or stale graph at first use (up to a minute); false: refuse with one line (build it ahead: python -m mmsa.model.export)."""
 
 
 DEGRADE_STEPS = ("partials", "speculation", "faces", "vision")
