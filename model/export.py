@@ -16,7 +16,7 @@ Cache: one graph per checkpoint in ``cache`` (``[scorer] graph_cache``; default
 (:func:`graph_key`, stored in the graph's metadata) is the checkpoint file's sha256, a digest of
 every weight the model holds (so also the base BERT of a delta checkpoint and the face-mesh file),
 a digest of this package's source, the exporter version and torch's version. A graph is built at
-first use (the default model: 25 to 75 s on the 2-core machine, 0.9 GB peak memory) or ahead with the command above
+first use (the default model: 21 to 74 s on the 2-core machine, 0.9 GB peak memory) or ahead with the command above
 (``make install`` does it for the default model); a graph of another key is rebuilt, or refused with
 one line where building at run time is off (``[scorer] graph_build = false``) or the cache folder
 is read-only. Building needs the ``onnx`` and ``onnxscript`` packages
