@@ -153,7 +153,9 @@ def _engine(args: argparse.Namespace, cfg: MonitorConfig, n_streams: int):
     device = pick_torch_device(args.device)
     workers = cfg.asr.workers or max(1, min(n_streams, os.cpu_count() or 1))
     _say(f"loading the models on {device} ...")
-    scorer = Scorer(load_checkpoint(args.model, device=device, bert=cfg.scorer.bert or None), device)
+    sc = cfg.scorer
+    scorer = Scorer(load_checkpoint(args.model, device=device, bert=sc.bert or None), device, runtime=sc.runtime,
+                    graph_cache=sc.graph_cache or None, graph_build=sc.graph_build)
     engine = Engine(Transcriber(cfg.asr, args.device, workers=workers), scorer, cfg.scorer)
     engine.warm_up()
     return engine
