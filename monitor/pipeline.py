@@ -54,7 +54,7 @@ from .recorder import Recorder
 from .session import SessionFolder
 from .sessionlog import SessionLog
 from .source import AUDIO, VIDEO, Source, SourceState, StateChange
-from .speculation import Speculator
+from .speculation import SpeculationStats, Speculator
 from .vad import SileroVAD
 
 try:
@@ -104,16 +104,12 @@ class Pipeline:
         self.finished = False  # every stage drained and the bus closed
         self._faces = FaceStatus(cfg.frames.face_status_hz, bus, self._video)
 
-    # ------------------------------------------------------------------ Controls
-
     @property
     def scorer(self):
         return self.engine.scorer
 
     @property
-    def speculation(self):
-        from .speculation import SpeculationStats
-
+    def speculation(self) -> SpeculationStats:
         return self.speculator.stats if self.speculator is not None else SpeculationStats()
 
     @property
@@ -135,6 +131,8 @@ class Pipeline:
             self.speculator.speculative = self.speculative and "speculation" not in steps
         if list(steps) != self.bus.last_status.degraded and not self.bus.closed:
             self.bus.update_status(degraded=list(steps))
+
+    # ------------------------------------------------------------------ Controls
 
     def request_stop(self) -> None:
         """Begin a clean shutdown (idempotent)."""
