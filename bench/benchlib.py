@@ -405,8 +405,9 @@ class Monitor:
     device: str
 
     @classmethod
-    def load(cls, model: str, device: str = "auto") -> Monitor:
-        """Whisper and the scorer as ``mmsa-monitor --device DEVICE`` loads them (auto: CUDA when present)."""
+    def load(cls, model: str, device: str = "auto", runtime: str | None = None) -> Monitor:
+        """Whisper and the scorer as ``mmsa-monitor --device DEVICE`` loads them (auto: CUDA when present);
+        ``runtime`` overrides ``[scorer] runtime``."""
         from mmsa.model import load_checkpoint
         from mmsa.monitor.asr import Transcriber
         from mmsa.monitor.config import AsrConfig, ScorerConfig
@@ -414,7 +415,8 @@ class Monitor:
 
         sc = ScorerConfig()  # the monitor's default runtime (onnx: the graph from the user's cache)
         dev = pick_torch_device(device)
-        scorer = Scorer(load_checkpoint(model, device=dev), dev, runtime=sc.runtime, graph_cache=sc.graph_cache)
+        scorer = Scorer(load_checkpoint(model, device=dev), dev, runtime=runtime or sc.runtime,
+                        graph_cache=sc.graph_cache)
         return cls(Transcriber(AsrConfig(), device), scorer, dev)
 
     def describe(self) -> dict[str, Any]:
@@ -434,10 +436,10 @@ class Monitor:
         self.scorer.score([Sample(text="warm up", audio=audio_features(audio))])
 
     def pipeline(self, media_path: Path, workdir: Path, *, fast: bool, mqtt: tuple[str, int, str] | None = None,
-                 speculative: bool | None = None):
+                 speculative: bool | None = None, early_close_ms: int | None = None):
         """A Pipeline replaying ``media_path`` the way ``mmsa-monitor --replay PATH [--fast] --headless`` wires
-        it (cli._build); ``mqtt`` = (host, port, prefix) adds the MQTT publisher; ``speculative`` overrides
-        ``segmenter.speculative``. -> (pipeline, publisher)."""
+        it (cli._build); ``mqtt`` = (host, port, prefix) adds the MQTT publisher; ``speculative`` and
+        ``early_close_ms`` override those of ``[segmenter]``. -> (pipeline, publisher)."""
         import uuid
 
         from mmsa.monitor.bus import EventBus
@@ -453,6 +455,8 @@ class Monitor:
         cfg = MonitorConfig()
         if speculative is not None:
             cfg = cfg.replace("segmenter", speculative=speculative)
+        if early_close_ms is not None:
+            cfg = cfg.replace("segmenter", early_close_ms=early_close_ms)
         if mqtt is not None:
             cfg = cfg.replace("mqtt", host=mqtt[0], port=mqtt[1], prefix=mqtt[2], node_id="bench",
                               client_id=f"bench-{uuid.uuid4().hex[:8]}", discovery=False)

@@ -85,6 +85,8 @@ def main() -> int:
                     help="torch intra-op threads (0: torch's default, as the monitor runs)")
     ap.add_argument("--no-speculative", action="store_true",
                     help="segmenter.speculative = false (process each window only once its utterance closed)")
+    ap.add_argument("--before", action="store_true",
+                    help="the monitor before issue #14: the torch scorer and no adaptive close (early_close_ms 0)")
     ap.add_argument("--json")
     args = ap.parse_args()
     set_torch_threads(args.torch_threads)
@@ -92,7 +94,7 @@ def main() -> int:
         raise SystemExit("bench: the latency benchmark needs mosquitto_sub (apt-get install mosquitto-clients)")
     script = read_script(args.session)
     model, model_info = resolve_model(args.model)
-    mon = Monitor.load(model)
+    mon = Monitor.load(model, runtime="torch" if args.before else None)
     mon.warm_up()
     load0 = load_avg()
     with tempfile.TemporaryDirectory(prefix="mmsa-bench-") as tmp:
@@ -106,7 +108,8 @@ def main() -> int:
         try:
             wait_subscribed(broker.host, broker.port, prefix, out)
             pipe, publisher = mon.pipeline(args.session, workdir, fast=False, mqtt=(broker.host, broker.port, prefix),
-                                           speculative=False if args.no_speculative else None)
+                                           speculative=False if args.no_speculative else None,
+                                           early_close_ms=0 if args.before else None)
             replay = pipe.sources[0]
             say(f"latency: paced replay of {args.session.name} ({replay.media.duration_s:.0f} s, "
                 f"{len(script)} utterances) ...")
@@ -174,6 +177,7 @@ def main() -> int:
         "components_p95_ms": {k: pct([r[k] for r in got], 95)
                               for k in ("close_ms", "pipeline_ms", "asr_ms", "model_ms", "mqtt_ms")},
         "speculative": pipe.speculative,
+        "early_close_ms": pipe.cfg.segmenter.early_close_ms,
         "speculation": dataclasses.asdict(pipe.speculation),
         "utterances": rows,
         "runtime": mon.describe(),

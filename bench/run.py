@@ -147,6 +147,14 @@ def print_table(res: dict) -> None:
     rows.append(("latency_p50_ms" + n, fmt(res.get("latency_p50_ms")), "", ""))
     rows.append(("latency_p95_ms" + n, fmt(res.get("latency_p95_ms")), "<= 1000",
                  verdict(res.get("latency_p95_ms"), TARGETS["latency_p95_ms"])))
+    lat_b = res.get("details", {}).get("latency_before")
+    if lat_b:
+        rows.append(("  before #14 (torch scorer, no adaptive close): p50 / p95",
+                     f"{fmt(lat_b['latency_p50_ms'])} / {fmt(lat_b['latency_p95_ms'])}", "(info)", ""))
+        rows.append(("  latency target of #14: p50 / p95", f"{fmt(res.get('latency_p50_ms'))} / "
+                     f"{fmt(res.get('latency_p95_ms'))}", "<= 350 / 500",
+                     "PASS" if (res.get("latency_p50_ms") or 1e9) <= 350 and (res.get("latency_p95_ms") or 1e9) <= 500
+                     else "MISS"))
     lat1 = res.get("details", {}).get("latency_torch_1_thread")
     if lat1:
         rows.append(("  same, torch 1 thread: p50 / p95", f"{fmt(lat1['latency_p50_ms'])} / {fmt(lat1['latency_p95_ms'])}",
@@ -272,6 +280,7 @@ def main() -> int:
             section("replay", "replay.py", [str(SAMPLE_SESSION), *([str(mosi)] if mosi else []),
                                             "--repeat", repeat], 900)
         if "latency" in only:
+            section("latency_before", "latency.py", [str(lat_session), "--before"], 900)  # side by side, one run
             section("latency", "latency.py", [str(lat_session)], 900)
             if args.thread_ab:
                 section("latency_torch_1_thread", "latency.py", [str(lat_session), "--torch-threads", "1"], 900)
