@@ -76,6 +76,48 @@ def _eval_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fit_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mmsa-fit-fusion",
+        description="Fit the calibrated fusion of a checkpoint: one temperature per head, on held-out data of its "
+        "modality; write the checkpoint with fusion = \"calibrated\" and a JSON report (NLL, ECE before and after).",
+    )
+    p.add_argument("--model", required=True, metavar="default|PATH", help="the checkpoint to calibrate")
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.add_argument("--report", required=True, help="JSON report to write")
+    p.add_argument("--heldout", nargs=4, action="append", required=True,
+                   metavar=("MODALITY", "DATASET", "LABELS", "SPLIT"),
+                   help="held-out data of one head, e.g. --heldout vision fer2013 ../shared/data/fer2013/labels.csv valid")
+    p.add_argument("--heldout-model", nargs=2, action="append", default=[], metavar=("MODALITY", "PATH"),
+                   help="score that modality's held-out data with this checkpoint (a twin trained without it)")
+    p.add_argument("--cache", default=".cache/mmsa", help="feature cache folder (default: .cache/mmsa)")
+    p.add_argument("--workers", type=int, default=4, help="parallel decoding threads")
+    return p
+
+
+def _fit(argv: list[str] | None) -> int:
+    flush_denormals()
+    args = _fit_parser().parse_args(argv)
+    _setup_logging()
+    from mmsa.model.features import MODALITIES
+
+    from .calibrate import fit_fusion
+    from .config import CacheConfig
+    from .evaluate import write_json
+
+    for modality, *_ in args.heldout + args.heldout_model:
+        if modality not in MODALITIES:
+            raise ConfigError(f"--heldout: unknown modality {modality!r} (text, audio or vision)")
+    command = ["mmsa-fit-fusion", *(argv if argv is not None else sys.argv[1:])]
+    report = fit_fusion(args.model, args.out, [tuple(h) for h in args.heldout], dict(args.heldout_model),
+                        CacheConfig(dir=args.cache, workers=args.workers), command)
+    write_json(args.report, report)
+    for m, h in report["heads"].items():
+        print(f"{m}: T = {h['temperature']:.3f} on {h['source']} (n={h['n']}): NLL {h['nll_before']:.3f} -> "
+              f"{h['nll_after']:.3f}, ECE {h['ece_before']:.3f} -> {h['ece_after']:.3f}")
+    return 0
+
+
 def _train(argv: list[str] | None) -> int:
     args = _train_parser().parse_args(argv)
     _setup_logging()
@@ -169,6 +211,10 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def eval_main(argv: list[str] | None = None) -> int:
     return run_cli(_eval, argv)
+
+
+def fit_fusion_main(argv: list[str] | None = None) -> int:
+    return run_cli(_fit, argv)
 
 
 if __name__ == "__main__":
