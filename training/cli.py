@@ -68,6 +68,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="PNG to write (default: the --out path with .png)")
     p.add_argument("--modalities", nargs="+", choices=["text", "audio", "vision"], help="use only these modalities")
     p.add_argument("--text-column", default="text", help="mosei: transcript column (text or asr_text)")
+    p.add_argument("--videos", default="", choices=["", "train", "heldout"],
+                   help="mosi/mosei/mmsa-raw: only the train (70 %%) or heldout (30 %%) part of the videos")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--bert", help="local BERT folder when the checkpoint's is elsewhere on this machine")
@@ -171,7 +173,7 @@ def _eval(argv: list[str] | None) -> int:
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     models = _expand_models(args.model)
     src = SourceConfig(reader=args.dataset, labels=args.labels, split=args.split, root=args.root,
-                       modalities=tuple(args.modalities or ()), text_column=args.text_column,
+                       modalities=tuple(args.modalities or ()), text_column=args.text_column, videos=args.videos,
                        name=f"{args.dataset}_{args.split}")
     data = read_source(src, keep_unrated=True)
     store = featurize(data, CacheConfig(dir=args.cache, workers=args.workers))
@@ -183,7 +185,7 @@ def _eval(argv: list[str] | None) -> int:
         loaded = load_checkpoint(spec, device=device, bert=args.bert)
         preds = predict(loaded.model, store, loaded.tokenizer, loaded.features, args.batch_size, device)
         metrics = {**score_source(data, preds), "model": loaded.info.tag, "checkpoint": str(loaded.info.path),
-                   "dataset": args.dataset, "labels": args.labels, "split": args.split,
+                   "dataset": args.dataset, "labels": args.labels, "split": args.split, "videos": args.videos,
                    "modalities": list(data.modalities)}
         several = len(models) > 1
         write_predictions(_suffixed(pred_path, k) if several else pred_path, data, preds)
