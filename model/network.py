@@ -12,8 +12,7 @@
   over a [CLS] token and one token per present modality (text, audio, image view 1,
   image view 2); missing modalities are key-padding-masked; the [CLS] output -> FC.
 * Fusion ``late``: a weighted mean of the unimodal scores over the present modalities, with
-  fixed weights from the config (``late_weights``); used by the default model, which has no
-  aligned trimodal data to fit them on.
+  fixed weights from the config (``late_weights``), chosen by hand.
 * Fusion ``calibrated``: a weighted mean of the unimodal scores whose weights are fitted on data
   and set per utterance: each head's scores (or logits) become calibrated polarity probabilities
   (:func:`score_probs` for regressing heads, a tempered softmax for classifying ones; the
