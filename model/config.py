@@ -66,8 +66,8 @@ class ModelConfig:
     """The same choice for the audio head."""
     fusion: Fusion = "concat"
     """``concat``: Eq. 9 concat -> FC. ``attention``: transformer over modality tokens. ``late``: weighted mean
-    of unimodal scores with fixed weights. ``calibrated``: weighted mean of the unimodal scores with
-    per-utterance weights from each head's calibrated polarity probabilities (``network.calibrated_weights``)."""
+    of unimodal scores with fixed weights. ``calibrated``: the product of the heads' calibrated polarity
+    probabilities, its class margin as the score (``network.product_of_experts``)."""
     late_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Fixed weights (text, audio, vision) of the ``late`` fusion over the present modalities."""
     calibration: tuple[float, float, float] = (1.0, 1.0, 1.0)

@@ -264,7 +264,8 @@ class ImageEncoder(nn.Module):
 
     ``cnn_input``: what the paper's CNN sees. ``pixels``: the 48x48 crop (two 2D-Inception
     blocks with pooling, self-attention at 12x12). ``mesh``: the trunk's 12x12x128 feature map
-    (:data:`facemesh.MAP`; the mirror's map flipped back before averaging): one 2D-Inception
+    (:data:`facemesh.MAP`; the mirror's map flipped back and averaged with the crop's; in training
+    one of the two at random, a flip augmentation that cost nothing): one 2D-Inception
     block (``channels[1]`` per branch) and BatchNorm at 12x12, the self-attention of Eq. 5 and
     the last conv layer, the "improved Inception" on a pretrained trunk. On 2,000 FER2013 faces
     the CNN on pixels added nothing next to the trunk (its output could be replaced by its mean);
@@ -329,24 +330,29 @@ class ImageEncoder(nn.Module):
             x = x + self.mesh_proj(mesh.vec)
         return x
 
-    def mesh_features(self, faces: torch.Tensor) -> MeshFeatures:
-        """(N, 1, S, S) -> the trunk's outputs of each crop and its mirror, averaged (the mirror's map
-        flipped back first)."""
+    def mesh_features(self, faces: torch.Tensor, train_view: bool = False) -> MeshFeatures:
+        """(N, 1, S, S) -> the trunk's outputs of each crop and its mirror (the mirror's map flipped
+        back first): averaged, or with ``train_view`` (``cnn_input = "mesh"`` in training) one of the
+        two at random per crop, so that training sees both orientations as two faces."""
         assert self.mesh is not None
         n = faces.shape[0]
         out = self.mesh.outputs(torch.cat([faces, torch.flip(faces, dims=[3])]))
-        vec = (out[FEATURES][:n] + out[FEATURES][n:]) / 2
+        a, b = out[FEATURES][:n], out[FEATURES][n:]
         fmap = None
         if MAP in out:
-            fmap = (out[MAP][:n] + torch.flip(out[MAP][n:], dims=[3])) / 2
-        return MeshFeatures(vec, fmap)
+            ma, mb = out[MAP][:n], torch.flip(out[MAP][n:], dims=[3])
+            if train_view:
+                pick = torch.rand(n, device=faces.device) < 0.5
+                return MeshFeatures(torch.where(pick[:, None], a, b), torch.where(pick[:, None, None, None], ma, mb))
+            fmap = (ma + mb) / 2
+        return MeshFeatures((a + b) / 2, fmap)
 
-    def window_mesh(self, whole: torch.Tensor, mask: torch.Tensor) -> MeshFeatures | None:
+    def window_mesh(self, whole: torch.Tensor, mask: torch.Tensor, train_view: bool = False) -> MeshFeatures | None:
         """(B, K, 1, S, S) uncut crops + (B, K) mask -> the valid crops' trunk outputs, once for every
         view of them (None without a face mesh)."""
         if self.mesh is None or not mask.any():
             return None
-        return self.mesh_features(whole.reshape(-1, *whole.shape[2:])[mask.reshape(-1)])
+        return self.mesh_features(whole.reshape(-1, *whole.shape[2:])[mask.reshape(-1)], train_view)
 
     def encode_windows(self, faces: torch.Tensor, mask: torch.Tensor, mesh: MeshFeatures | None = None,
                        train_view: bool = False) -> torch.Tensor:

@@ -13,14 +13,14 @@
   image view 2); missing modalities are key-padding-masked; the [CLS] output -> FC.
 * Fusion ``late``: a weighted mean of the unimodal scores over the present modalities, with
   fixed weights from the config (``late_weights``), chosen by hand.
-* Fusion ``calibrated``: a weighted mean of the unimodal scores whose weights are fitted on data
-  and set per utterance: each head's scores (or logits) become calibrated polarity probabilities
+* Fusion ``calibrated``: each head's scores (or logits) become calibrated polarity probabilities
   (:func:`score_probs` for regressing heads, a tempered softmax for classifying ones; the
-  temperatures ``calibration`` are fitted on each head's own held-out data by ``mmsa-fit-fusion``),
-  and a head weighs as much as it surely calls the utterance positive or negative
-  (:func:`calibrated_weights`): words near neutral leave the decision to the voice and the face,
-  and a head that is often wrong has flat calibrated probabilities and weighs little. One present
-  modality: the fused score is its score. No aligned trimodal data exists here to fit more.
+  temperatures ``calibration`` are fitted on each head's own held-out data by ``mmsa-fit-fusion``);
+  the present heads' probabilities are multiplied (:func:`product_of_experts`) and the fused score
+  is the class margin of the product (:func:`valence_score`). A head with flat calibrated
+  probabilities (words near neutral; a head often wrong on held-out data) changes the product
+  little, so the sure heads decide, per utterance. One present modality: the fused score is its
+  own score. No aligned trimodal data exists here to fit more than the temperatures.
 * Unimodal heads (Table 5): one FC -> ReLU -> FC head per modality on its own embedding
   (vision: mean of the two view embeddings), so each modality has its own score.
 * ``[model] vision_head = "valence3"`` (and ``audio_head``): the head outputs three logits (negative,
@@ -98,21 +98,16 @@ def score_probs(score: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return torch.stack([neg, (1.0 - pos - neg).clamp_min(0.0), pos], -1)
 
 
-FLOOR_WEIGHT = 0.02
-"""Every present head's weight in the ``calibrated`` fusion is at least this, so that heads that all
-see a neutral utterance still average their scores."""
+def product_of_experts(probs: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """(B, M, 3) calibrated polarity probabilities of each head + (B, M) presence -> (B, 3) fused.
 
-
-def calibrated_weights(probs: torch.Tensor) -> torch.Tensor:
-    """(B, M, 3) calibrated polarity probabilities -> (B, M) per-utterance fusion weights.
-
-    The weight of a head is how surely it calls the utterance positive rather than negative, or the
-    reverse: ``|P(positive) - P(negative)| + FLOOR_WEIGHT``. A head that sees no sentiment (words
-    near neutral) or that is unsure (its calibrated probabilities are flat because it is often
-    wrong on held-out data) weighs little, and the other heads decide. NaN (absent) gives 0.
+    The present heads' probabilities multiplied and renormalised: their evidence combined as if
+    independent, with a uniform prior over the three classes. A head whose calibrated
+    probabilities are flat (words near neutral; a head often wrong on its held-out data) changes
+    the product little, so the sure heads decide, utterance by utterance.
     """
-    w = (probs[..., 2] - probs[..., 0]).abs() + FLOOR_WEIGHT
-    return torch.nan_to_num(w, nan=0.0)
+    logp = torch.log(torch.nan_to_num(probs, nan=1.0).clamp_min(1e-6)) * present[..., None]
+    return torch.softmax(logp.sum(1), -1)
 
 
 def _head(d_in: int, hidden: int, dropout: float, out: int = 1) -> nn.Sequential:
@@ -236,7 +231,7 @@ class MMSAModel(nn.Module):
             faces, fmask = x.faces[idx], x.face_mask[idx]
             shape = faces.shape
             flat = faces.reshape(-1, *shape[2:])
-            mesh = self.vision.window_mesh(faces, fmask)  # uncut crops, shared by both views
+            mesh = self.vision.window_mesh(faces, fmask, train)  # uncut crops, shared by both views
 
             def view() -> torch.Tensor:  # one random view: a crop of the pixels or a shift of the trunk's map
                 pixels = faces if self.vision.cnn_input == "mesh" else augment.image_view(flat, train, self.augment_cfg)
@@ -284,9 +279,10 @@ class MMSAModel(nn.Module):
             return self._squash(self.fusion(out[:, 0]))
         s = torch.stack([torch.nan_to_num(unimodal[m]) for m in MODALITIES], dim=1)
         if self.cfg.fusion == "calibrated":
-            w = calibrated_weights(self.polarity_probs(unimodal, logits)) * pf  # (B, 3)
-        else:
-            w = self.late_weights[None] * pf  # (B, 3)
+            single = (s * pf).sum(1)  # the score of the one present modality
+            fused = valence_score(product_of_experts(self.polarity_probs(unimodal, logits), pf), self.cfg.score_range)
+            return torch.where(pf.sum(1) > 1, fused, single)
+        w = self.late_weights[None] * pf  # (B, 3)
         return (w * s).sum(1) / w.sum(1).clamp_min(1e-6)
 
     def polarity_probs(self, unimodal: dict[str, torch.Tensor], logits: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -269,6 +269,13 @@ def test_mesh_cnn_runs_the_papers_cnn_on_the_trunks_map(tiny_bert, tokenizer):
     assert feats.map.shape == (2, 128, 12, 12) and feats.vec.shape == (2, 1152)
     mirrored = img.mesh_features(torch.flip(whole, dims=[3]))
     assert torch.allclose(torch.flip(mirrored.map, dims=[3]), feats.map, atol=1e-4)
+    # training: each crop's map is the crop's own or its mirror's (flipped back), not their mean
+    own = img.mesh.outputs(whole)["p_re_lu_12"]
+    flipped = torch.flip(img.mesh.outputs(torch.flip(whole, dims=[3]))["p_re_lu_12"], dims=[3])
+    for _ in range(3):
+        tv = img.mesh_features(whole, train_view=True).map
+        assert all(torch.allclose(tv[i], own[i], atol=1e-5) or torch.allclose(tv[i], flipped[i], atol=1e-5)
+                   for i in range(2))
     with torch.no_grad():
         a = img(torch.rand(2, 1, 48, 48), feats)
         b = img(torch.zeros(2, 1, 48, 48), feats)
@@ -309,12 +316,17 @@ def test_score_probs_is_an_ordinal_model_around_the_polarity_rule():
 
 
 def test_calibrated_fusion_lets_voice_and_face_decide_when_the_words_are_neutral(tiny_bert, tokenizer):
-    """fusion = "calibrated": one modality -> its score; words near neutral -> the other heads weigh more."""
-    from mmsa.model.network import FLOOR_WEIGHT, calibrated_weights
+    """fusion = "calibrated": one modality -> its score; several -> the product of their calibrated
+    probabilities, so a flat (unsure, near-neutral) head leaves the decision to the sure ones."""
+    from mmsa.model.network import product_of_experts, valence_score
 
-    probs = torch.tensor([[[0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [float("nan")] * 3]])
-    w = calibrated_weights(probs)
-    assert w[0, 0] == pytest.approx(FLOOR_WEIGHT) and w[0, 1] == pytest.approx(0.85 + FLOOR_WEIGHT) and w[0, 2] == 0
+    flat, sure_neg = torch.tensor([0.3, 0.4, 0.3]), torch.tensor([0.9, 0.05, 0.05])
+    probs = torch.stack([flat, sure_neg, torch.full((3,), float("nan"))])[None]
+    fused = product_of_experts(probs, torch.tensor([[1.0, 1.0, 0.0]]))
+    assert fused.argmax() == 0 and fused[0, 0] > 0.85  # the voice decides; the absent face plays no part
+    strong_pos = torch.tensor([0.02, 0.04, 0.94])
+    assert product_of_experts(torch.stack([strong_pos, torch.tensor([0.6, 0.3, 0.1]), flat])[None],
+                              torch.ones(1, 3)).argmax() == 2  # clear words win over a moderate voice
     model = MMSAModel.build(tiny_config(tiny_bert, fusion="calibrated", audio_head="valence3",
                                         vision_head="valence3", calibration=(0.5, 2.0, 1.0)), tiny_bert).eval()
     assert not any(k.startswith("fusion") for k in model.state_dict())  # nothing trained: fitted temperatures
@@ -322,10 +334,9 @@ def test_calibrated_fusion_lets_voice_and_face_decide_when_the_words_are_neutral
     with torch.no_grad():
         out = model(b)
     assert out.score[0] == pytest.approx(float(out.unimodal["text"][0]), abs=1e-5)  # text alone: its score
-    s = torch.stack([out.unimodal[m][1] for m in ("text", "audio", "vision")])
     p = model.polarity_probs({m: u[1:] for m, u in out.unimodal.items()}, {m: z[1:] for m, z in out.logits.items()})
     assert torch.allclose(p[0, 1], torch.softmax(out.logits["audio"][1] / 2.0, -1))  # the audio temperature
-    wts = calibrated_weights(p)[0]
-    assert out.score[1] == pytest.approx(float((wts * s).sum() / wts.sum()), abs=1e-5)
+    expected = valence_score(product_of_experts(p, torch.ones(1, 3)))
+    assert out.score[1] == pytest.approx(float(expected[0]), abs=1e-5)
     with pytest.raises(ValueError, match="calibration: temperatures must be > 0"):
         tiny_config(tiny_bert, calibration=(1.0, 0.0, 1.0))
