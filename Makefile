@@ -97,12 +97,13 @@ default-model-eval: install
 	$(VENV)/bin/mmsa-fit-fusion --model $(TWIN_RUN)/model.safetensors --out $(EVAL_OUT)/twin.safetensors \
 	  --report $(EVAL_OUT)/twin_calibration.json $(HELDOUT); \
 	$(VENV)/bin/mmsa-eval --model $(EVAL_OUT)/twin.safetensors --dataset ravdess --labels $(DATA)/ravdess/labels.csv \
-	  --split test --out model/default/eval/ravdess_test_heldout.json --predictions $(EVAL_OUT)/ravdess_test_heldout.csv; \
+	  --split test --out model/default/eval/ravdess_test_heldout.json --predictions $(EVAL_OUT)/ravdess_test_heldout.csv \
+	  --plot $(EVAL_OUT)/ravdess_test_heldout.png; \
 	test -f $(EVAL_OUT)/ravdess_asr.csv || $(PY) examples/ravdess_asr.py $(DATA)/ravdess/labels.csv \
 	  $(EVAL_OUT)/ravdess_asr.csv --actors 17 18 19 20; \
 	$(VENV)/bin/mmsa-eval --model $(EVAL_OUT)/twin.safetensors --dataset ravdess --labels $(EVAL_OUT)/ravdess_asr.csv \
 	  --root $(DATA)/ravdess --split test --out model/default/eval/ravdess_asr_test_heldout.json \
-	  --predictions $(EVAL_OUT)/ravdess_asr_test_heldout.csv
+	  --predictions $(EVAL_OUT)/ravdess_asr_test_heldout.csv --plot $(EVAL_OUT)/ravdess_asr_test_heldout.png
 
 lint: install
 	$(VENV)/bin/ruff check .
