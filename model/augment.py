@@ -120,3 +120,15 @@ def image_view(faces: torch.Tensor, train: bool, cfg: AugmentConfig = DEFAULT_AU
     theta[:, 1, 2] = ((y0 + side / 2) / S * 2 - 1).to(faces.dtype)
     grid = F.affine_grid(theta, list(faces.shape), align_corners=False)
     return F.grid_sample(faces, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def map_view(maps: torch.Tensor, train: bool, shift: int) -> torch.Tensor:
+    """(N, C, H, W) feature maps -> a random view in training: each map shifted by up to ``shift``
+    cells in x and y, the cells it uncovers copied from the border (replicate). Evaluation: as given."""
+    N, _, H, W = maps.shape
+    if not train or shift <= 0 or N == 0:
+        return maps
+    padded = F.pad(maps, (shift, shift, shift, shift), mode="replicate")
+    dx = torch.randint(0, 2 * shift + 1, (N,)).tolist()
+    dy = torch.randint(0, 2 * shift + 1, (N,)).tolist()
+    return torch.stack([padded[i, :, y : y + H, x : x + W] for i, (x, y) in enumerate(zip(dx, dy))])

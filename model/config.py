@@ -10,9 +10,10 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-Fusion = Literal["concat", "attention", "late"]
+Fusion = Literal["concat", "attention", "late", "calibrated"]
 FaceMeshUse = Literal["none", "packaged"]
-VisionHead = Literal["score", "valence3"]
+FaceCnnInput = Literal["pixels", "mesh"]
+Head = Literal["score", "valence3"]
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,25 @@ class ModelConfig:
     face_mesh: FaceMeshUse = "none"
     """``packaged``: the image encoder adds the features of the frozen MediaPipe face-landmark
     network shipped in the package (``mmsa.model.facemesh``) to those of its 2D-Inception CNN."""
-    vision_head: VisionHead = "score"
+    face_cnn: FaceCnnInput = "pixels"
+    """What the paper's 2D-Inception + self-attention CNN sees: ``pixels``, the 48x48 crop (the paper),
+    or ``mesh``, the frozen face-mesh trunk's 12x12x128 feature map of the crop (needs ``face_mesh``):
+    the "improved Inception" on a pretrained trunk (``encoders.MeshCnn``)."""
+    vision_head: Head = "score"
     """``score``: the vision head regresses the score, like the others. ``valence3``: it classifies
     negative / neutral / positive (cross-entropy on the label's class, ``losses.py``) and its
     score is the class margin of ``network.valence_score``."""
+    audio_head: Head = "score"
+    """The same choice for the audio head."""
     fusion: Fusion = "concat"
-    """``concat``: Eq. 9 concat -> FC. ``attention``: transformer over modality tokens. ``late``: weighted mean of unimodal scores."""
+    """``concat``: Eq. 9 concat -> FC. ``attention``: transformer over modality tokens. ``late``: weighted mean
+    of unimodal scores with fixed weights. ``calibrated``: the product of the heads' calibrated polarity
+    probabilities, its class margin as the score (``network.product_of_experts``)."""
     late_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Fixed weights (text, audio, vision) of the ``late`` fusion over the present modalities."""
+    calibration: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Temperatures (text, audio, vision) of the ``calibrated`` fusion, fitted on each head's held-out
+    data by ``mmsa-fit-fusion`` (1.0: uncalibrated)."""
     fusion_layers: int = 5
     """Transformer layers of the ``attention`` fusion (the paper's "transform layers = 5")."""
     fusion_heads: int = 4
@@ -65,6 +77,10 @@ class ModelConfig:
             raise ValueError(f"audio_channels: 1 to {len(AudioEncoder.KERNELS)} layers, got {len(self.audio_channels)}")
         if not 0 <= self.audio_bands <= N_FREQ:
             raise ValueError(f"audio_bands: 0 (every STFT bin) or 1 to {N_FREQ} bands, got {self.audio_bands}")
+        if self.face_cnn == "mesh" and self.face_mesh != "packaged":
+            raise ValueError('face_cnn = "mesh" runs the CNN on the face-mesh trunk\'s map: set face_mesh = "packaged"')
+        if min(self.calibration) <= 0:
+            raise ValueError(f"calibration: temperatures must be > 0, got {self.calibration}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

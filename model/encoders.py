@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .facemesh import FEATURE_DIM, FaceMesh
+from .augment import map_view
+from .facemesh import FEATURE_DIM, FEATURES, MAP, MAP_CHANNELS, FaceMesh
 from .features import TextInputs
 from .runtime import has_rows
 
@@ -241,29 +242,61 @@ class _FeatureNorm(nn.BatchNorm1d):
         return super().forward(x)
 
 
+@dataclass
+class MeshFeatures:
+    """The frozen face-mesh trunk's view of N crops (each averaged with its mirror image)."""
+
+    vec: torch.Tensor  # (N, FEATURE_DIM) the last shared features, p_re_lu_17
+    map: torch.Tensor | None  # (N, MAP_CHANNELS, 12, 12) the last 12x12 map, p_re_lu_12 (face_cnn = "mesh")
+
+    def rows(self, keep: torch.Tensor) -> MeshFeatures:
+        return MeshFeatures(self.vec[keep], None if self.map is None else self.map[keep])
+
+
 class ImageEncoder(nn.Module):
     """Face crops (N, 1, 48, 48) -> (N, out_dim): two 2D-Inception blocks + self-attention.
 
     With ``face_mesh``, the frozen MediaPipe face-landmark trunk (:mod:`mmsa.model.facemesh`)
     also sees each crop: whole (the random training crops of the views would cut into the
-    margin the network needs) and mirrored, the two feature vectors averaged, so that they do
-    not depend on which way a face looks. The 1,152 features pass BatchNorm (their scales differ
+    margin the network needs) and mirrored, the two outputs averaged, so that they do not
+    depend on which way a face looks. Its 1,152 last features pass BatchNorm (their scales differ
     by orders of magnitude), dropout :data:`MESH_DROPOUT` and a linear layer, and are added to
     the CNN's embedding. Only that projection trains; the trunk is not in the checkpoint.
+
+    ``cnn_input``: what the paper's CNN sees. ``pixels``: the 48x48 crop (two 2D-Inception
+    blocks with pooling, self-attention at 12x12). ``mesh``: the trunk's 12x12x128 feature map
+    (:data:`facemesh.MAP`; the mirror's map flipped back and averaged with the crop's; in training
+    one of the two at random, a flip augmentation that cost nothing): one 2D-Inception
+    block (``channels[1]`` per branch) and BatchNorm at 12x12, the self-attention of Eq. 5 and
+    the last conv layer, the "improved Inception" on a pretrained trunk. On 2,000 FER2013 faces
+    the CNN on pixels added nothing next to the trunk (its output could be replaced by its mean);
+    on the trunk's map it adds (docs/default-model.md). Training views of the map: random
+    shifts by up to :data:`MAP_SHIFT` cells (``augment.map_view``), the same in both modes of
+    Eq. 7 (two views, two shifts).
     """
 
     MESH_DROPOUT = 0.3
     """Dropout on the trunk features (chosen on FER2013 valid among 0.3, 0.5 and 0.6)."""
+    MAP_SHIFT = 1
+    """Training views of the trunk's map: random shifts of up to this many cells (of 12)."""
 
     def __init__(
-        self, channels: tuple[int, int], d: int, attention_dim: int, out_dim: int, face_mesh: bool = False
+        self, channels: tuple[int, int], d: int, attention_dim: int, out_dim: int, face_mesh: bool = False,
+        cnn_input: str = "pixels",
     ) -> None:
         super().__init__()
         c1, c2 = channels
-        self.block1 = Inception2D(1, c1, d)  # (N, 3 c1, 48, 48)
-        self.post1 = nn.Sequential(nn.AvgPool2d(2), nn.BatchNorm2d(3 * c1))  # (N, 3 c1, 24, 24)
-        self.block2 = Inception2D(3 * c1, c2, d)  # (N, 3 c2, 24, 24)
-        self.post2 = nn.Sequential(nn.AvgPool2d(2), nn.BatchNorm2d(3 * c2))  # (N, 3 c2, 12, 12)
+        self.cnn_input = cnn_input
+        if cnn_input == "mesh":
+            if not face_mesh:
+                raise ValueError('cnn_input "mesh" needs the face mesh')
+            self.block1 = Inception2D(MAP_CHANNELS, c2, d)  # (N, 3 c2, 12, 12)
+            self.post1 = nn.BatchNorm2d(3 * c2)
+        else:
+            self.block1 = Inception2D(1, c1, d)  # (N, 3 c1, 48, 48)
+            self.post1 = nn.Sequential(nn.AvgPool2d(2), nn.BatchNorm2d(3 * c1))  # (N, 3 c1, 24, 24)
+            self.block2 = Inception2D(3 * c1, c2, d)  # (N, 3 c2, 24, 24)
+            self.post2 = nn.Sequential(nn.AvgPool2d(2), nn.BatchNorm2d(3 * c2))  # (N, 3 c2, 12, 12)
         self.attention = SelfAttention2d(3 * c2, attention_dim)  # (N, 3 c2, 12, 12)
         self.head = nn.Sequential(
             nn.Conv2d(3 * c2, out_dim, 3, padding=1), nn.BatchNorm2d(out_dim), nn.ReLU()
@@ -271,39 +304,62 @@ class ImageEncoder(nn.Module):
         self.dim = out_dim
         self.mesh: FaceMesh | None = None
         if face_mesh:
-            self.mesh = FaceMesh()
+            self.mesh = FaceMesh(outputs=(FEATURES, MAP) if cnn_input == "mesh" else (FEATURES,))
             self.mesh_proj = nn.Sequential(
                 _FeatureNorm(FEATURE_DIM), nn.Dropout(self.MESH_DROPOUT), nn.Linear(FEATURE_DIM, out_dim)
             )
 
-    def forward(self, faces: torch.Tensor, mesh: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, 1, S, S) crops (the views) -> (N, out_dim). ``mesh``: the crops' face-mesh features
-        (:meth:`mesh_features` of the uncut crops); computed from ``faces`` when not given."""
-        x = self.post1(self.block1(faces))
-        x = self.post2(self.block2(x))
-        x = self.head(self.attention(x)).mean((2, 3))  # (N, out_dim)
-        if self.mesh is not None:
-            x = x + self.mesh_proj(self.mesh_features(faces) if mesh is None else mesh)
+    def cnn(self, x: torch.Tensor) -> torch.Tensor:
+        """The paper's CNN: crops (N, 1, 48, 48) or trunk maps (N, 128, 12, 12) -> (N, out_dim)."""
+        x = self.post1(self.block1(x))
+        if self.cnn_input == "pixels":
+            x = self.post2(self.block2(x))
+        return self.head(self.attention(x)).mean((2, 3))
+
+    def forward(self, faces: torch.Tensor, mesh: MeshFeatures | None = None, train_view: bool = False) -> torch.Tensor:
+        """(N, 1, S, S) crops (the views) -> (N, out_dim). ``mesh``: the crops' trunk outputs
+        (:meth:`mesh_features` of the uncut crops); computed from ``faces`` when not given.
+        ``train_view``: with ``cnn_input = "mesh"``, a random view (shift) of the trunk's map."""
+        if self.mesh is not None and mesh is None:
+            mesh = self.mesh_features(faces)
+        if self.cnn_input == "mesh":
+            assert mesh is not None and mesh.map is not None
+            x = self.cnn(map_view(mesh.map, train_view, self.MAP_SHIFT))
+        else:
+            x = self.cnn(faces)
+        if mesh is not None:
+            x = x + self.mesh_proj(mesh.vec)
         return x
 
-    def mesh_features(self, faces: torch.Tensor) -> torch.Tensor:
-        """(N, 1, S, S) -> (N, FEATURE_DIM): the trunk's features of each crop and its mirror, averaged."""
+    def mesh_features(self, faces: torch.Tensor, train_view: bool = False) -> MeshFeatures:
+        """(N, 1, S, S) -> the trunk's outputs of each crop and its mirror (the mirror's map flipped
+        back first): averaged, or with ``train_view`` (``cnn_input = "mesh"`` in training) one of the
+        two at random per crop, so that training sees both orientations as two faces."""
         assert self.mesh is not None
         n = faces.shape[0]
-        both = self.mesh.features(torch.cat([faces, torch.flip(faces, dims=[3])]))
-        return (both[:n] + both[n:]) / 2
+        out = self.mesh.outputs(torch.cat([faces, torch.flip(faces, dims=[3])]))
+        a, b = out[FEATURES][:n], out[FEATURES][n:]
+        fmap = None
+        if MAP in out:
+            ma, mb = out[MAP][:n], torch.flip(out[MAP][n:], dims=[3])
+            if train_view:
+                pick = torch.rand(n, device=faces.device) < 0.5
+                return MeshFeatures(torch.where(pick[:, None], a, b), torch.where(pick[:, None, None, None], ma, mb))
+            fmap = (ma + mb) / 2
+        return MeshFeatures((a + b) / 2, fmap)
 
-    def window_mesh(self, whole: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        """(B, K, 1, S, S) uncut crops + (B, K) mask -> the valid crops' face-mesh features, once
-        for every view of them (None without a face mesh)."""
+    def window_mesh(self, whole: torch.Tensor, mask: torch.Tensor, train_view: bool = False) -> MeshFeatures | None:
+        """(B, K, 1, S, S) uncut crops + (B, K) mask -> the valid crops' trunk outputs, once for every
+        view of them (None without a face mesh)."""
         if self.mesh is None:
             return None
         idx = mask.reshape(-1).nonzero().squeeze(1)
         if not has_rows(idx):
             return None
-        return self.mesh_features(whole.reshape(-1, *whole.shape[2:])[idx])
+        return self.mesh_features(whole.reshape(-1, *whole.shape[2:])[idx], train_view)
 
-    def encode_windows(self, faces: torch.Tensor, mask: torch.Tensor, mesh: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_windows(self, faces: torch.Tensor, mask: torch.Tensor, mesh: MeshFeatures | None = None,
+                       train_view: bool = False) -> torch.Tensor:
         """(B, K, 1, S, S) crops + (B, K) mask -> (B, out_dim), mean over valid crops.
 
         ``mesh``: :meth:`window_mesh` of the same crops before the random training views."""
@@ -311,5 +367,5 @@ class ImageEncoder(nn.Module):
         feats = faces.new_zeros(B * K, self.dim)
         idx = mask.reshape(-1).nonzero().squeeze(1)
         if has_rows(idx):
-            feats[idx] = self(faces.reshape(B * K, *faces.shape[2:])[idx], mesh)
+            feats[idx] = self(faces.reshape(B * K, *faces.shape[2:])[idx], mesh, train_view)
         return _masked_mean(feats.view(B, K, -1), mask[..., None], 1)

@@ -48,6 +48,10 @@ PAD = 12
 """Pixels of mid-gray added on each side of a 48x48 crop before resizing to 192x192."""
 FEATURES = "p_re_lu_17"
 FEATURE_DIM = 3 * 3 * 128
+MAP = "p_re_lu_12"
+"""The trunk's last 12x12 feature map (12 x 12 x 128), the input of the image encoder's CNN with
+``[model] face_cnn = "mesh"``."""
+MAP_SIDE, MAP_CHANNELS = 12, 128
 LANDMARKS = "conv2d_21"  # (1404,) = 468 x (x, y, z) in input pixels
 FACE_FLAG = "conv2d_31"  # (1,) face-presence logit
 
@@ -308,15 +312,33 @@ class FaceMesh(nn.Module):
 
     def features(self, faces: torch.Tensor) -> torch.Tensor:
         """(N, 1, S, S) gray crops in [0, 1] -> (N, FEATURE_DIM) trunk features (no gradient)."""
+        return self.outputs(faces)[FEATURES]
+
+    def outputs(self, faces: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(N, 1, S, S) gray crops in [0, 1] -> every output tensor of this trunk, (N, ...) flattened
+        in TFLite's NHWC order (no gradient). :data:`MAP`, when asked for, comes back as (N, C, H, W)."""
         if torch.compiler.is_exporting():  # one pass over however many crops the graph gets
-            return self(self.prepare(faces))[FEATURES]
+            return self._map_nchw(self(self.prepare(faces)))
         n = len(faces)
-        parts = []
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in self._outputs}
         with torch.no_grad():
             for i in range(0, n, self.CHUNK):
                 chunk = faces[i : i + self.CHUNK]
                 if len(chunk) < self.CHUNK:
                     chunk = torch.cat([chunk, chunk.new_zeros(self.CHUNK - len(chunk), *chunk.shape[1:])])
-                parts.append(self(self.prepare(chunk))[FEATURES])
-        return torch.cat(parts)[:n] if parts else faces.new_zeros(0, FEATURE_DIM)
+                for name, value in self(self.prepare(chunk)).items():
+                    parts[name].append(value)
+        out = {name: torch.cat(v)[:n] if v else faces.new_zeros(0, 0) for name, v in parts.items()}
+        if MAP in out and n == 0:
+            out[MAP] = faces.new_zeros(0, MAP_SIDE * MAP_SIDE * MAP_CHANNELS)
+        if FEATURES in out and n == 0:
+            out[FEATURES] = faces.new_zeros(0, FEATURE_DIM)
+        return self._map_nchw(out)
+
+    @staticmethod
+    def _map_nchw(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:data:`MAP` from its flattened NHWC form to (N, C, H, W) (no size through ``int()``: exportable)."""
+        if MAP in out:
+            out[MAP] = out[MAP].reshape(-1, MAP_SIDE, MAP_SIDE, MAP_CHANNELS).permute(0, 3, 1, 2)
+        return out
 

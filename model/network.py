@@ -12,11 +12,18 @@
   over a [CLS] token and one token per present modality (text, audio, image view 1,
   image view 2); missing modalities are key-padding-masked; the [CLS] output -> FC.
 * Fusion ``late``: a weighted mean of the unimodal scores over the present modalities, with
-  fixed weights from the config (``late_weights``); used by the default model, which has no
-  aligned trimodal data to fit them on.
+  fixed weights from the config (``late_weights``), chosen by hand.
+* Fusion ``calibrated``: each head's scores (or logits) become calibrated polarity probabilities
+  (:func:`score_probs` for regressing heads, a tempered softmax for classifying ones; the
+  temperatures ``calibration`` are fitted on each head's own held-out data by ``mmsa-fit-fusion``);
+  the present heads' probabilities are multiplied (:func:`product_of_experts`) and the fused score
+  is the class margin of the product (:func:`valence_score`). A head with flat calibrated
+  probabilities (words near neutral; a head often wrong on held-out data) changes the product
+  little, so the sure heads decide, per utterance. One present modality: the fused score is its
+  own score. No aligned trimodal data exists here to fit more than the temperatures.
 * Unimodal heads (Table 5): one FC -> ReLU -> FC head per modality on its own embedding
   (vision: mean of the two view embeddings), so each modality has its own score.
-* ``[model] vision_head = "valence3"``: the vision head outputs three logits (negative,
+* ``[model] vision_head = "valence3"`` (and ``audio_head``): the head outputs three logits (negative,
   neutral, positive) instead of a score, because face data carries emotion classes, not a
   sentiment grade, and on FER2013 a classifier's arg-max separated the three valence classes
   better than any threshold on a regressed score (docs/default-model.md). Its score is
@@ -81,6 +88,28 @@ def valence_score(probs: torch.Tensor, score_range: float = 3.0) -> torch.Tensor
     return torch.where((pos > neu) & (pos >= neg), s_pos, torch.where((neg > neu) & (neg > pos), s_neg, s_neu))
 
 
+def score_probs(score: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B,) scores of a regressing head -> (B, 3) polarity probabilities, an ordinal logistic model
+    around the polarity rule's boundaries: P(positive) = sigmoid((s - 0.5) / T), P(negative) =
+    sigmoid((-0.5 - s) / T), P(neutral) the rest (>= 0, as the two boundaries are ordered). The
+    temperature T (in score units) is fitted on held-out data (``mmsa-fit-fusion``)."""
+    pos = torch.sigmoid((score - NEUTRAL_BAND) / temperature)
+    neg = torch.sigmoid((-NEUTRAL_BAND - score) / temperature)
+    return torch.stack([neg, (1.0 - pos - neg).clamp_min(0.0), pos], -1)
+
+
+def product_of_experts(probs: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """(B, M, 3) calibrated polarity probabilities of each head + (B, M) presence -> (B, 3) fused.
+
+    The present heads' probabilities multiplied and renormalised: their evidence combined as if
+    independent, with a uniform prior over the three classes. A head whose calibrated
+    probabilities are flat (words near neutral; a head often wrong on its held-out data) changes
+    the product little, so the sure heads decide, utterance by utterance.
+    """
+    logp = torch.log(torch.nan_to_num(probs, nan=1.0).clamp_min(1e-6)) * present[..., None]
+    return torch.softmax(logp.sum(1), -1)
+
+
 def _head(d_in: int, hidden: int, dropout: float, out: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, out))
 
@@ -102,10 +131,12 @@ class MMSAModel(nn.Module):
         d_text = cfg.text_proj_dim or text_encoder.dim
         self.audio = AudioEncoder(N_FREQ, cfg.audio_channels, H, cfg.audio_bands, SAMPLE_RATE_HZ)
         self.vision = ImageEncoder(
-            cfg.inception_channels, cfg.inception_width, cfg.attention_dim, H, face_mesh=cfg.face_mesh == "packaged"
+            cfg.inception_channels, cfg.inception_width, cfg.attention_dim, H, face_mesh=cfg.face_mesh == "packaged",
+            cnn_input=cfg.face_cnn,
         )
         self.dims = {"text": d_text, "audio": H, "vision": H}
-        self.classes = {"vision": 3} if cfg.vision_head == "valence3" else {}
+        heads = {"audio": cfg.audio_head, "vision": cfg.vision_head}
+        self.classes = {m: 3 for m, head in heads.items() if head == "valence3"}
         self.heads = nn.ModuleDict({
             m: _head(self.dims[m], H, cfg.dropout, self.classes.get(m, 1)) for m in MODALITIES
         })
@@ -120,6 +151,8 @@ class MMSAModel(nn.Module):
             layer = nn.TransformerEncoderLayer(H, cfg.fusion_heads, 2 * H, cfg.dropout, batch_first=True)
             self.fusion_encoder = nn.TransformerEncoder(layer, cfg.fusion_layers, enable_nested_tensor=False)
             self.fusion = _head(H, H, cfg.dropout)
+        elif cfg.fusion == "calibrated":
+            pass  # no parameters: the weights come from the heads' calibrated probabilities (cfg.calibration)
         elif cfg.fusion == "late":
             if min(cfg.late_weights) < 0 or max(cfg.late_weights) <= 0:
                 raise ValueError(f"late_weights must be >= 0 with one > 0, got {cfg.late_weights}")
@@ -198,10 +231,15 @@ class MMSAModel(nn.Module):
             faces, fmask = x.faces[idx], x.face_mask[idx]
             shape = faces.shape
             flat = faces.reshape(-1, *shape[2:])
-            mesh = self.vision.window_mesh(faces, fmask)  # uncut crops, shared by both views
-            v1 = self.vision.encode_windows(augment.image_view(flat, train, self.augment_cfg).view(shape), fmask, mesh)
+            mesh = self.vision.window_mesh(faces, fmask, train)  # uncut crops, shared by both views
+
+            def view() -> torch.Tensor:  # one random view: a crop of the pixels or a shift of the trunk's map
+                pixels = faces if self.vision.cnn_input == "mesh" else augment.image_view(flat, train, self.augment_cfg)
+                return self.vision.encode_windows(pixels.reshape(shape), fmask, mesh, train)
+
+            v1 = view()
             if train and "vision" in views:
-                v2 = self.vision.encode_windows(augment.image_view(flat, train, self.augment_cfg).view(shape), fmask, mesh)
+                v2 = view()
                 pairs["vision"] = (v1, v2)
             else:
                 v2 = v1
@@ -222,10 +260,10 @@ class MMSAModel(nn.Module):
                 s[rows_m] = self._squash(self.heads[m](feats[m][rows_m]))
             unimodal[m] = s
 
-        score = self._fuse(feats, h_v1, h_v2, present, unimodal)
+        score = self._fuse(feats, h_v1, h_v2, present, unimodal, logits)
         return ModelOutput(score=score, unimodal=unimodal, presence=present, views=pairs, logits=logits)
 
-    def _fuse(self, feats, h_v1, h_v2, present, unimodal) -> torch.Tensor:
+    def _fuse(self, feats, h_v1, h_v2, present, unimodal, logits) -> torch.Tensor:
         pf = present.to(h_v1.dtype)
         if self.cfg.fusion == "concat":
             z = torch.cat([h_v1, feats["text"], h_v2, feats["audio"], pf], dim=1)  # Eq. 9
@@ -239,6 +277,21 @@ class MMSAModel(nn.Module):
             keep = torch.cat([torch.ones_like(present[:, :1]), present, present[:, 2:3]], dim=1)
             out = self.fusion_encoder(toks, src_key_padding_mask=~keep)
             return self._squash(self.fusion(out[:, 0]))
-        w = self.late_weights[None] * pf  # (B, 3)
         s = torch.stack([torch.nan_to_num(unimodal[m]) for m in MODALITIES], dim=1)
+        if self.cfg.fusion == "calibrated":
+            single = (s * pf).sum(1)  # the score of the one present modality
+            fused = valence_score(product_of_experts(self.polarity_probs(unimodal, logits), pf), self.cfg.score_range)
+            return torch.where(pf.sum(1) > 1, fused, single)
+        w = self.late_weights[None] * pf  # (B, 3)
         return (w * s).sum(1) / w.sum(1).clamp_min(1e-6)
+
+    def polarity_probs(self, unimodal: dict[str, torch.Tensor], logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 3 modalities, 3 classes): each head's calibrated negative / neutral / positive
+        probabilities (``cfg.calibration`` temperatures; NaN rows where a modality is absent)."""
+        out = []
+        for m, t in zip(MODALITIES, self.cfg.calibration):
+            if m in logits:
+                out.append(torch.softmax(logits[m] / t, -1))
+            else:
+                out.append(score_probs(unimodal[m], t))
+        return torch.stack(out, 1)

@@ -1,4 +1,4 @@
-"""The three console scripts are installed and answer --help."""
+"""The console scripts are installed and answer --help."""
 
 import shutil
 import subprocess
@@ -12,6 +12,7 @@ import pytest
     ("mmsa-monitor", ["--camera", "--replay", "--mqtt", "--model", "report"]),
     ("mmsa-train", ["config", "--set", "--out"]),
     ("mmsa-eval", ["--model", "--dataset", "--labels", "--predictions"]),
+    ("mmsa-fit-fusion", ["--model", "--heldout", "--heldout-model", "--report"]),
 ])
 def test_console_script_help(cmd, words):
     # the venv's bin folder need not be on PATH (make test calls .venv/bin/pytest)

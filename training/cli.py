@@ -69,6 +69,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="PNG to write (default: the --out path with .png)")
     p.add_argument("--modalities", nargs="+", choices=["text", "audio", "vision"], help="use only these modalities")
     p.add_argument("--text-column", default="text", help="mosei: transcript column (text or asr_text)")
+    p.add_argument("--videos", default="", choices=["", "train", "heldout"],
+                   help="mosi/mosei/mmsa-raw: only the train (70 %%) or heldout (30 %%) part of the videos")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
@@ -78,6 +80,48 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=".cache/mmsa", help="feature cache folder (default: .cache/mmsa)")
     p.add_argument("--workers", type=int, default=4, help="parallel decoding threads")
     return p
+
+
+def _fit_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mmsa-fit-fusion",
+        description="Fit the calibrated fusion of a checkpoint: one temperature per head, on held-out data of its "
+        "modality; write the checkpoint with fusion = \"calibrated\" and a JSON report (NLL, ECE before and after).",
+    )
+    p.add_argument("--model", required=True, metavar="default|PATH", help="the checkpoint to calibrate")
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.add_argument("--report", required=True, help="JSON report to write")
+    p.add_argument("--heldout", nargs=4, action="append", required=True,
+                   metavar=("MODALITY", "DATASET", "LABELS", "SPLIT"),
+                   help="held-out data of one head, e.g. --heldout vision fer2013 ../shared/data/fer2013/labels.csv valid")
+    p.add_argument("--heldout-model", nargs=2, action="append", default=[], metavar=("MODALITY", "PATH"),
+                   help="score that modality's held-out data with this checkpoint (a twin trained without it)")
+    p.add_argument("--cache", default=".cache/mmsa", help="feature cache folder (default: .cache/mmsa)")
+    p.add_argument("--workers", type=int, default=4, help="parallel decoding threads")
+    return p
+
+
+def _fit(argv: list[str] | None) -> int:
+    flush_denormals()
+    args = _fit_parser().parse_args(argv)
+    _setup_logging()
+    from mmsa.model.features import MODALITIES
+
+    from .calibrate import fit_fusion
+    from .config import CacheConfig
+    from .evaluate import write_json
+
+    for modality, *_ in args.heldout + args.heldout_model:
+        if modality not in MODALITIES:
+            raise ConfigError(f"--heldout: unknown modality {modality!r} (text, audio or vision)")
+    command = ["mmsa-fit-fusion", *(argv if argv is not None else sys.argv[1:])]
+    report = fit_fusion(args.model, args.out, [tuple(h) for h in args.heldout], dict(args.heldout_model),
+                        CacheConfig(dir=args.cache, workers=args.workers), command)
+    write_json(args.report, report)
+    for m, h in report["heads"].items():
+        print(f"{m}: T = {h['temperature']:.3f} on {h['source']} (n={h['n']}): NLL {h['nll_before']:.3f} -> "
+              f"{h['nll_after']:.3f}, ECE {h['ece_before']:.3f} -> {h['ece_after']:.3f}")
+    return 0
 
 
 def _train(argv: list[str] | None) -> int:
@@ -136,7 +180,7 @@ def _eval(argv: list[str] | None) -> int:
         raise ConfigError("--runtime onnx runs on the CPU: add --device cpu")
     models = _expand_models(args.model)
     src = SourceConfig(reader=args.dataset, labels=args.labels, split=args.split, root=args.root,
-                       modalities=tuple(args.modalities or ()), text_column=args.text_column,
+                       modalities=tuple(args.modalities or ()), text_column=args.text_column, videos=args.videos,
                        name=f"{args.dataset}_{args.split}")
     data = read_source(src, keep_unrated=True)
     store = featurize(data, CacheConfig(dir=args.cache, workers=args.workers))
@@ -149,7 +193,7 @@ def _eval(argv: list[str] | None) -> int:
         model = loaded.model if args.runtime == "torch" else load_graph(loaded, args.graph_cache)
         preds = predict(model, store, loaded.tokenizer, loaded.features, args.batch_size, device)
         metrics = {**score_source(data, preds), "model": loaded.info.tag, "checkpoint": str(loaded.info.path),
-                   "dataset": args.dataset, "labels": args.labels, "split": args.split,
+                   "dataset": args.dataset, "labels": args.labels, "split": args.split, "videos": args.videos,
                    "modalities": list(data.modalities), "runtime": args.runtime}
         several = len(models) > 1
         write_predictions(_suffixed(pred_path, k) if several else pred_path, data, preds)
@@ -177,6 +221,10 @@ def train_main(argv: list[str] | None = None) -> int:
 
 def eval_main(argv: list[str] | None = None) -> int:
     return run_cli(_eval, argv)
+
+
+def fit_fusion_main(argv: list[str] | None = None) -> int:
+    return run_cli(_fit, argv)
 
 
 if __name__ == "__main__":

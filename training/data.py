@@ -12,7 +12,8 @@ mosei      CMU-MOSEI ``label_*.csv`` (video_id, start, end, text, label,     rel
            mode)                                                             fly (empty: text)
 mmsa-raw   MMSA ``label.csv`` (video_id, clip_id, text, label, annotation,   ``Raw/<video_id>/
            mode)                                                             <clip_id>.mp4``
-ravdess    ``labels.csv`` (path, emotion, actor, ...)                        audio files
+ravdess    ``labels.csv`` (path, emotion, actor, ...; an optional ``text``   audio files
+           column: the clip's transcript, e.g. Whisper's: text + audio)
 fer2013    ``labels.csv`` (path, emotion)                                    48x48 face images
 vader      ``*_GroundTruth.txt`` (id TAB mean TAB text), mean on [-4, 4]     none (text)
 =========  ===============================================================  ==================
@@ -312,7 +313,8 @@ def _read_emotion(cfg: SourceConfig, mods: tuple[str, ...], keep_unrated: bool, 
         if not media.is_file():
             raise DataError(f"{table.where(line)}: media file not found: {media}")
         label = VALENCE_TARGET[valence] * cfg.label_scale if valence else float("nan")
-        out.append(Record(rel, label, None, media=media, emotion=emotion, valence=valence, where=table.where(line)))
+        text = (row.get("text") or "").strip() or None if "text" in mods else None
+        out.append(Record(rel, label, text, media=media, emotion=emotion, valence=valence, where=table.where(line)))
     if not out and not sum(skipped.values()):
         raise DataError(f"{path}: no rows for split {cfg.split!r}" + (f" (actors {sorted(actors)})" if actors else ""))
     return out
@@ -361,6 +363,11 @@ def _read_vader(cfg: SourceConfig, mods: tuple[str, ...], keep_unrated: bool, sk
     return out
 
 
+def _has_text_column(cfg: SourceConfig) -> bool:
+    path = resolve_path(cfg.labels)
+    return path.is_file() and "text" in LabelTable(path, ()).header
+
+
 def read_source(cfg: SourceConfig, keep_unrated: bool = False) -> SourceData:
     """Read and filter one source. ``keep_unrated``: keep emotion rows without valence (surprise)
     for prediction files; training leaves them out."""
@@ -368,6 +375,8 @@ def read_source(cfg: SourceConfig, keep_unrated: bool = False) -> SourceData:
     have = spec.modalities
     if spec.root_default == "none" and not cfg.root:
         have = ("text",)  # without the raw release only the transcripts exist
+    if spec.kind == "emotion" and spec.media == "clip" and _has_text_column(cfg):
+        have = ("text", *have)  # e.g. RAVDESS with each clip's (ASR) transcript: text + audio
     mods = tuple(m for m in have if not cfg.modalities or m in cfg.modalities)
     if not mods:
         raise DataError(

@@ -10,7 +10,7 @@ import contextlib
 import csv
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from .metrics import json_safe, regression_metrics, valence_metrics
 class Predictions:
     score: np.ndarray  # (N,) fused score
     unimodal: dict[str, np.ndarray]  # modality -> (N,) score, NaN where the modality is absent
+    logits: dict[str, np.ndarray] = field(default_factory=dict)  # classifying heads: (N, 3), NaN where absent
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -60,6 +61,7 @@ def predict(
     order = sorted(range(n), key=store.text_length)
     score = np.full(n, np.nan, dtype=np.float64)
     uni = {m: np.full(n, np.nan, dtype=np.float64) for m in MODALITIES}
+    logits = {m: np.full((n, 3), np.nan, dtype=np.float64) for m in getattr(model, "classes", {})}
     try:
         for s in range(0, n, batch_size):
             idx = order[s : s + batch_size]
@@ -69,9 +71,11 @@ def predict(
             score[idx] = out.score.float().cpu().numpy()
             for m in MODALITIES:
                 uni[m][idx] = out.unimodal[m].float().cpu().numpy()
+            for m, z in out.logits.items():
+                logits[m][idx] = z.float().cpu().numpy()
     finally:
         model.train(was_training)
-    return Predictions(score, uni)
+    return Predictions(score, uni, logits)
 
 
 def score_sources(model: MMSAModel, sources: list[tuple[SourceData, SampleStore]], tokenizer: Any,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmsa.model import Sample, collate, load_checkpoint, read_info
+from mmsa.model import MODALITIES, Sample, collate, load_checkpoint, read_info
 from mmsa.model.resources import DEFAULT_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,11 +18,13 @@ CARD = REPO / "docs" / "default-model.md"
 # (eval file stem, mmsa-eval arguments relative to ../shared/data, name in the card's table)
 SETS = {
     "mosi_valid": (["--dataset", "mosi", "--labels", "mosi/label.csv", "--split", "valid"], "MOSI valid"),
-    "mosei_valid": (["--dataset", "mosei", "--labels", "mosei/label_valid.csv", "--split", "valid"], "MOSEI valid"),
-    "ravdess_test": (["--dataset", "ravdess", "--labels", "ravdess/labels.csv", "--split", "test"], "RAVDESS actors 17-20"),
+    "mosei_valid_heldout": (["--dataset", "mosei", "--labels", "mosei/label_valid.csv", "--split", "valid",
+                             "--videos", "heldout"], "MOSEI valid, held-out videos"),
     "fer2013_valid": (["--dataset", "fer2013", "--labels", "fer2013/labels.csv", "--split", "valid"], "FER2013 valid"),
     "fer2013_test": (["--dataset", "fer2013", "--labels", "fer2013/labels.csv", "--split", "test"], "FER2013 test"),
 }
+# scored by the held-out audio twin (actors 01-16; the shipped audio branch trained on every actor)
+TWIN_SETS = {"ravdess_test_heldout": "RAVDESS actors 17-20, audio", "ravdess_asr_test_heldout": "RAVDESS actors 17-20, Whisper text + audio"}
 # the headline figures the card quotes per kind of set, and how it prints them
 REGRESSION = {"mae": "{:.3f}", "corr": "{:.3f}", "acc2_non0": "{:.1f}", "acc7": "{:.1f}"}
 EMOTION = {"valence_uar3": "{:.3f}", "valence_acc2": "{:.1f}"}
@@ -39,26 +41,32 @@ def test_default_checkpoint_ships_within_32_mb():
     assert DEFAULT_CHECKPOINT.stat().st_size <= 32 * 2**20
 
 
-def test_default_loads_offline_and_records_its_four_stages(monkeypatch):
+def test_default_loads_offline_and_records_its_stages(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     loaded = load_checkpoint("default")
     info = loaded.info
-    assert info.name == "default" and loaded.model.cfg.fusion == "late"
+    assert info.name == "default" and loaded.model.cfg.fusion == "calibrated"
     stages = info.training["stages"]
-    assert [s["name"] for s in stages] == ["default-1-text-vader", "default-2-text-mosi", "default-3-audio", "default"]
-    assert [[d["reader"] for d in s["data"]] for s in stages] == [["vader"], ["mosi"], ["ravdess"], ["fer2013"]]
-    assert [s["trainable"] for s in stages] == [["text"], ["text"], ["audio"], ["vision"]]
-    # trained on train splits only (VADER: every sentence; it is never evaluated on)
-    assert [d["split"] for s in stages for d in s["data"]] == ["all", "train", "train", "train"]
+    assert [s["name"] for s in stages] == ["default-1-text-vader", "default-2-text", "default-3-audio", "default",
+                                           "default-fusion"]
+    assert [[d["reader"] for d in s["data"]] for s in stages[:4]] == [["vader"], ["mosi", "mosei"], ["ravdess"], ["fer2013"]]
+    assert [s["trainable"] for s in stages] == [["text"], ["text"], ["audio"], ["vision"], ["fusion"]]
+    # trained on train splits only (VADER: every sentence, never evaluated on; MOSEI valid: its training videos)
+    assert [(d["split"], d.get("videos", "")) for s in stages[:4] for d in s["data"]] == [
+        ("all", ""), ("train", ""), ("valid", "train"), ("train", ""), ("train", "")]
     audio = stages[2]
-    assert audio["data"][0]["actors"] == list(range(1, 17)) and audio["select"] == "last"  # actors 17-20 unseen
+    assert audio["data"][0]["actors"] == list(range(1, 21)) and audio["select"] == "last"
+    # the fusion: temperatures fitted on held-out data, the audio head's scored by its twin (actors 01-16)
+    calibration = json.loads((EVAL_DIR / "calibration.json").read_text())
+    assert loaded.model.cfg.calibration == pytest.approx(tuple(calibration["calibration"][m] for m in MODALITIES))
+    assert stages[-1]["twins"]["audio"].endswith("3_audio_actors_1-16/model.safetensors")
     assert read_info("default").tag == info.tag
-    # the face branch: the packaged face mesh (not stored, its digest recorded) and a classifying head
+    # the face branch: the packaged face mesh (not stored, its digest recorded), the CNN on its map
     from mmsa.model import facemesh
 
     cfg = loaded.model.cfg
-    assert cfg.face_mesh == "packaged" and cfg.vision_head == "valence3"
+    assert (cfg.face_mesh, cfg.face_cnn, cfg.vision_head, cfg.audio_head) == ("packaged", "mesh", "valence3", "valence3")
     assert info.face_mesh == {"file": facemesh.ASSET.name, "digest": facemesh.ASSET_SHA256[:12]}
 
 
@@ -79,19 +87,35 @@ def test_default_scores_the_right_way_round():
 def test_card_quotes_the_recorded_evaluations():
     card = CARD.read_text()
     assert "CC BY-NC-SA" in card and "never trained on trimodal" in card.lower()
-    for stem, (_, name) in SETS.items():
+    tag = read_info("default").tag
+    for stem, name in [*((k, v[1]) for k, v in SETS.items()), *TWIN_SETS.items()]:
         path = EVAL_DIR / f"{stem}.json"
         assert path.is_file(), f"{path} is missing: run `make default-model-eval`"
         metrics = json.loads(path.read_text())
-        assert metrics["model"] == read_info("default").tag, f"{path} was made with another checkpoint"
+        if stem in TWIN_SETS:
+            assert metrics["model"].startswith("default-3-audio-actors-1-16@"), f"{path}: not the twin's"
+        else:
+            assert metrics["model"] == tag, f"{path} was made with another checkpoint"
         row = next((line for line in card.splitlines() if line.startswith(f"| {name} ")), None)
         assert row is not None, f"no row for {name} in the card's table"
         for figure in card_figures(stem, metrics):
             assert re.search(rf"\b{re.escape(figure)}\b", row), f"{name}: {figure} not in {row!r}"
 
 
+def test_text_probes():
+    """Issue #15's probe set (tests/model/text_probes.py): clear cases, negations, neutral facts."""
+    from tests.model.text_probes import probe_scores
+
+    got = probe_scores(load_checkpoint("default"))
+    assert all(s > 0.5 for s in got["positive"]) and all(s < -0.5 for s in got["negative"])
+    assert all(s < 0.0 for s in got["negated_positive"])
+    assert got["negated_negative"][0] > 0.5  # "not bad at all"
+    assert got["negated_negative"][1] > -0.5  # "i do not hate it": not negative
+    assert all(abs(s) < 1.0 for s in got["neutral"]) and sum(abs(s) for s in got["neutral"]) / 5 < 0.5
+
+
 @pytest.mark.data
-@pytest.mark.parametrize("stem", ["mosi_valid", "ravdess_test", "fer2013_test"])
+@pytest.mark.parametrize("stem", ["mosi_valid", "mosei_valid_heldout", "fer2013_test"])
 def test_mmsa_eval_reproduces_the_card(stem, data_dir, tmp_path):
     from mmsa.training.cli import eval_main
 

@@ -251,7 +251,8 @@ def test_face_mesh_sees_the_whole_crop_and_ignores_mirroring():
     view = torch.rand(2, 3, 1, 48, 48)
     mask = torch.tensor([[True, True, False], [True, False, False]])
     feats = img.mesh_features(whole[0])
-    assert torch.allclose(feats, img.mesh_features(torch.flip(whole[0], dims=[3])), atol=1e-4)
+    assert feats.map is None  # the CNN sees pixels: the trunk's map is not kept
+    assert torch.allclose(feats.vec, img.mesh_features(torch.flip(whole[0], dims=[3])).vec, atol=1e-4)
     with torch.no_grad():
         got = img.encode_windows(view, mask, img.window_mesh(whole, mask))
         cnn_only = img.encode_windows(view, mask, img.window_mesh(torch.zeros_like(whole), mask))
@@ -259,3 +260,86 @@ def test_face_mesh_sees_the_whole_crop_and_ignores_mirroring():
         first = (img(view[0, :2], img.mesh_features(whole[0, :2]))).mean(0)
         assert torch.allclose(got[0], first, atol=1e-5)
         assert img.window_mesh(whole, torch.zeros_like(mask)) is None
+
+
+def test_mesh_cnn_runs_the_papers_cnn_on_the_trunks_map(tiny_bert, tokenizer):
+    """face_cnn = "mesh": the 2D-Inception + self-attention CNN reads the trunk's 12x12 map (mirror
+    averaged, flipped back), never the pixels of the view; training views shift the map."""
+    torch.manual_seed(0)
+    img = ImageEncoder((4, 8), 2, 4, 16, face_mesh=True, cnn_input="mesh").eval()
+    whole = torch.rand(2, 1, 48, 48)
+    feats = img.mesh_features(whole)
+    assert feats.map.shape == (2, 128, 12, 12) and feats.vec.shape == (2, 1152)
+    mirrored = img.mesh_features(torch.flip(whole, dims=[3]))
+    assert torch.allclose(torch.flip(mirrored.map, dims=[3]), feats.map, atol=1e-4)
+    # training: each crop's map is the crop's own or its mirror's (flipped back), not their mean
+    own = img.mesh.outputs(whole)["p_re_lu_12"]
+    flipped = torch.flip(img.mesh.outputs(torch.flip(whole, dims=[3]))["p_re_lu_12"], dims=[3])
+    for _ in range(3):
+        tv = img.mesh_features(whole, train_view=True).map
+        assert all(torch.allclose(tv[i], own[i], atol=1e-5) or torch.allclose(tv[i], flipped[i], atol=1e-5)
+                   for i in range(2))
+    with torch.no_grad():
+        a = img(torch.rand(2, 1, 48, 48), feats)
+        b = img(torch.zeros(2, 1, 48, 48), feats)
+        assert torch.allclose(a, b)  # the pixels of the view play no part
+        shifted = [img(whole, feats, train_view=True) for _ in range(4)]
+        assert any(not torch.allclose(shifted[0], s) for s in shifted[1:])
+    assert not hasattr(img, "block2") and img.block1.branch3[0].in_channels == 128
+    model = MMSAModel.build(tiny_config(tiny_bert, face_mesh="packaged", face_cnn="mesh", vision_head="valence3"),
+                            tiny_bert)
+    out = model.train()(collate([random_sample(seeded(1)), random_sample(seeded(2))], tokenizer), views=("vision",))
+    v1, v2 = out.views["vision"]
+    assert v1.shape == v2.shape == (2, 16) and not torch.allclose(v1, v2)
+    joint_loss(out, torch.tensor([2.0, -2.0])).total.backward()
+    assert model.vision.block1.branch1[0].weight.grad.abs().sum() > 0
+    assert model.vision.attention.f.weight.grad is not None
+
+
+def test_valence3_audio_head_classifies_too(tiny_bert, tokenizer):
+    model = MMSAModel.build(tiny_config(tiny_bert, audio_head="valence3", fusion="late"), tiny_bert).eval()
+    assert model.heads["audio"][-1].out_features == 3 and model.heads["vision"][-1].out_features == 1
+    out = model(collate([random_sample(seeded(5)), random_sample(seeded(6), seconds=0)], tokenizer))
+    assert set(out.logits) == {"audio"} and torch.isnan(out.logits["audio"][1]).all()
+    from mmsa.model.network import valence_score
+    assert torch.allclose(out.unimodal["audio"][:1], valence_score(out.logits["audio"][:1].softmax(-1)))
+
+
+def test_score_probs_is_an_ordinal_model_around_the_polarity_rule():
+    from mmsa.model.network import score_probs
+
+    s = torch.tensor([-3.0, -0.5, 0.0, 0.5, 3.0])
+    p = score_probs(s, 0.5)
+    assert torch.allclose(p.sum(-1), torch.ones(5)) and (p >= 0).all()
+    assert p[0, 0] > 0.99 and p[-1, 2] > 0.99 and p[2, 1] == p[2].max()
+    assert p[1, 0] == pytest.approx(0.5) and p[3, 2] == pytest.approx(0.5)  # the boundaries are the rule's
+    assert (p[:, 2].diff() > 0).all() and (p[:, 0].diff() < 0).all()
+    flat, sharp = score_probs(torch.tensor([1.0]), 2.0), score_probs(torch.tensor([1.0]), 0.2)
+    assert sharp[0, 2] > flat[0, 2]  # a larger temperature: less sure
+
+
+def test_calibrated_fusion_lets_voice_and_face_decide_when_the_words_are_neutral(tiny_bert, tokenizer):
+    """fusion = "calibrated": one modality -> its score; several -> the product of their calibrated
+    probabilities, so a flat (unsure, near-neutral) head leaves the decision to the sure ones."""
+    from mmsa.model.network import product_of_experts, valence_score
+
+    flat, sure_neg = torch.tensor([0.3, 0.4, 0.3]), torch.tensor([0.9, 0.05, 0.05])
+    probs = torch.stack([flat, sure_neg, torch.full((3,), float("nan"))])[None]
+    fused = product_of_experts(probs, torch.tensor([[1.0, 1.0, 0.0]]))
+    assert fused.argmax() == 0 and fused[0, 0] > 0.85  # the voice decides; the absent face plays no part
+    strong_pos = torch.tensor([0.02, 0.04, 0.94])
+    assert product_of_experts(torch.stack([strong_pos, torch.tensor([0.6, 0.3, 0.1]), flat])[None],
+                              torch.ones(1, 3)).argmax() == 2  # clear words win over a moderate voice
+    model = MMSAModel.build(tiny_config(tiny_bert, fusion="calibrated", audio_head="valence3",
+                                        vision_head="valence3", calibration=(0.5, 2.0, 1.0)), tiny_bert).eval()
+    assert not any(k.startswith("fusion") for k in model.state_dict())  # nothing trained: fitted temperatures
+    b = collate([random_sample(seeded(7), n_faces=0, seconds=0), random_sample(seeded(8))], tokenizer)
+    with torch.no_grad():
+        out = model(b)
+    assert out.score[0] == pytest.approx(float(out.unimodal["text"][0]), abs=1e-5)  # text alone: its score
+    p = model.polarity_probs({m: u[1:] for m, u in out.unimodal.items()}, {m: z[1:] for m, z in out.logits.items()})
+    assert torch.allclose(p[0, 1], torch.softmax(out.logits["audio"][1] / 2.0, -1))  # the audio temperature
+    expected = valence_score(product_of_experts(p, torch.ones(1, 3)))
+    assert out.score[1] == pytest.approx(float(expected[0]), abs=1e-5)
+    with pytest.raises(ValueError, match="calibration: temperatures must be > 0"):
+        tiny_config(tiny_bert, calibration=(1.0, 0.0, 1.0))

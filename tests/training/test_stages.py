@@ -23,6 +23,7 @@ from tests.training.conftest import write_config
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = sorted((REPO / "configs" / "train" / "default").glob("*.toml"))
+TWIN = REPO / "configs" / "train" / "default" / "heldout" / "3_audio_actors_1-16.toml"
 
 
 def tiny_model(tiny_bert, **kw) -> MMSAModel:
@@ -279,36 +280,44 @@ def test_a_face_stage_may_change_only_the_vision_branch(ravdess_like, fer_like, 
 
 
 def test_default_build_stages_load_and_chain():
-    assert [p.stem for p in STAGES] == ["1_text_vader", "2_text_mosi", "3_audio", "4_face"]
+    assert [p.stem for p in STAGES] == ["1_text_vader", "2_text", "3_audio", "4_face"]
     cfgs = [load_config(p)[0] for p in STAGES]
+    twin = load_config(TWIN)[0]
     model = cfgs[0].model
-    assert model.fusion == "late" and model.bert == "packaged"
-    # init_from needs one architecture, except in the branch a stage trains: the face stage adds
-    # the face mesh and a classifying head to the vision branch
-    assert cfgs[3].model == replace(model, face_mesh="packaged", vision_head="valence3")
+    assert model.fusion == "calibrated" and model.bert == "packaged"
+    assert (model.face_mesh, model.face_cnn, model.vision_head, model.audio_head) == ("packaged", "mesh", "valence3",
+                                                                                        "valence3")
     for prev, cfg in zip([None, *STAGES], cfgs):
-        assert cfg.model == model or cfg.train.trainable == ("vision",)
+        assert cfg.model == model  # init_from needs one architecture
         assert cfg.checkpoint.bert_delta and cfg.checkpoint.half
         # a test split is only ever reported, never selected on
         assert cfg.select == "last" or all(s.split != "test" for s in cfg.data.valid)
         assert cfg.train.init_from == ("" if prev is None else f"runs/default-model/{prev.stem}/model.safetensors")
     assert [c.train.trainable for c in cfgs] == [("text",), ("text",), ("audio",), ("vision",)]
-    assert [[s.reader for s in c.data.train] for c in cfgs] == [["vader"], ["mosi"], ["ravdess"], ["fer2013"]]
+    assert [[s.reader for s in c.data.train] for c in cfgs] == [["vader"], ["mosi", "mosei"], ["ravdess"], ["fer2013"]]
     assert cfgs[0].data.train[0].split == "all"  # VADER: every sentence (rescaled [-4, 4] -> [-3, 3] by the reader)
-    assert cfgs[2].data.train[0].split == "train" and cfgs[3].data.train[0].split == "train"
-    # audio: actors 01-16 train, the last epoch is kept, actors 17-20 only reported
-    assert cfgs[2].data.train[0].actors == tuple(range(1, 17)) and cfgs[2].select == "last"
-    assert [(s.reader, s.split, s.actors) for s in cfgs[2].data.valid] == [("ravdess", "test", ())]
+    # text: MOSEI valid split by video, the held-out videos only reported; selected on MOSI valid
+    mosei_train, mosei_heldout = cfgs[1].data.train[1], cfgs[1].data.valid[1]
+    assert (mosei_train.videos, mosei_heldout.videos) == ("train", "heldout") and cfgs[1].select == "mosi_valid.mae"
+    # audio: every actor, the last epoch; its twin: actors 01-16, actors 17-20 only reported
+    assert cfgs[2].data.train[0].actors == tuple(range(1, 21)) and cfgs[2].select == "last"
+    assert twin.data.train[0].actors == tuple(range(1, 17)) and twin.select == "last"
+    assert [(s.reader, s.split, s.actors) for s in twin.data.valid] == [("ravdess", "test", ())]
+    assert replace(twin, data=cfgs[2].data, checkpoint=cfgs[2].checkpoint) == cfgs[2]  # the same recipe otherwise
+    assert cfgs[3].data.train[0].split == "train" and cfgs[3].select == "fer_valid.valence_uar3"
     assert cfgs[-1].checkpoint.name == "default"
     assert {s.key for s in cfgs[-1].data.valid} == {"mosi_valid", "fer_valid"}
 
 
-def test_makefile_builds_the_stages_in_order_and_ships_the_last():
+def test_makefile_builds_the_stages_in_order_and_ships_the_fitted_fusion():
     make = (REPO / "Makefile").read_text()
     target = make[make.index("default-model:"):]
     target = target[: target.index("\n\n")]
     assert "configs/train/default/" in make and "mmsa-train" in target
-    assert re.search(r"model/default/default\.safetensors", target)
+    assert str(TWIN.relative_to(REPO)) in make
+    fit = target.index("mmsa-fit-fusion")
+    assert fit > target.index("done;") and "--heldout-model audio" in target
+    assert re.search(r"cp \S+/5_fusion/model\.safetensors model/default/default\.safetensors", target)
 
 
 def test_stage_options_round_trip_through_the_resolved_toml():
