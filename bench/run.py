@@ -150,7 +150,8 @@ def print_table(res: dict) -> None:
     lat_b = res.get("details", {}).get("latency_before")
     if lat_b:
         rows.append(("  before #14 (torch scorer, no adaptive close): p50 / p95",
-                     f"{fmt(lat_b['latency_p50_ms'])} / {fmt(lat_b['latency_p95_ms'])}", "(info)", ""))
+                     f"{fmt(lat_b['latency_p50_ms'])} / {fmt(lat_b['latency_p95_ms'])}", "(info)",
+                     "INVALID" if lat_b.get("invalid") else ""))
         rows.append(("  latency target of #14: p50 / p95", f"{fmt(res.get('latency_p50_ms'))} / "
                      f"{fmt(res.get('latency_p95_ms'))}", "<= 350 / 500",
                      "PASS" if (res.get("latency_p50_ms") or 1e9) <= 350 and (res.get("latency_p95_ms") or 1e9) <= 500
