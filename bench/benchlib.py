@@ -436,10 +436,10 @@ class Monitor:
         self.scorer.score([Sample(text="warm up", audio=audio_features(audio))])
 
     def pipeline(self, media_path: Path, workdir: Path, *, fast: bool, mqtt: tuple[str, int, str] | None = None,
-                 speculative: bool | None = None, early_close_ms: int | None = None):
+                 **segmenter):
         """A Pipeline replaying ``media_path`` the way ``mmsa-monitor --replay PATH [--fast] --headless`` wires
-        it (cli._build); ``mqtt`` = (host, port, prefix) adds the MQTT publisher; ``speculative`` and
-        ``early_close_ms`` override those of ``[segmenter]``. -> (pipeline, publisher)."""
+        it (cli._build); ``mqtt`` = (host, port, prefix) adds the MQTT publisher; keywords that are not None
+        override those of ``[segmenter]`` (``speculative=False``, ``early_close_ms=0``). -> (pipeline, publisher)."""
         import uuid
 
         from mmsa.monitor.bus import EventBus
@@ -452,11 +452,7 @@ class Monitor:
         from mmsa.monitor.sessionlog import SessionLog
         from mmsa.monitor.sources import audio_block
 
-        cfg = MonitorConfig()
-        if speculative is not None:
-            cfg = cfg.replace("segmenter", speculative=speculative)
-        if early_close_ms is not None:
-            cfg = cfg.replace("segmenter", early_close_ms=early_close_ms)
+        cfg = MonitorConfig().replace("segmenter", **{k: v for k, v in segmenter.items() if v is not None})
         if mqtt is not None:
             cfg = cfg.replace("mqtt", host=mqtt[0], port=mqtt[1], prefix=mqtt[2], node_id="bench",
                               client_id=f"bench-{uuid.uuid4().hex[:8]}", discovery=False)

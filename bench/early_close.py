@@ -1,27 +1,35 @@
-"""The adaptive end-of-utterance wait (``segmenter.early_close_ms``): time saved vs utterances cut too early.
+"""The end-of-utterance wait (``segmenter.early_close_ms``, ``min_silence_ms``): time saved vs utterances cut too early.
 
-    python bench/early_close.py [--quick] [--settings 0,200,250,300,350,400] [--json OUT]
+    python bench/early_close.py [--quick] [--settings 500/0,500/300,400/200,...] [--asr-pad-ms 64] [--json OUT]
 
-Each clip's audio is pushed through the monitor's :class:`~mmsa.monitor.vad.Segmenter` (real Silero
-VAD, 1024-sample chunks as a microphone delivers them). Whenever the segmenter offers a tentative
-window (the closing silence of an utterance has run ``speech_pad_ms``), Whisper transcribes it,
-as the speculative run of the live pipeline does, and if the transcript ends a sentence the
-utterance may close after ``early_close_ms`` of silence (:meth:`Segmenter.allow_early_close`).
-This assumes the speculative run is done before the short silence has passed (on this machine
-Whisper takes about 80-150 ms per utterance; the silence runs 200 ms before the tentative window
-exists): an upper bound on how often the early close happens, so also on how often it cuts.
+Each setting is ``min_silence_ms/early_close_ms``. Each clip's audio is pushed through the
+monitor's :class:`~mmsa.monitor.vad.Segmenter` (real Silero VAD, 1024-sample chunks as a
+microphone delivers them). Whenever the segmenter offers what Whisper will hear of a closing
+utterance (:meth:`Segmenter.heard`: ``asr_pad_ms`` of its silence has run), Whisper transcribes it,
+as the live pipeline does, and if the transcript ends a sentence the utterance may close after
+``early_close_ms`` of silence (:meth:`Segmenter.allow_early_close`); else after ``min_silence_ms``.
+This assumes the transcript is ready before the short silence has passed (on this machine Whisper
+takes about 100-250 ms on an utterance of up to 5 s, 400-500 ms on 9 s): an upper bound on how
+often the early close happens, so also on how often it cuts.
 
 Per setting and data set:
 
-* ``utterances``: final windows (0 = the long wait, ``min_silence_ms`` = 500 ms, the reference);
+* ``utterances``: final windows (500/0 = the long wait of the default ``min_silence_ms``, the reference);
 * ``split``: reference utterances that came out as two or more (cut too early: the speaker had
   paused after what Whisper heard as the end of a sentence, and went on); ``split_rate`` of the
   reference utterances;
 * ``early``: utterances closed early, and ``saved_ms``: the mean time by which they closed earlier
-  than the long wait would have (500 - early_close_ms for each, when the silence ran on).
+  than the long wait would have (500 - early_close_ms for each, when the silence ran on);
+  ``mean_wait_ms``: the silence each utterance that was not cut waited before it closed, mean.
+
+And per data set, what hearing less of the closing silence costs in words: the word error rate
+of Whisper on each reference window's audio up to ``asr_pad_ms`` after the speech (``wer_heard``,
+what the monitor transcribes) and on the whole window (``wer_whole``, 200 ms after the speech, as
+before ``asr_pad_ms``), against the reference text (lower case, no punctuation); ``changed``: windows
+whose words differ.
 
 Data: the latency bench's 24 generated utterances (espeak-ng, one per sentence, 1 s pauses), the two
-real MOSI clips, and RAVDESS speech (actors 01-20, 12 clips each, ``--quick``: 3 each; one acted
+real MOSI clips (reference: their MOSI transcript), and RAVDESS speech (actors 01-20, 12 clips each, ``--quick``: 3 each; one acted
 sentence per clip: "Kids/Dogs are talking/sitting by the door"). ../shared/data absent: only the
 generated utterances.
 """
@@ -32,13 +40,16 @@ import argparse
 import csv
 import dataclasses
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
-from benchlib import REPO, latency_session, say, write_json
+from benchlib import REPO, latency_session, read_script, say, write_json
 
 from mmsa.media import load_audio
+from mmsa.model.features import SAMPLE_RATE_HZ
 from mmsa.monitor.asr import Transcriber
 from mmsa.monitor.config import AsrConfig, SegmenterConfig
 from mmsa.monitor.speculation import ends_sentence
@@ -46,6 +57,7 @@ from mmsa.monitor.vad import Segmenter, SileroVAD
 
 DATA = REPO.parent / "shared" / "data"
 BLOCK = 1024
+Clip = tuple[np.ndarray, list[tuple[float, float, str]]]  # audio, [(t0, t1, reference text)]
 
 
 def segment(audio: np.ndarray, cfg: SegmenterConfig, vad: SileroVAD, transcriber: Transcriber,
@@ -59,13 +71,13 @@ def segment(audio: np.ndarray, cfg: SegmenterConfig, vad: SileroVAD, transcriber
         seg.push(audio[i : i + BLOCK])
         ready = seg.ready()
         early = seg.n_early > before
-        t = seg.tentative()
-        if cfg.early_close_ms and t is not None:
-            key = (t.start, t.end)
+        h = seg.heard()
+        if cfg.early_close_ms and h is not None:
+            key = (h.start, h.end)
             if key not in cache:
-                cache[key] = ends_sentence(transcriber.transcribe(t.audio).text)
+                cache[key] = ends_sentence(transcriber.transcribe(h.audio).text)
             if cache[key]:
-                seg.allow_early_close(t)
+                seg.allow_early_close(h)
                 early = early or seg.n_early > before
                 ready += seg.ready()
         out += [(s.start, s.end, early) for s in ready if s.final]
@@ -73,41 +85,83 @@ def segment(audio: np.ndarray, cfg: SegmenterConfig, vad: SileroVAD, transcriber
     return out
 
 
-def evaluate(clips: dict[str, np.ndarray], settings: list[int], vad: SileroVAD, transcriber: Transcriber) -> dict:
-    base = SegmenterConfig()
+def words(text: str) -> list[str]:
+    return re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " ")).split()
+
+
+def edits(ref: list[str], hyp: list[str]) -> int:
+    """Word-level Levenshtein distance."""
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[len(hyp)]
+
+
+def word_cost(clips: dict[str, Clip], ref: dict[str, list], cfg: SegmenterConfig, transcriber: Transcriber) -> dict:
+    """Whisper on each reference window up to asr_pad_ms after the speech vs on the whole window."""
+    cut = (cfg.speech_pad_ms - cfg.asr_pad_ms) * SAMPLE_RATE_HZ // 1000
+    errors, n_words, changed = {"heard": 0, "whole": 0}, 0, 0
+    for name, (audio, texts) in clips.items():
+        hyp: dict[str, list[str]] = {"heard": [], "whole": []}
+        for start, end, _ in ref[name]:
+            heard = words(transcriber.transcribe(audio[start : end - cut]).text)
+            whole = words(transcriber.transcribe(audio[start:end]).text)
+            hyp["heard"] += heard
+            hyp["whole"] += whole
+            changed += heard != whole
+        truth = [w for t0, t1, text in texts
+                 if any(s / SAMPLE_RATE_HZ < t1 and e / SAMPLE_RATE_HZ > t0 for s, e, _ in ref[name]) for w in words(text)]
+        n_words += len(truth)
+        for k in errors:
+            errors[k] += edits(truth, hyp[k])
+    return {"reference_words": n_words, "wer_heard": round(errors["heard"] / max(n_words, 1), 4),
+            "wer_whole": round(errors["whole"] / max(n_words, 1), 4), "changed": changed}
+
+
+def evaluate(clips: dict[str, Clip], settings: list[tuple[int, int]], vad: SileroVAD,
+             transcriber: Transcriber, asr_pad_ms: int) -> dict:
+    base = SegmenterConfig(asr_pad_ms=asr_pad_ms)
     cache: dict[str, dict] = {name: {} for name in clips}
     ref = {name: segment(a, dataclasses.replace(base, early_close_ms=0), vad, transcriber, cache[name])
-           for name, a in clips.items()}
+           for name, (a, _) in clips.items()}
     n_ref = sum(len(v) for v in ref.values())
     rows = {}
-    for ms in settings:
-        cfg = dataclasses.replace(base, early_close_ms=ms)
-        n, split, early, saved = 0, 0, 0, []
-        for name, audio in clips.items():
-            got = segment(audio, cfg, vad, transcriber, cache[name]) if ms else ref[name]
+    for min_silence, early_ms in settings:
+        cfg = dataclasses.replace(base, min_silence_ms=min_silence, early_close_ms=early_ms)
+        n, split, early, waits = 0, 0, 0, []
+        for name, (audio, _) in clips.items():
+            got = segment(audio, cfg, vad, transcriber, cache[name])
             n += len(got)
             for r0, r1, _ in ref[name]:  # a reference utterance covered by two or more windows was cut
                 inside = [g for g in got if g[0] < r1 and g[1] > r0]
                 split += len(inside) >= 2
-            for g0, g1, was_early in got:
-                if was_early:
-                    early += 1
-                    later = [r1 for r0, r1, _ in ref[name] if r0 <= g0 < r1]
-                    if later and later[0] >= g1:
-                        saved.append(1000 * (base.min_silence_ms - ms) / 1000)
-        rows[str(ms)] = {"utterances": n, "split": split, "split_rate": round(split / max(n_ref, 1), 4),
-                         "early": early, "saved_ms": round(float(np.mean(saved)), 1) if saved else 0.0}
-        say(f"early_close_ms={ms}: {n} utterances ({n_ref} with the long wait), {split} split, {early} closed early")
-    return {"reference_utterances": n_ref, "clips": len(clips), "by_setting_ms": rows}
+                if len(inside) == 1 and inside[0][1] == r1:  # the same utterance: how long its close waited
+                    waits.append(early_ms if inside[0][2] else min_silence)
+            early += sum(1 for g in got if g[2])
+        key = f"{min_silence}/{early_ms}"
+        rows[key] = {"utterances": n, "split": split, "split_rate": round(split / max(n_ref, 1), 4),
+                     "early": early, "mean_wait_ms": round(float(np.mean(waits)), 1) if waits else None}
+        say(f"{key}: {n} utterances ({n_ref} with the long wait), {split} split, {early} closed early, "
+            f"mean wait {rows[key]['mean_wait_ms']} ms")
+    cost = word_cost(clips, ref, base, transcriber)
+    say(f"words, Whisper hearing {asr_pad_ms} ms of the silence / the whole window: WER {cost['wer_heard']} / "
+        f"{cost['wer_whole']}, {cost['changed']} of {n_ref} transcripts changed")
+    return {"reference_utterances": n_ref, "clips": len(clips), "by_setting_ms": rows, "words": cost}
 
 
-def clip_sets(quick: bool) -> dict[str, dict[str, np.ndarray]]:
-    sets: dict[str, dict[str, np.ndarray]] = {}
+def clip_sets(quick: bool) -> dict[str, dict[str, Clip]]:
+    """name -> {clip: (audio, [(t0, t1, reference text)])}."""
+    sets: dict[str, dict[str, Clip]] = {}
     session = latency_session(quick=False)
-    sets["generated"] = {"latency-session": load_audio(next(session.glob("*.mp4")))}
+    script = [(u["t_start"], u["speech_end"], u["text"]) for u in read_script(session)]
+    sets["generated"] = {"latency-session": (load_audio(next(session.glob("*.mp4"))), script)}
     mosi = DATA / "mosi" / "clips"
     if mosi.is_dir():
-        sets["mosi"] = {p.name: load_audio(p) for p in sorted(mosi.iterdir()) if p.suffix in (".wav", ".mp4")}
+        texts = {f"{r['video_id']}_{r['clip_id']}": r["text"] for r in csv.DictReader((DATA / "mosi" / "label.csv").open())}
+        sets["mosi"] = {p.name: (load_audio(p), [(0.0, math.inf, texts.get(p.stem, ""))])
+                        for p in sorted(mosi.iterdir()) if p.suffix in (".wav", ".mp4")}
     labels = DATA / "ravdess" / "labels.csv"
     if labels.is_file():
         per_actor = 3 if quick else 12
@@ -115,23 +169,26 @@ def clip_sets(quick: bool) -> dict[str, dict[str, np.ndarray]]:
         chosen: dict[str, list[dict]] = {}
         for r in rows:
             chosen.setdefault(r.get("actor", ""), []).append(r)
-        paths = [labels.parent / r["path"] for actor in sorted(chosen) for r in chosen[actor][:: max(1, 60 // per_actor)]]
-        sets["ravdess"] = {p.name: load_audio(p) for p in paths if p.is_file()}
+        picked = [r for actor in sorted(chosen) for r in chosen[actor][:: max(1, 60 // per_actor)]]
+        sets["ravdess"] = {r["path"]: (load_audio(labels.parent / r["path"]), [(0.0, math.inf, r["statement"])])
+                           for r in picked if (labels.parent / r["path"]).is_file()}
     return sets
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--settings", default="0,200,250,300,350,400")
+    ap.add_argument("--settings", default="500/0,500/200,500/250,500/300,500/400,400/0,400/200,400/250,400/300",
+                    help="min_silence_ms/early_close_ms pairs (early_close_ms 0: off)")
+    ap.add_argument("--asr-pad-ms", type=int, default=SegmenterConfig().asr_pad_ms)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    settings = [int(x) for x in args.settings.split(",")]
+    settings = [tuple(int(v) for v in x.split("/")) for x in args.settings.split(",")]
     transcriber, vad = Transcriber(AsrConfig(), "cpu"), SileroVAD()
-    out = {"settings_ms": settings, "sets": {}}
+    out = {"settings_ms": [f"{a}/{b}" for a, b in settings], "asr_pad_ms": args.asr_pad_ms, "sets": {}}
     for name, clips in clip_sets(args.quick).items():
         say(f"{name}: {len(clips)} clips")
-        out["sets"][name] = evaluate(clips, settings, vad, transcriber)
+        out["sets"][name] = evaluate(clips, settings, vad, transcriber, args.asr_pad_ms)
     print(json.dumps(out["sets"], indent=1))
     write_json(args.json, out)
     return 0

@@ -86,7 +86,12 @@ def main() -> int:
     ap.add_argument("--no-speculative", action="store_true",
                     help="segmenter.speculative = false (process each window only once its utterance closed)")
     ap.add_argument("--before", action="store_true",
-                    help="the monitor before issue #14: the torch scorer and no adaptive close (early_close_ms 0)")
+                    help="the monitor before issue #14: the torch scorer, no adaptive close (early_close_ms 0) and "
+                         "Whisper started speech_pad_ms into the silence, on the whole window (asr_pad_ms 200)")
+    ap.add_argument("--asr-pad-ms", type=int, help="override [segmenter] asr_pad_ms (200: as before this setting)")
+    ap.add_argument("--early-close-ms", type=int, help="override [segmenter] early_close_ms")
+    ap.add_argument("--min-silence-ms", type=int, help="override [segmenter] min_silence_ms")
+    ap.add_argument("--no-partials", action="store_true", help="[segmenter] partials = false")
     ap.add_argument("--json")
     args = ap.parse_args()
     set_torch_threads(args.torch_threads)
@@ -109,7 +114,10 @@ def main() -> int:
             wait_subscribed(broker.host, broker.port, prefix, out)
             pipe, publisher = mon.pipeline(args.session, workdir, fast=False, mqtt=(broker.host, broker.port, prefix),
                                            speculative=False if args.no_speculative else None,
-                                           early_close_ms=0 if args.before else None)
+                                           early_close_ms=0 if args.before else args.early_close_ms,
+                                           asr_pad_ms=200 if args.before else args.asr_pad_ms,
+                                           min_silence_ms=args.min_silence_ms,
+                                           partials=False if args.no_partials else None)
             replay = pipe.sources[0]
             say(f"latency: paced replay of {args.session.name} ({replay.media.duration_s:.0f} s, "
                 f"{len(script)} utterances) ...")
@@ -178,6 +186,9 @@ def main() -> int:
                               for k in ("close_ms", "pipeline_ms", "asr_ms", "model_ms", "mqtt_ms")},
         "speculative": pipe.speculative,
         "early_close_ms": pipe.cfg.segmenter.early_close_ms,
+        "asr_pad_ms": pipe.cfg.segmenter.asr_pad_ms,
+        "min_silence_ms": pipe.cfg.segmenter.min_silence_ms,
+        "partials": pipe.partials,
         "speculation": dataclasses.asdict(pipe.speculation),
         "utterances": rows,
         "runtime": mon.describe(),

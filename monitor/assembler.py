@@ -43,10 +43,17 @@ class Window:
     closed_at: float  # time.monotonic() when the audio that completed it arrived
     partial: bool = False  # scored as a partial score of the open utterance (never logged)
     ahead: Any = None  # work already started on this same cut (set by the hooks; see speculation.py)
+    asr_samples: int | None = None  # how much of ``audio`` Whisper hears (``Segment.asr_end``); None: all of it
+
+    @property
+    def asr_audio(self) -> np.ndarray:
+        """The part of ``audio`` Whisper hears."""
+        return self.audio if self.asr_samples is None else self.audio[: self.asr_samples]
 
     def same_input(self, other: Window) -> bool:
         """Whether ``other`` is the same cut: same times, audio and frames (the model input but the words)."""
         return (self.t_start == other.t_start and self.t_end == other.t_end and self.final == other.final
+                and self.asr_samples == other.asr_samples
                 and self.audio.shape == other.audio.shape and bool(np.array_equal(self.audio, other.audio))
                 and len(self.frames) == len(other.frames)
                 and all(a is b for a, b in zip(self.frames, other.frames)))
@@ -175,7 +182,8 @@ class WindowAssembler:
         wait_s = self.frame_wait()
         if wait_s is None or wait_s > 0:
             await self.ring.watermark.wait(frames_until, wait_s)
-        return Window(t0, t1, s.audio, self.ring.between(t0, frames_until), s.final, arrived)
+        return Window(t0, t1, s.audio, self.ring.between(t0, frames_until), s.final, arrived,
+                      asr_samples=None if s.asr_end is None else s.asr_end - s.start,)
 
     async def _queue(self, s: Segment, stream_t0: float, arrived: float, *, last: bool = False) -> None:
         w = await self.collect(s, stream_t0, arrived, last=last)

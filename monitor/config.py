@@ -69,15 +69,20 @@ class SegmenterConfig:
     """Utterances with less speech than this are ignored (clicks, coughs)."""
     speech_pad_ms: int = 200
     """Audio kept before the first and after the last speech window."""
+    asr_pad_ms: int = 64
+    """Whisper hears a closed utterance up to this much after its speech (the rest of the pad is silence); with
+    ``speculative``, its transcription starts this far into the closing silence."""
     max_window_s: float = 10.0
     """Longest window scored; longer speech is cut into sliding windows (the model sees at most 10 s)."""
     hop_s: float = 5.0
     """Step between sliding windows of long speech (and of ``continuous`` mode)."""
     speculative: bool = True
-    """Start ASR and features ``speech_pad_ms`` into an utterance's closing silence (same scores, earlier events)."""
+    """Start ASR ``asr_pad_ms`` and features ``speech_pad_ms`` into an utterance's closing silence (same scores, earlier
+    events)."""
     early_close_ms: int = 300
-    """With ``speculative``: an utterance whose speculative transcript ends a sentence (. ! ?) closes after this
-    much silence instead of ``min_silence_ms`` (mid-sentence the long wait stays); 0: always the long wait."""
+    """With ``speculative``: an utterance whose transcript (started ``asr_pad_ms`` into the silence) ends a sentence
+    (. ! ?) closes after this much silence instead of ``min_silence_ms`` (mid-sentence the long wait stays); 0: always
+    the long wait."""
     partials: bool = True
     """Publish partial scores of the open utterance (dashboard, MQTT ``<prefix>/partial``); never in ``--fast``."""
     partial_every_s: float = 2.0
@@ -90,6 +95,8 @@ class SegmenterConfig:
             raise ValueError("need 0 < hop_s <= max_window_s")
         if self.speech_pad_ms >= self.min_silence_ms:
             raise ValueError("speech_pad_ms must be shorter than min_silence_ms")
+        if not 0 <= self.asr_pad_ms <= self.speech_pad_ms:
+            raise ValueError("asr_pad_ms: from 0 to speech_pad_ms")
         if self.early_close_ms and not self.speech_pad_ms <= self.early_close_ms <= self.min_silence_ms:
             raise ValueError("early_close_ms: 0 (off) or from speech_pad_ms to min_silence_ms")
         if self.partial_every_s < 0:

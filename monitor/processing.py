@@ -1,10 +1,12 @@
 """Processing: each window's ASR and features, one window at a time, errors kept to their window.
 
 :class:`Processor` takes the assembled windows in order. For each it runs Whisper on the ``asr``
-thread and, at the same time, the featurization (STFT, face crops) on the ``featurize`` thread
-(:class:`~mmsa.monitor.engine.Engine`), and queues a :class:`WindowResult` for scoring. While no
-window waits it does the idle work of the speculator (``speculation.py``): windows of the open
-utterance, processed ahead of its close.
+thread (on the part of the window Whisper hears: ``Window.asr_audio``) and, at the same time, the
+featurization (STFT, face crops) on the ``featurize`` thread (:class:`~mmsa.monitor.engine.Engine`),
+and queues a :class:`WindowResult` for scoring. While no window waits it does the idle work of the
+speculator (``speculation.py``): the transcription of a closing utterance, started in the
+background at once (a window with the same Whisper input then takes its transcript), and windows
+of the open utterance, processed ahead of its close. One transcription of the stream runs at a time.
 
 Any exception inside ASR or featurization of one window (``cv2.error``, ``OSError``, a CUDA error,
 anything but cancellation) is reported once through :class:`ErrorReport` (logged with the window's
@@ -21,13 +23,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from mmsa.model import Sample
 
 from .asr import Transcript
 from .assembler import Window
 from .channels import Channel, ChannelClosed
 from .engine import Engine
-from .speculation import Ahead, Speculator
+from .speculation import Ahead, Heard, Speculator, heard_at
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,7 @@ class Processor:
         self.engine = engine
         self.errors = errors
         self.speculator = speculator
+        self._heard: asyncio.Future | None = None  # the transcription ahead started last (may still run)
 
     async def run(self, windows: Channel[Window], results: Channel[WindowResult]) -> None:
         """Until ``windows`` is closed and drained; then close ``results``."""
@@ -79,6 +84,8 @@ class Processor:
                 else:
                     await self._ahead(item, windows, results)
         finally:
+            if self._heard is not None:
+                self._heard.cancel()
             results.close()
 
     async def process(self, w: Window) -> WindowResult | None:
@@ -86,14 +93,13 @@ class Processor:
         featurizing = asyncio.ensure_future(self.engine.featurize(w.audio, w.frames))
         t = time.perf_counter()
         try:
-            transcript = await self.engine.transcribe(w.audio)
+            transcript, asr_ms = await self._transcribe(w)
         except asyncio.CancelledError:
             featurizing.cancel()
             raise
         except Exception as exc:  # noqa: BLE001 - one bad window must not end the session
             self.errors("ASR", w, exc)
-            transcript = Transcript("", ())
-        asr_ms = (time.perf_counter() - t) * 1000
+            transcript, asr_ms = Transcript("", ()), (time.perf_counter() - t) * 1000
         try:
             sample = await featurizing
         except Exception as exc:  # noqa: BLE001
@@ -101,6 +107,34 @@ class Processor:
             return None
         # what window_sample(audio, frames, transcript, ...) returns, computed in two parts
         return WindowResult(w, dataclasses.replace(sample, text=transcript.text or None), transcript, asr_ms)
+
+    async def _transcribe(self, w: Window) -> tuple[Transcript, float]:
+        """The window's transcript and the ms Whisper took: the transcription ahead of it if one ran, else Whisper's."""
+        audio = w.asr_audio
+        ahead = self.speculator.transcript_for(heard_at(w), audio) if self.speculator is not None else None
+        if ahead is not None:
+            try:
+                return await asyncio.shield(ahead)
+            except asyncio.CancelledError:
+                if not ahead.cancelled():
+                    raise
+            except Exception as exc:  # noqa: BLE001 - it failed ahead: Whisper runs again, and reports if it fails
+                log.debug("the transcription ahead failed (%s: %s); running it again", type(exc).__name__, exc)
+        return await self._timed_transcribe(audio, self._heard)
+
+    async def _timed_transcribe(self, audio: np.ndarray, after: asyncio.Future | None) -> tuple[Transcript, float]:
+        """Whisper on ``audio`` once ``after`` (the stream's transcription ahead, if any runs) is done: one at a
+        time."""
+        if after is not None and not after.done():
+            await asyncio.wait([after])
+        t = time.perf_counter()
+        transcript = await self.engine.transcribe(audio)
+        return transcript, (time.perf_counter() - t) * 1000
+
+    def _start_heard(self, heard: Heard) -> None:
+        assert self.speculator is not None
+        self._heard = asyncio.ensure_future(self._timed_transcribe(heard.segment.audio, self._heard))
+        self.speculator.heard_started(heard, self._heard)
 
     async def _final(self, w: Window) -> WindowResult | None:
         ahead: Ahead | None = w.ahead
@@ -127,6 +161,9 @@ class Processor:
             if w is not None:
                 return w
             work = spec.take() if spec is not None else None
+            if isinstance(work, Heard):
+                self._start_heard(work)  # in the background: the loop goes on to the next work
+                continue
             if work is not None:
                 return work
             if spec is None:

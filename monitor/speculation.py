@@ -24,9 +24,17 @@ for processing or scoring, and the scorer drops a partial whenever a final windo
 finals are never delayed by partials); a final that closes with the window of its speculative
 partial takes that partial's model output instead of a pass of its own (``emitter.py``).
 
-Adaptive close (``segmenter.early_close_ms``): when the speculative transcript of the tentative
-window ends a sentence (``.``, ``!`` or ``?``, not ``...``), the speculator lets the segmenter close
-the utterance with that window after ``early_close_ms`` of silence instead of ``min_silence_ms``
+Transcription ahead (also ``segmenter.speculative``): Whisper hears a closed utterance only up to
+``asr_pad_ms`` after its speech (``Segment.asr_end``), so that audio is complete
+(:meth:`Segmenter.heard`) well before the tentative window. The speculator offers it to the
+processing stage first; the processing stage starts its transcription at once, in the background
+(:class:`Heard`), and a window with the same Whisper input (the tentative window, or the final one)
+takes that transcript (:meth:`Speculator.transcript_for`) instead of running Whisper again. A
+stream still has at most one transcription in the ``asr`` pool at a time.
+
+Adaptive close (``segmenter.early_close_ms``): when the transcript ahead ends a sentence (``.``,
+``!`` or ``?``, not ``...``), the speculator lets the segmenter close the utterance with its
+tentative window after ``early_close_ms`` of silence instead of ``min_silence_ms``
 (:meth:`Segmenter.allow_early_close`) and pokes the assembler to queue it at once; the final window
 then takes the speculative result. Mid-sentence (no end punctuation) the long wait stays.
 """
@@ -38,9 +46,12 @@ import dataclasses
 import logging
 import math
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from mmsa.model.features import SAMPLE_RATE_HZ
 
@@ -59,8 +70,11 @@ class SpeculationStats:
     ran: int = 0  # of those, ASR + featurization started before the utterance closed
     used: int = 0  # results published (the utterance closed with the same window)
     wasted: int = 0  # runs discarded: speech resumed or the window differed
-    early: int = 0  # utterances closed early: their speculative transcript ended a sentence
-    late: int = 0  # ... that ended a sentence too late: the utterance had closed with the long wait (or speech resumed)
+    allowed: int = 0  # closing silences whose transcript ended a sentence in time: allowed to close early
+    early: int = 0  # utterances closed early (allowed, and the silence went on)
+    late: int = 0  # utterances whose transcript ended a sentence too late: they had closed with the long wait
+    heard: int = 0  # transcriptions started ahead (``asr_pad_ms`` into a closing silence)
+    heard_used: int = 0  # ... whose transcript a window took (the others: speech resumed)
 
 
 @dataclass(eq=False)
@@ -76,6 +90,28 @@ class Ahead:
     started: bool = False  # processing started (by the processing stage)
     result: Any = None  # the processing's WindowResult (None: not done, or it failed)
     scored: asyncio.Future | None = None  # the scoring of its partial, once submitted (emitter.py)
+
+
+@dataclass(eq=False)
+class Heard:
+    """What Whisper hears of the utterance closing now (:meth:`Segmenter.heard`), transcribed ahead of its close."""
+
+    segment: Segment
+    at: int  # where it starts: session time in samples (``heard_at`` of the windows it is the Whisper input of)
+    transcript: asyncio.Future | None = None  # once started: (Transcript, ms that Whisper took)
+    used: bool = False
+
+    def same(self, at: int, audio: np.ndarray) -> bool:
+        """Whether Whisper would hear exactly this audio, starting at ``at``."""
+        return abs(at - self.at) <= 1 and bool(np.array_equal(audio, self.segment.audio))  # 1: float rounding
+
+
+def heard_at(window: Window) -> int:
+    """Session time in samples of the start of ``window``."""
+    return round(window.t_start * SAMPLE_RATE_HZ)
+
+
+KEEP_HEARD = 4  # transcriptions ahead kept for the windows still to come (a final window comes after its tentative)
 
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task]
@@ -103,6 +139,11 @@ class Speculator:
         self._poke = poke  # wakes the assembler: a window closed outside a push
         self._seg: Segmenter | None = None  # the segmenter of the stream now (for the adaptive close)
         self._spec: Ahead | None = None  # the speculation on the open utterance's tentative window
+        self._heard: Heard | None = None  # the transcription ahead of the open utterance's close
+        self._started: deque[Heard] = deque(maxlen=KEEP_HEARD)  # the last ones started (windows may still take them)
+        self._decided: tuple[int, int | None] | None = None  # (speech_start, asr_end) whose early close was decided
+        self._closed: tuple[int, int | None] | None = None  # the same of the window the last utterance closed with
+        self._n_early = 0  # the segmenter's early closes counted so far
         self._open: Ahead | None = None  # the latest open-window partial request
         self._open_utt: int | None = None  # speech_start of the utterance the open-window requests follow
         self._open_next = 0.0  # seconds of its speech at which the next open-window request is due
@@ -110,7 +151,9 @@ class Speculator:
     # ------------------------------------------------------------------ hooks (assembler's task)
 
     def restart(self) -> None:
-        self._seg = None
+        self._seg, self._n_early = None, 0
+        self._heard = None
+        self._started.clear()
         self._drop_speculation()
         self._drop_open()
         self._open_utt = None
@@ -118,13 +161,24 @@ class Speculator:
     def pushed(self, seg: Segmenter, stream_t0: float, arrived: float, *, cut: bool) -> None:
         self._seg = seg
         if self.speculative:
+            self._follow_heard(seg.heard(), stream_t0)
             self._speculate(seg.tentative(), stream_t0, arrived)
         if self.partials:
             self._open_partial(seg, stream_t0, arrived, cut=cut)
 
     def closing(self, window: Window) -> None:
         """The utterance closed: its speculation is used here (same input) or never."""
+        if self._seg is not None and self._seg.n_early > self._n_early:
+            self._n_early = self._seg.n_early
+            self.stats.early += 1
+        heard, self._heard = self._heard, None
         spec, self._spec = self._spec, None
+        if heard is not None and heard.same(heard_at(window), window.asr_audio):
+            self._closed = (heard.segment.speech_start, heard.segment.asr_end)
+        elif spec is not None and spec.window is not None and spec.window.same_input(window):
+            self._closed = (spec.segment.speech_start, spec.segment.asr_end)
+        else:
+            self._closed = None
         if spec is None:
             return
         if spec.started and spec.window is not None and spec.window.same_input(window):
@@ -133,13 +187,18 @@ class Speculator:
             self._drop_speculation(spec)
 
     def close(self) -> None:
+        self._heard = None
+        self._started.clear()
         self._drop_speculation()
         self._drop_open()
 
     # ------------------------------------------------------------------ idle work (processing stage's task)
 
-    def take(self) -> Ahead | None:
-        """The next work whose window is ready and not started: the speculation first, then the open window."""
+    def take(self) -> Heard | Ahead | None:
+        """The next work not started: the transcription ahead first, then the speculation, then the open window."""
+        heard = self._heard
+        if heard is not None and heard.transcript is None:
+            return heard
         work = next((x for x in (self._spec, self._open) if x is not None and x.window is not None and not x.started),
                     None)
         if work is not None:
@@ -148,13 +207,30 @@ class Speculator:
                 self.stats.ran += 1
         return work
 
+    def heard_started(self, heard: Heard, transcript: asyncio.Future) -> None:
+        """The processing stage started transcribing ``heard`` (the future gives (Transcript, ms))."""
+        heard.transcript = transcript
+        self._started.append(heard)
+        self.stats.heard += 1
+        transcript.add_done_callback(lambda fut: self._heard_done(heard, fut))
+
+    def transcript_for(self, at: int, audio: np.ndarray) -> asyncio.Future | None:
+        """The transcription ahead of a window's Whisper input (``audio``, from ``at``: ``heard_at``), if one was started."""
+        for heard in self._started:
+            if heard.same(at, audio):
+                if not heard.used:
+                    heard.used = True
+                    self.stats.heard_used += 1
+                return heard.transcript
+        return None
+
     def finished(self, work: Ahead, result: Any) -> Window | None:
         """Processing of ``work`` ended with ``result``: the window to score as a partial, if any."""
         work.result = result
         if work is self._open:
             self._open = None
         if work.tentative and result is not None and self.speculative and ends_sentence(result.transcript.text):
-            self._close_early(work)
+            self._close_early(work.segment, current=work is self._spec)
         if not self.partials or result is None or work.window is None:
             return None
         return dataclasses.replace(work.window, partial=True, closed_at=work.arrived, ahead=work)
@@ -162,12 +238,24 @@ class Speculator:
     def used(self) -> None:
         self.stats.used += 1
 
-    def _close_early(self, work: Ahead) -> None:
-        """The tentative window ended a sentence: the utterance may close after the short silence."""
-        if work is self._spec and self._seg is not None and self._seg.allow_early_close(work.segment):
-            self.stats.early += 1
+    def _heard_done(self, heard: Heard, fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is not None or not self.speculative:
+            return
+        transcript, _ms = fut.result()
+        if ends_sentence(transcript.text):
+            self._close_early(heard.segment, current=heard is self._heard)
+
+    def _close_early(self, segment: Segment, *, current: bool) -> None:
+        """The transcript of ``segment`` (heard, or tentative) ended a sentence: the utterance may close after the
+        short silence (if it has not closed yet; if speech resumed, nothing). Decided once per closing silence."""
+        key = (segment.speech_start, segment.asr_end)
+        if key == self._decided:
+            return
+        self._decided = key
+        if current and self._seg is not None and self._seg.allow_early_close(segment):
+            self.stats.allowed += 1
             self._poke()
-        else:
+        elif key == self._closed:
             self.stats.late += 1
 
     # ------------------------------------------------------------------ internals
@@ -182,6 +270,14 @@ class Speculator:
         spec = self._spec = Ahead(tentative, True, arrived)
         self.stats.tentative += 1
         spec.collect = self._spawn(self._window_of(spec, stream_t0))
+
+    def _follow_heard(self, heard: Segment | None, stream_t0: float) -> None:
+        """Follow the segmenter's :meth:`Segmenter.heard`: offer a new one for transcription, forget a withdrawn one."""
+        if self._heard is not None and self._heard.segment is heard:
+            return
+        self._heard = None if heard is None else Heard(heard, round(stream_t0 * SAMPLE_RATE_HZ) + heard.start)
+        if self._heard is not None:
+            self.ready.set()
 
     async def _window_of(self, work: Ahead, stream_t0: float) -> None:
         """The work's frames (as the assembler will take them); then it is the processing stage's to run."""

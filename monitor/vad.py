@@ -18,10 +18,18 @@ its audio is known, about ``min_silence_ms - speech_pad_ms`` before the utteranc
 :meth:`Segmenter.tentative` returns that window (the pipeline starts ASR and featurization on
 it early: ``segmenter.speculative``); it is withdrawn if speech resumes first.
 
+What Whisper hears of a closed utterance (``Segment.asr_end``): its window up to
+``asr_pad_ms`` after the speech, not the whole ``speech_pad_ms`` (the rest is silence, which
+changes no words: ``bench/early_close.py`` measures it). So the transcript is known even sooner:
+:meth:`Segmenter.heard` returns that audio once ``asr_pad_ms`` of the closing silence has been
+pushed (the pipeline transcribes it at once: the final window, or the tentative one, then takes
+that transcript instead of running Whisper again). Every final window of a ``vad`` utterance is
+transcribed that way, speculation or not, so a live run and a replay give the same words.
+
 Adaptive close (``segmenter.early_close_ms``): the caller may allow the open utterance to close
 with its tentative window after a shorter silence (:meth:`Segmenter.allow_early_close`: the
-pipeline does when the speculative transcript of that window ends a sentence). Mid-sentence the
-long wait stays; the window an early close emits is exactly the tentative window.
+pipeline does when the transcript of :meth:`heard` ends a sentence). Mid-sentence the long wait
+stays; the window an early close emits is exactly the tentative window.
 """
 
 from __future__ import annotations
@@ -87,6 +95,12 @@ class Segment:
     audio: np.ndarray  # (end - start,) float32
     final: bool  # True: the utterance (or the stream) ended; False: a sliding window of ongoing speech
     speech_start: int  # where the utterance's speech began (equals start for continuous windows)
+    asr_end: int | None = None  # where the audio Whisper hears ends (``asr_pad_ms`` after the speech); None: at end
+
+    @property
+    def asr_audio(self) -> np.ndarray:
+        """The part of ``audio`` Whisper hears."""
+        return self.audio if self.asr_end is None else self.audio[: self.asr_end - self.start]
 
 
 class Segmenter:
@@ -104,6 +118,7 @@ class Segmenter:
         self.vad = vad
         ms = sample_rate_hz // 1000
         self._pad = cfg.speech_pad_ms * ms
+        self._asr_pad = cfg.asr_pad_ms * ms
         self._min_silence = cfg.min_silence_ms * ms
         self._min_speech = cfg.min_speech_ms * ms
         self._max = int(round(cfg.max_window_s * sample_rate_hz))
@@ -118,7 +133,8 @@ class Segmenter:
         self._win_start = 0  # start of the next sliding window
         self._last_end = 0  # end of the last emitted window (continuous mode)
         self._tentative: Segment | None = None  # what tentative() returned last (returned again while unchanged)
-        self._early: Segment | None = None  # the tentative window allowed to close after early_close_ms of silence
+        self._heard: Segment | None = None  # what heard() returned last (returned again while unchanged)
+        self._early: tuple[int, int] | None = None  # (speech start, silence start) allowed to close after early_close_ms
         self._early_silence = cfg.early_close_ms * ms
         self.n_early = 0  # utterances closed early
 
@@ -166,50 +182,83 @@ class Segmenter:
         while a sliding window of speech longer than ``max_window_s`` is cut, or the stream ends
         first (:meth:`flush`). The same object is returned while it is unchanged.
         """
-        if self.cfg.mode != "vad" or self._speech_start is None or self._silence_since is None:
+        if not self._closing_silence():
             self._tentative = None
             return None
         end = self._silence_since + self._pad
-        if self._n < end or self._silence_since - self._speech_start < self._min_speech:
+        if self._n < end:
             self._tentative = None
             return None
+        start = self._closing_start(end)
+        t = self._tentative
+        if t is None or (t.start, t.end, t.speech_start) != (start, end, self._speech_start):
+            t = self._tentative = self._segment(start, end, True, self._speech_start, self._silence_since + self._asr_pad)
+        return t
+
+    def heard(self) -> Segment | None:
+        """What Whisper will hear of the open utterance if the silence now running goes on.
+
+        The audio of :meth:`tentative`'s window up to ``asr_pad_ms`` after the speech
+        (``asr_end``): available once that much of the silence has been pushed, before the
+        tentative window itself; the same conditions and the same caveats otherwise. A final
+        window's :attr:`Segment.asr_audio` equals it when the utterance closes with that window.
+        The same object is returned while it is unchanged.
+        """
+        if not self._closing_silence():
+            self._heard = None
+            return None
+        asr_end = self._silence_since + self._asr_pad
+        if self._n < asr_end:
+            self._heard = None
+            return None
+        start = self._closing_start(self._silence_since + self._pad)
+        h = self._heard
+        if h is None or (h.start, h.end, h.speech_start) != (start, asr_end, self._speech_start):
+            h = self._heard = self._segment(start, asr_end, True, self._speech_start, asr_end)
+        return h
+
+    def _closing_silence(self) -> bool:
+        """A silence runs in an open ``vad`` utterance that has enough speech to be emitted."""
+        return (self.cfg.mode == "vad" and self._speech_start is not None and self._silence_since is not None
+                and self._silence_since - self._speech_start >= self._min_speech)
+
+    def _closing_start(self, end: int) -> int:
+        """Where the final window ending at ``end`` starts if the silence now running closes the utterance."""
+        assert self._silence_since is not None
         # _step still cuts sliding windows at each VAD window until the one that closes the utterance
         # (the first that ends min_silence after the silence began, and not the one that began it)
         closing_end = self._silence_since + max(2, math.ceil(self._min_silence / WINDOW)) * WINDOW
         win_start = self._win_start
         while closing_end - WINDOW - win_start >= self._max:
             win_start += self._hop
-        start = max(win_start, end - self._max, self._buf_start)
-        t = self._tentative
-        if t is None or (t.start, t.end, t.speech_start) != (start, end, self._speech_start):
-            t = self._tentative = self._segment(start, end, True, self._speech_start)
-        return t
+        return max(win_start, end - self._max, self._buf_start)
 
-    def allow_early_close(self, tentative: Segment) -> bool:
-        """Let the open utterance close with ``tentative`` once ``early_close_ms`` of silence has passed.
+    def allow_early_close(self, window: Segment) -> bool:
+        """Let the open utterance close with its tentative window once ``early_close_ms`` of silence has passed.
 
-        Only while ``tentative`` is still what :meth:`tentative` returns (the same silence runs).
-        If that much silence was already pushed, the utterance closes now (see :meth:`ready`).
-        Returns whether the permission was taken.
+        ``window``: :meth:`heard` or :meth:`tentative` of the silence now running (the permission
+        lapses when speech resumes; one for an earlier silence is refused). If that much silence
+        was already pushed, the utterance closes now (see :meth:`ready`). Returns whether the
+        permission was taken.
         """
-        if self._early_silence <= 0 or tentative is not self._tentative or self._silence_since is None:
+        if self._early_silence <= 0 or not self._closing_silence():
             return False
-        if (tentative.end, tentative.speech_start) != (self._silence_since + self._pad, self._speech_start):
+        if (window.speech_start, window.asr_end) != (self._speech_start, self._silence_since + self._asr_pad):
             return False
-        self._early = tentative
+        self._early = (self._speech_start, self._silence_since)
         if self._n - self._silence_since >= self._early_silence:
             self._close_early()
         return True
 
     def _close_early(self) -> None:
-        t = self._early
+        t = self.tentative()  # the early silence is at least the pad: the window's audio is complete
         assert t is not None
         self._early = None
         self.n_early += 1
         self._ready.append(t)
         self._last_end = max(self._last_end, t.end)
         self._speech_start = self._silence_since = None
-        self._tentative = None
+        self._tentative = self._heard = None
 
     def push(self, samples: np.ndarray) -> None:
         """Append contiguous audio; windows that become complete are collected for :meth:`ready`."""
@@ -240,8 +289,11 @@ class Segmenter:
             if self._n > self._last_end:
                 self._emit(max(self._win_start, self._n - self._max), self._n, True, None)
         elif self._speech_start is not None:
-            end = self._n if self._silence_since is None else min(self._n, self._silence_since + self._pad)
-            self._close(end)
+            if self._silence_since is None:
+                self._close(self._n, None)
+            else:
+                since = self._silence_since
+                self._close(min(self._n, since + self._pad), min(self._n, since + self._asr_pad))
         self._speech_start = self._silence_since = None
         return self.ready()
 
@@ -261,10 +313,10 @@ class Segmenter:
             if self._silence_since is None:
                 self._silence_since = at
             elif end - self._silence_since >= self._min_silence:
-                self._close(self._silence_since + self._pad)
+                self._close(self._silence_since + self._pad, self._silence_since + self._asr_pad)
                 return
-            elif self._early is not None and end - self._silence_since >= self._early_silence and (
-                    self._early.end, self._early.speech_start) == (self._silence_since + self._pad, self._speech_start):
+            elif end - self._silence_since >= self._early_silence and self._early == (
+                    self._speech_start, self._silence_since):
                 self._close_early()
                 return
         if self._speech_start is not None:
@@ -272,12 +324,13 @@ class Segmenter:
                 self._emit(self._win_start, self._win_start + self._max, False, self._speech_start)
                 self._win_start += self._hop
 
-    def _close(self, end: int) -> None:
+    def _close(self, end: int, asr_end: int | None) -> None:
+        """Close the open utterance with the window ending at ``end`` (Whisper hears it up to ``asr_end``)."""
         speech_end = end - self._pad
         start = self._speech_start
         assert start is not None
         if speech_end - start >= self._min_speech:
-            self._emit(max(self._win_start, end - self._max), end, True, start)
+            self._emit(max(self._win_start, end - self._max), end, True, start, asr_end)
         self._speech_start = self._silence_since = None
         self._early = None
 
@@ -286,13 +339,14 @@ class Segmenter:
             self._emit(self._win_start, self._win_start + self._max, False, None)
             self._win_start += self._hop
 
-    def _segment(self, start: int, end: int, final: bool, speech_start: int | None) -> Segment:
+    def _segment(self, start: int, end: int, final: bool, speech_start: int | None,
+                 asr_end: int | None = None) -> Segment:
         start = max(start, self._buf_start)
         audio = self._buf[start - self._buf_start : end - self._buf_start].copy()
-        return Segment(start, end, audio, final, start if speech_start is None else speech_start)
+        return Segment(start, end, audio, final, start if speech_start is None else speech_start, asr_end)
 
-    def _emit(self, start: int, end: int, final: bool, speech_start: int | None) -> None:
-        self._ready.append(self._segment(start, end, final, speech_start))
+    def _emit(self, start: int, end: int, final: bool, speech_start: int | None, asr_end: int | None = None) -> None:
+        self._ready.append(self._segment(start, end, final, speech_start, asr_end))
         self._last_end = max(self._last_end, end)
 
     def _trim(self) -> None:

@@ -56,8 +56,10 @@ async def test_speculative_run_publishes_exactly_the_events_of_a_plain_run(make_
     # one tentative window per pause in the first sentence (withdrawn) and one per utterance end
     assert stats.tentative >= len(PAUSED_SENTENCES) + 2
     assert stats.used + stats.wasted <= stats.ran
-    # the ASR task is idle when the first utterance's silence begins: its window is computed ahead
+    # the ASR task is idle when the first utterance's silence begins: its window is computed ahead, and its
+    # transcript ahead of that (asr_pad_ms into the silence: at every pause too), which the window takes
     assert stats.used >= 1
+    assert stats.heard >= stats.tentative >= stats.heard_used >= 1
     assert spec_pipe.sources[0].origin is not None
 
 
@@ -83,4 +85,4 @@ async def test_the_adaptive_close_publishes_the_same_events_once_a_sentence_has_
     # every sentence end is seen; it closes early unless Whisper (on a loaded machine) took longer than the short
     # silence, and the utterance then closed with the long wait as it would without the adaptive close
     stats = early_pipe.speculation
-    assert stats.early + stats.late == len(speech_script)
+    assert stats.early + stats.late == len(speech_script) and stats.early <= stats.allowed

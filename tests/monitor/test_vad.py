@@ -254,3 +254,83 @@ def test_an_early_close_needs_the_same_silence_and_never_cuts_mid_sentence_by_it
     assert not seg.allow_early_close(first)  # a stale window: refused
     plain = Segmenter(SegmenterConfig(early_close_ms=300), scripted_vad(probs))
     assert [(s.start, s.end) for _, r, _ in push_windows(plain, audio) for s in r] == [(0, 54 * WINDOW + 3200)]
+
+
+# --------------------------------------------------------------------------- what Whisper hears
+
+
+def test_what_whisper_hears_is_known_before_the_tentative_window_and_is_the_final_windows_asr_audio(speech):
+    audio, script = speech
+    rng = np.random.default_rng(5)
+    cfg = SegmenterConfig()
+    seg = Segmenter(cfg, SileroVAD())
+    pad, asr_pad = cfg.speech_pad_ms * SR // 1000, cfg.asr_pad_ms * SR // 1000
+    finals, i, last = [], 0, None
+    ahead = []  # samples between heard() and tentative() appearing, per closing silence
+    while i < audio.size:
+        n = int(rng.integers(1, 1500))
+        seg.push(audio[i : i + n])
+        i += n
+        finals += [(s, last) for s in seg.ready() if s.final]
+        h, t = seg.heard(), seg.tentative()
+        if h is not None:
+            assert seg.speaking and seg.position >= h.end == h.asr_end and h.final
+            if h is not last:
+                ahead.append(seg.position)
+            if t is not None:  # the same window, of which Whisper hears the first part
+                assert (t.start, t.asr_end, t.speech_start) == (h.start, h.end, h.speech_start)
+                np.testing.assert_array_equal(t.asr_audio, h.audio)
+                if ahead and ahead[-1] > 0:
+                    ahead[-1] = t.end - ahead[-1]
+        last = h
+    assert seg.flush() == [] and len(finals) == len(script)
+    for s, h in finals:
+        assert h is not None and (h.start, h.asr_end, h.speech_start) == (s.start, s.asr_end, s.speech_start)
+        np.testing.assert_array_equal(s.asr_audio, h.audio)
+        np.testing.assert_array_equal(s.asr_audio, audio[s.start : s.asr_end])
+        assert s.end - s.asr_end == pad - asr_pad
+    # known about pad - asr_pad (136 ms) sooner than the window itself (chunks of up to 94 ms blur it)
+    assert np.median(ahead) >= (pad - asr_pad) - 1500
+
+
+def test_heard_follows_the_silence_and_an_early_close_allowed_on_it_closes_with_the_tentative_window():
+    # speech, a 320 ms pause, speech, then silence: 64 ms into each silence heard() appears, the pause's is withdrawn
+    probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.1] * 30
+    audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
+    cfg = SegmenterConfig(early_close_ms=300)
+    seg = Segmenter(cfg, scripted_vad(probs))
+    heard, closed, asr_pad = [], [], cfg.asr_pad_ms * SR // 1000
+    for i in range(0, audio.size, WINDOW):
+        seg.push(audio[i : i + WINDOW])
+        closed += [(seg.position, s) for s in seg.ready()]
+        h = seg.heard()
+        if h is not None and (not heard or h is not heard[-1][1]):
+            heard.append((seg.position, h))
+            assert seg.tentative() is None  # before the window's audio is complete
+            if len(heard) == 2:
+                assert seg.allow_early_close(h)  # the transcript of the second silence ends a sentence
+    pause_at, silence_at = 24 * WINDOW, 54 * WINDOW
+    assert [(pos, h.start, h.end) for pos, h in heard] == [
+        (pause_at + asr_pad, 0, pause_at + asr_pad), (silence_at + asr_pad, 0, silence_at + asr_pad)]
+    (pos, final), = closed
+    assert pos - silence_at == 10 * WINDOW  # closed early: 300 ms of silence (rounded up to VAD windows)
+    assert (final.start, final.end, final.asr_end) == (0, silence_at + 3200, silence_at + asr_pad)
+    assert seg.n_early == 1 and seg.heard() is None and seg.tentative() is None
+    assert not seg.allow_early_close(heard[0][1])  # a withdrawn silence: refused
+
+
+def test_only_the_closing_windows_of_utterances_hear_less_than_their_audio():
+    cfg = SegmenterConfig(max_window_s=1.0, hop_s=0.5)
+    probs = [0.1] * 4 + [0.9] * 46 + [0.1] * 3  # the stream ends 96 ms into the silence
+    audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
+    seg = Segmenter(cfg, scripted_vad(probs))
+    seg.push(audio)
+    out = seg.ready() + seg.flush()
+    assert [s.asr_end for s in out if not s.final] == [None, None]  # sliding windows of the speech
+    last = out[-1]
+    assert last.final and (last.end, last.asr_end) == (audio.size, 50 * WINDOW + cfg.asr_pad_ms * SR // 1000)
+    in_speech = Segmenter(cfg, scripted_vad([0.1] * 4 + [0.9] * 30))
+    in_speech.push(np.zeros(34 * WINDOW, np.float32))
+    assert [(s.end, s.asr_end) for s in in_speech.flush() if s.final] == [(34 * WINDOW, None)]
+    with pytest.raises(ValueError, match="asr_pad_ms"):
+        SegmenterConfig(asr_pad_ms=300)
