@@ -166,3 +166,31 @@ async def test_prometheus_metrics_of_a_real_replay(tmp_path, transcriber, loaded
     assert samples[("mmsa_stream_up", (("stream", ""),))] == 0  # the session ended
     with pytest.raises(OSError):  # closed with the process's shared objects
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+class FailsOnceOnLongAudio(FailingEngine):
+    """The real engine, except that the first transcription of more than 3 s of audio raises."""
+
+    async def transcribe(self, audio):
+        if not self.asr_fails_at and audio.size > 3 * 16_000:
+            self.asr_fails_at = self.n_transcribed + 1
+        return await super().transcribe(audio)
+
+
+async def test_a_transcription_ahead_that_fails_is_run_again_for_its_window(tmp_path, transcriber, loaded_tiny,
+                                                                           speech_clip, speech_script):
+    """Paced (speculative): the transcription ahead of the first sentence's close (its whole 3.3 s; the pause at its
+    comma came earlier, on less audio) fails, so its window runs Whisper itself: every utterance keeps its words
+    and no window counts an error."""
+    engine = FailsOnceOnLongAudio(transcriber, Scorer(loaded_tiny, "cpu"))
+    cfg = (MonitorConfig().replace("session", dir=str(tmp_path / "sessions"))
+           .replace("segmenter", partials=False, early_close_ms=0))
+    stream = open_stream(cfg, replay_sources(speech_clip, fast=False), engine, log_file=False)
+    seen = Collector(stream.bus)
+    await stream.pipeline.run()
+    await seen.closed.wait()
+    stats = stream.pipeline.speculation
+    assert engine.asr_fails_at and engine.n_transcribed == stats.heard + 1  # the failed one, run again
+    assert len(seen.events) == len(speech_script)
+    assert all(word_recall(line["text"], e.text) >= 0.6 for e, line in zip(seen.events, speech_script))
+    assert seen.statuses[-1].errors == 0
