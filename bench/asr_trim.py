@@ -24,6 +24,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchlib import edit_distance  # noqa: E402 - bench/ is on the path of a script run from it
+
 from mmsa.media import load_audio  # noqa: E402
 from mmsa.model.features import normalize_text  # noqa: E402
 from mmsa.monitor.asr import Transcriber  # noqa: E402
@@ -33,15 +35,6 @@ from tests.conftest import find_data_dir  # noqa: E402
 
 def words(text: str) -> list[str]:
     return normalize_text(text).split()
-
-
-def edit_distance(a: list[str], b: list[str]) -> int:
-    d = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        prev, d[0] = d[0], i
-        for j, y in enumerate(b, 1):
-            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (x != y))
-    return d[-1]
 
 
 def recall(ref: list[str], hyp: list[str]) -> float:

@@ -46,7 +46,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from benchlib import REPO, latency_session, read_script, say, write_json
+from benchlib import REPO, edit_distance, latency_session, read_script, say, write_json
 
 from mmsa.media import load_audio
 from mmsa.model.features import SAMPLE_RATE_HZ
@@ -89,16 +89,6 @@ def words(text: str) -> list[str]:
     return re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " ")).split()
 
 
-def edits(ref: list[str], hyp: list[str]) -> int:
-    """Word-level Levenshtein distance."""
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[len(hyp)]
-
-
 def word_cost(clips: dict[str, Clip], ref: dict[str, list], cfg: SegmenterConfig, transcriber: Transcriber) -> dict:
     """Whisper on each reference window up to asr_pad_ms after the speech vs on the whole window."""
     cut = (cfg.speech_pad_ms - cfg.asr_pad_ms) * SAMPLE_RATE_HZ // 1000
@@ -115,7 +105,7 @@ def word_cost(clips: dict[str, Clip], ref: dict[str, list], cfg: SegmenterConfig
                  if any(s / SAMPLE_RATE_HZ < t1 and e / SAMPLE_RATE_HZ > t0 for s, e, _ in ref[name]) for w in words(text)]
         n_words += len(truth)
         for k in errors:
-            errors[k] += edits(truth, hyp[k])
+            errors[k] += edit_distance(truth, hyp[k])
     return {"reference_words": n_words, "wer_heard": round(errors["heard"] / max(n_words, 1), 4),
             "wer_whole": round(errors["whole"] / max(n_words, 1), 4), "changed": changed}
 

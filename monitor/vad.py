@@ -182,18 +182,7 @@ class Segmenter:
         while a sliding window of speech longer than ``max_window_s`` is cut, or the stream ends
         first (:meth:`flush`). The same object is returned while it is unchanged.
         """
-        if not self._closing_silence():
-            self._tentative = None
-            return None
-        end = self._silence_since + self._pad
-        if self._n < end:
-            self._tentative = None
-            return None
-        start = self._closing_start(end)
-        t = self._tentative
-        if t is None or (t.start, t.end, t.speech_start) != (start, end, self._speech_start):
-            t = self._tentative = self._segment(start, end, True, self._speech_start, self._silence_since + self._asr_pad)
-        return t
+        return self._closing("_tentative", self._pad)
 
     def heard(self) -> Segment | None:
         """What Whisper will hear of the open utterance if the silence now running goes on.
@@ -204,18 +193,19 @@ class Segmenter:
         window's :attr:`Segment.asr_audio` equals it when the utterance closes with that window.
         The same object is returned while it is unchanged.
         """
-        if not self._closing_silence():
-            self._heard = None
-            return None
-        asr_end = self._silence_since + self._asr_pad
-        if self._n < asr_end:
-            self._heard = None
-            return None
-        start = self._closing_start(self._silence_since + self._pad)
-        h = self._heard
-        if h is None or (h.start, h.end, h.speech_start) != (start, asr_end, self._speech_start):
-            h = self._heard = self._segment(start, asr_end, True, self._speech_start, asr_end)
-        return h
+        return self._closing("_heard", self._asr_pad)
+
+    def _closing(self, slot: str, pad: int) -> Segment | None:
+        """The final window's audio up to ``pad`` after the speech, once pushed (:meth:`tentative`, :meth:`heard`);
+        kept in ``slot`` and returned again while unchanged."""
+        seg = None
+        if self._closing_silence() and self._n >= self._silence_since + pad:
+            start, end = self._closing_start(self._silence_since + self._pad), self._silence_since + pad
+            seg = getattr(self, slot)
+            if seg is None or (seg.start, seg.end, seg.speech_start) != (start, end, self._speech_start):
+                seg = self._segment(start, end, True, self._speech_start, self._silence_since + self._asr_pad)
+        setattr(self, slot, seg)
+        return seg
 
     def _closing_silence(self) -> bool:
         """A silence runs in an open ``vad`` utterance that has enough speech to be emitted."""
