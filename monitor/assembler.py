@@ -183,7 +183,7 @@ class WindowAssembler:
         if wait_s is None or wait_s > 0:
             await self.ring.watermark.wait(frames_until, wait_s)
         return Window(t0, t1, s.audio, self.ring.between(t0, frames_until), s.final, arrived,
-                      asr_samples=None if s.asr_end is None else s.asr_end - s.start,)
+                      asr_samples=None if s.asr_end is None else s.asr_end - s.start)
 
     async def _queue(self, s: Segment, stream_t0: float, arrived: float, *, last: bool = False) -> None:
         w = await self.collect(s, stream_t0, arrived, last=last)
