@@ -103,7 +103,7 @@ class Heard:
 
     def same(self, at: int, audio: np.ndarray) -> bool:
         """Whether Whisper would hear exactly this audio, starting at ``at``."""
-        return abs(at - self.at) <= 1 and bool(np.array_equal(audio, self.segment.audio))  # 1: float rounding
+        return at == self.at and bool(np.array_equal(audio, self.segment.audio))
 
 
 def heard_at(window: Window) -> int:
@@ -275,7 +275,9 @@ class Speculator:
         """Follow the segmenter's :meth:`Segmenter.heard`: offer a new one for transcription, forget a withdrawn one."""
         if self._heard is not None and self._heard.segment is heard:
             return
-        self._heard = None if heard is None else Heard(heard, round(stream_t0 * SAMPLE_RATE_HZ) + heard.start)
+        # at: as heard_at() of the window the assembler makes of the same segment (its t_start, the same float)
+        self._heard = None if heard is None else Heard(heard, round((stream_t0 + heard.start / SAMPLE_RATE_HZ)
+                                                                    * SAMPLE_RATE_HZ))
         if self._heard is not None:
             self.ready.set()
 
