@@ -1,0 +1,99 @@
+"""Actor-level cross-validation of the default model's audio recipe: five folds of four RAVDESS actors.
+
+Each fold trains the recipe of ``configs/train/default/heldout/3_audio_actors_1-16.toml`` (the held-out
+twin of stage 3) on sixteen actors, from a stage-2 checkpoint, and reports valence_uar3 on the other
+four after every epoch (``select = "last"``: the last epoch is the fold's figure; the mean curve over
+the folds shows where more or fewer epochs would land). ``--audio-loss`` gives the L_audio (InfoNCE)
+weights to compare; every run uses ``--threads`` torch threads and ``--jobs`` runs at once. The model
+card's table (docs/default-model.md, "The paper's alignment losses") came from::
+
+    .venv/bin/python examples/audio_cv.py --init runs/default-model/2_text/model.safetensors \\
+        --out runs/audio-cv --audio-loss 1 0 --jobs 2 --threads 1
+
+A fold whose run folder already holds ``metrics.json`` is not trained again (rerun to print the summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+TWIN = Path("configs/train/default/heldout/3_audio_actors_1-16.toml")
+FOLDS = [list(range(a, a + 4)) for a in (1, 5, 9, 13, 17)]
+TRAIN_LINE = re.compile(r"^actors = \[[0-9, ]+\].*$", re.M)
+VALID_LINE = re.compile(r'^(split = "test").*$', re.M)
+LOSS_LINE = re.compile(r"^audio = [0-9.]+.*$", re.M)
+
+
+def fold_config(twin: str, held: list[int], audio_loss: float, init: str) -> str:
+    """The twin's config with another four actors held out, the given L_audio weight and init checkpoint."""
+    train = [a for a in range(1, 21) if a not in held]
+    text, n1 = TRAIN_LINE.subn(f"actors = {train}", twin)
+    text, n2 = VALID_LINE.subn(rf"\1\nactors = {held}", text)
+    text, n3 = LOSS_LINE.subn(f"audio = {audio_loss}", text)
+    if (n1, n2, n3) != (1, 1, 1):
+        raise SystemExit(f"audio_cv: {TWIN} no longer has one train actors line, one valid split and one audio loss")
+    return re.sub(r'^init_from = ".*"$', f'init_from = "{init}"', text, flags=re.M)
+
+
+def curve(run: Path) -> list[float]:
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    return [e["valid"]["ravdess_test"]["valence_uar3"] for e in history]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--init", required=True, help="the stage-2 checkpoint each fold starts from")
+    ap.add_argument("--out", type=Path, default=Path("runs/audio-cv"))
+    ap.add_argument("--audio-loss", type=float, nargs="+", default=[0.0, 1.0], help="L_audio weights to compare")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    if not Path(args.init).is_file():
+        print(f"audio_cv: {args.init}: no such checkpoint (run make default-model first)", file=sys.stderr)
+        return 2
+    twin = TWIN.read_text()
+    runs: list[tuple[float, int, Path]] = []
+    for loss in args.audio_loss:
+        for k, held in enumerate(FOLDS, 1):
+            run = args.out / f"audio{loss:g}_fold{k}"
+            run.mkdir(parents=True, exist_ok=True)
+            (run.parent / f"{run.name}.toml").write_text(fold_config(twin, held, loss, str(Path(args.init).resolve())))
+            runs.append((loss, k, run))
+
+    def train(item: tuple[float, int, Path]) -> int:
+        _, _, run = item
+        if (run / "metrics.json").is_file():
+            return 0
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        with (run.parent / f"{run.name}.log").open("w") as log:
+            cmd = [sys.executable, "-c", "import sys; from mmsa.training.cli import train_main; sys.exit(train_main())",
+                   str(run.parent / f"{run.name}.toml"), "--out", str(run)]
+            return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        failed = [r[2].name for r, rc in zip(runs, pool.map(train, runs)) if rc != 0]
+    if failed:
+        print(f"audio_cv: training failed for {', '.join(failed)} (see their .log files in {args.out})", file=sys.stderr)
+        return 1
+    for loss in args.audio_loss:
+        curves = np.array([curve(run) for weight, _, run in runs if weight == loss])
+        last = curves[:, -1]
+        print(f"L_audio {loss:g}: " + " ".join(f"fold{k} {v:.3f}" for k, v in enumerate(last, 1))
+              + f" | mean {last.mean():.3f} +- {last.std(ddof=1):.3f}")
+        mean = curves.mean(0)
+        print(f"  mean curve: best {mean.max():.3f} at epoch {int(mean.argmax()) + 1}; at epochs 10/20/30/{len(mean)}: "
+              + " / ".join(f"{mean[e - 1]:.3f}" for e in (10, 20, 30, len(mean))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
