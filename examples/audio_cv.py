@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-TWIN = Path("configs/train/default/heldout/3_audio_actors_1-16.toml")
+REPO = Path(__file__).resolve().parents[1]
+TWIN = REPO / "configs" / "train" / "default" / "heldout" / "3_audio_actors_1-16.toml"
 FOLDS = [list(range(a, a + 4)) for a in (1, 5, 9, 13, 17)]
 TRAIN_LINE = re.compile(r"^actors = \[[0-9, ]+\].*$", re.M)
 VALID_LINE = re.compile(r'^(split = "test").*$', re.M)
@@ -40,7 +41,7 @@ def fold_config(twin: str, held: list[int], audio_loss: float, init: str) -> str
     text, n2 = VALID_LINE.subn(rf"\1\nactors = {held}", text)
     text, n3 = LOSS_LINE.subn(f"audio = {audio_loss}", text)
     if (n1, n2, n3) != (1, 1, 1):
-        raise SystemExit(f"audio_cv: {TWIN} no longer has one train actors line, one valid split and one audio loss")
+        raise SystemExit(f"audio_cv: {TWIN.name} no longer has one train actors line, one valid split and one audio loss")
     return re.sub(r'^init_from = ".*"$', f'init_from = "{init}"', text, flags=re.M)
 
 
