@@ -32,16 +32,18 @@ FOLDS = [list(range(a, a + 4)) for a in (1, 5, 9, 13, 17)]
 TRAIN_LINE = re.compile(r"^actors = \[[0-9, ]+\].*$", re.M)
 VALID_LINE = re.compile(r'^(split = "test").*$', re.M)
 LOSS_LINE = re.compile(r"^audio = [0-9.]+.*$", re.M)
+SEED_LINE = re.compile(r"^seed = [0-9]+.*$", re.M)
 
 
-def fold_config(twin: str, held: list[int], audio_loss: float, init: str) -> str:
-    """The twin's config with another four actors held out, the given L_audio weight and init checkpoint."""
+def fold_config(twin: str, held: list[int], audio_loss: float, init: str, seed: int = 1) -> str:
+    """The twin's config with another four actors held out, the given L_audio weight, seed and init checkpoint."""
     train = [a for a in range(1, 21) if a not in held]
     text, n1 = TRAIN_LINE.subn(f"actors = {train}", twin)
     text, n2 = VALID_LINE.subn(rf"\1\nactors = {held}", text)
     text, n3 = LOSS_LINE.subn(f"audio = {audio_loss}", text)
-    if (n1, n2, n3) != (1, 1, 1):
-        raise SystemExit(f"audio_cv: {TWIN.name} no longer has one train actors line, one valid split and one audio loss")
+    text, n4 = SEED_LINE.subn(f"seed = {seed}", text)
+    if (n1, n2, n3, n4) != (1, 1, 1, 1):
+        raise SystemExit(f"audio_cv: {TWIN.name} no longer has one train actors line, one valid split, one audio loss and one seed")
     return re.sub(r'^init_from = ".*"$', f'init_from = "{init}"', text, flags=re.M)
 
 
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init", required=True, help="the stage-2 checkpoint each fold starts from")
     ap.add_argument("--out", type=Path, default=Path("runs/audio-cv"))
     ap.add_argument("--audio-loss", type=float, nargs="+", default=[0.0, 1.0], help="L_audio weights to compare")
+    ap.add_argument("--seed", type=int, default=1, help="train.seed of every run")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, held in enumerate(FOLDS, 1):
             run = args.out / f"audio{loss:g}_fold{k}"
             run.mkdir(parents=True, exist_ok=True)
-            (run.parent / f"{run.name}.toml").write_text(fold_config(twin, held, loss, str(Path(args.init).resolve())))
+            (run.parent / f"{run.name}.toml").write_text(fold_config(twin, held, loss, str(Path(args.init).resolve()), args.seed))
             runs.append((loss, k, run))
 
     def train(item: tuple[float, int, Path]) -> int:

@@ -29,12 +29,12 @@ def test_folds_are_the_twin_recipe_with_four_other_actors_held_out(audio_cv, tmp
     for k, held in enumerate(audio_cv.FOLDS, 1):
         for weight in (0.0, 1.0):
             path = tmp_path / f"fold{k}_{weight:g}.toml"
-            path.write_text(audio_cv.fold_config(twin_text, held, weight, "/stage2/model.safetensors"))
+            path.write_text(audio_cv.fold_config(twin_text, held, weight, "/stage2/model.safetensors", seed=k))
             cfg, _ = load_config(path)  # validates too: no actor both trains and is reported
             (train,), (valid,) = cfg.data.train, cfg.data.valid
             assert sorted(valid.actors) == held and valid.reader == "ravdess"
             assert sorted(train.actors) == [a for a in range(1, 21) if a not in held]
-            assert cfg.loss.audio == weight and cfg.train.init_from == "/stage2/model.safetensors"
+            assert cfg.loss.audio == weight and cfg.train.init_from == "/stage2/model.safetensors" and cfg.train.seed == k
             # everything else is the twin's recipe
             assert (cfg.model, cfg.train.epochs, cfg.train.lr, cfg.select) == (
                 twin.model, twin.train.epochs, twin.train.lr, twin.select)
