@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import importlib.util
 import shutil
 import socket
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import load_example
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 CLIP_SENTENCES = [
@@ -36,11 +35,7 @@ CLIP_SENTENCES = [
 
 def load_make_sample():
     """examples/make_sample.py as a module (the generator of the sample session)."""
-    spec = importlib.util.spec_from_file_location("make_sample", REPO / "examples" / "make_sample.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    return load_example("make_sample")
 
 
 @pytest.fixture(scope="session")

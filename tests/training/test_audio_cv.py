@@ -3,23 +3,15 @@ recipe with four other actors held out, and together hold every actor out once."
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from mmsa.training.config import load_config
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import load_example
 
 
 @pytest.fixture(scope="module")
 def audio_cv():
-    spec = importlib.util.spec_from_file_location("audio_cv", REPO / "examples" / "audio_cv.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
+    return load_example("audio_cv")
 
 
 def test_folds_are_the_twin_recipe_with_four_other_actors_held_out(audio_cv, tmp_path):
