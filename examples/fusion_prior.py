@@ -30,9 +30,10 @@ import torch
 
 
 def _metrics(y: np.ndarray, p: np.ndarray) -> str:
-    nz = y != 0
-    acc2 = 100 * np.mean((p[nz] > 0) == (y[nz] > 0))
-    return f"MAE {np.abs(y - p).mean():.3f}, Acc-2 non0 {acc2:.1f}"
+    from mmsa.training.metrics import regression_metrics
+
+    m = regression_metrics(y, p)
+    return f"MAE {m['mae']:.3f}, Acc-2 non0 {100 * m['acc2_non0']:.1f}"
 
 
 def _text_prior(labels: Path) -> torch.Tensor:
