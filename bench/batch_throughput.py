@@ -53,8 +53,9 @@ def mosi_text(clip: Path) -> str | None:
         return next((r["text"] for r in csv.DictReader(fh) if r["video_id"] == video and r["clip_id"] == n), None)
 
 
-def featurized_windows(notes: list[str]) -> tuple[list, list[float]]:
-    """The real windows as the monitor featurizes them (module docstring), and their seconds."""
+def featurized_windows(notes: list[str], features) -> tuple[list, list[float]]:
+    """The real windows as the monitor featurizes them for a model of ``features`` (module docstring), and
+    their seconds."""
     from mmsa.media import FaceDetector, load_audio, read_frames, window_sample
 
     det = FaceDetector()
@@ -64,14 +65,14 @@ def featurized_windows(notes: list[str]) -> tuple[list, list[float]]:
     for u in json.loads((SAMPLE_SESSION / "script.json").read_text()):
         t0, t1 = max(0.0, u["t_start"] - PAD_S), u["t_end"]
         samples.append(window_sample(audio[int(t0 * 16000) : int(t1 * 16000)],
-                                     [f for t, f in frames if t0 <= t < t1], u["text"], det))
+                                     [f for t, f in frames if t0 <= t < t1], u["text"], det, features))
         seconds.append(round(t1 - t0, 2))
     text = mosi_text(MOSI_CLIP) if MOSI_CLIP.is_file() else None
     if text is None:
         notes.append(f"{MOSI_CLIP} (or its label.csv) is absent: the sample session's windows only")
     else:
         clip = load_audio(MOSI_CLIP)
-        samples.append(window_sample(clip, [f for _, f in read_frames(MOSI_CLIP)], text, det))
+        samples.append(window_sample(clip, [f for _, f in read_frames(MOSI_CLIP)], text, det, features))
         seconds.append(round(clip.size / 16000, 2))
     return samples, seconds
 
@@ -216,8 +217,8 @@ def main() -> int:
     load0 = load_avg()
     notes: list[str] = []
     model, model_info = resolve_model(args.model)
-    samples, window_s = featurized_windows(notes)
     mon = Monitor.load(model, "cpu")  # the monitor's state: Whisper loaded and run once before the scorer
+    samples, window_s = featurized_windows(notes, mon.scorer.features)
     mon.warm_up()
     rounds = 1 if args.quick else args.rounds
     out = asyncio.run(run(mon.scorer, samples, args.n, args.waits, args.seconds, rounds))

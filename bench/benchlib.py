@@ -443,13 +443,14 @@ class Monitor:
         rng = np.random.default_rng(0)
         audio = (rng.standard_normal(16_000 * 2) * 0.05).astype(np.float32)
         self.transcriber.transcribe(audio)
-        self.scorer.score([Sample(text="warm up", audio=audio_features(audio))])
+        self.scorer.score([Sample(text="warm up", audio=audio_features(audio, self.scorer.features))])
 
     def pipeline(self, media_path: Path, workdir: Path, *, fast: bool, mqtt: tuple[str, int, str] | None = None,
-                 **segmenter):
+                 block_ms: int | None = None, **segmenter):
         """A Pipeline replaying ``media_path`` the way ``mmsa-monitor --replay PATH [--fast] --headless`` wires
         it (cli._build); ``mqtt`` = (host, port, prefix) adds the MQTT publisher; keywords that are not None
-        override those of ``[segmenter]`` (``speculative=False``, ``early_close_ms=0``). -> (pipeline, publisher)."""
+        override those of ``[segmenter]`` (``speculative=False``, ``early_close_ms=0``); ``block_ms`` that of
+        ``[audio]``. -> (pipeline, publisher)."""
         import uuid
 
         from mmsa.monitor.bus import EventBus
@@ -463,6 +464,8 @@ class Monitor:
         from mmsa.monitor.sources import audio_block
 
         cfg = MonitorConfig().replace("segmenter", **{k: v for k, v in segmenter.items() if v is not None})
+        if block_ms is not None:
+            cfg = cfg.replace("audio", block_ms=block_ms)
         if mqtt is not None:
             cfg = cfg.replace("mqtt", host=mqtt[0], port=mqtt[1], prefix=mqtt[2], node_id="bench",
                               client_id=f"bench-{uuid.uuid4().hex[:8]}", discovery=False)

@@ -45,7 +45,7 @@ sc = ScorerConfig()
 scorer = Scorer(load_checkpoint(sys.argv[1], device="cpu"), "cpu", runtime=sc.runtime, graph_cache=sc.graph_cache)
 t2 = time.perf_counter()
 audio = (np.random.default_rng(0).standard_normal(32000) * 0.05).astype(np.float32)
-scorer.score([Sample(text="this is fine", audio=audio_features(torch.from_numpy(audio)))])
+scorer.score([Sample(text="this is fine", audio=audio_features(torch.from_numpy(audio), scorer.features))])
 t3 = time.perf_counter()
 from mmsa.monitor.asr import Transcriber
 from mmsa.monitor.config import AsrConfig

@@ -44,11 +44,11 @@ def main() -> int:
     model, model_info = resolve_model(args.model)
     _, _, windows = session_windows(args.session)
     det = FaceDetector()
-    samples = [window_sample(w["audio"], w["frames"], w["text"], det) for w in windows]
     # the state of a monitor process: Whisper has run before the scorer (it matters on a shared
     # CPU, see bench/README.md "Contention")
     mon = Monitor.load(model, "cpu")
     mon.warm_up()
+    samples = [window_sample(w["audio"], w["frames"], w["text"], det, mon.scorer.features) for w in windows]
     default_threads = torch.get_num_threads()
     # (result key, device, runtime, threads): the monitor as it runs (torch's default threads), then
     # limited to one thread, per runtime, then CUDA

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     src = SourceConfig(reader="ravdess", labels=str(args.eval / "ravdess_asr.csv"), split="test",
                        root=str(args.data / "ravdess"), name="ravdess_asr_test")
     data = read_source(src, keep_unrated=True)
-    preds = predict(twin.model, featurize(data, CacheConfig()), twin.tokenizer, twin.features)
+    preds = predict(twin.model, featurize(data, CacheConfig(), twin.features), twin.tokenizer, twin.features)
     probs = twin.model.polarity_probs({m: torch.tensor(v) for m, v in preds.unimodal.items()},
                                       {m: torch.tensor(v) for m, v in preds.logits.items()}).double()
     present = torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64).expand(len(data.records), 3)

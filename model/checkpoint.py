@@ -80,8 +80,10 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model`` to ``path`` (.safetensors). ``bert_delta``: store only changed BERT tensors.
 
-    ``half`` stores floating tensors as float16 (they are loaded back as float32).
+    ``half`` stores floating tensors as float16 (they are loaded back as float32). ``features`` are
+    recorded with the model's own audio input (``[model] audio_input``).
     """
+    features = model.cfg.features(features)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -183,8 +185,9 @@ def load_checkpoint(
     elsewhere on this machine.
     """
     info = read_info(name_or_path)
-    check_features(info, features)
     cfg = info.model_config
+    features = cfg.features(features)  # the model's audio input ([model] audio_input) is its own choice
+    check_features(info, features)
     bert_dir = resolve_bert(bert if bert is not None else cfg.bert)
     delta = info.bert_base is not None
     if delta:

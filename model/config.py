@@ -8,12 +8,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .features import FeatureConfig
 
 Fusion = Literal["concat", "attention", "late", "calibrated"]
 FaceMeshUse = Literal["none", "packaged"]
 FaceCnnInput = Literal["pixels", "mesh"]
 Head = Literal["score", "valence3"]
+AudioInput = Literal["stft", "whisper"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,11 @@ class ModelConfig:
     """Width of the audio and image embeddings and of the fusion layer."""
     text_proj_dim: int = 0
     """Project h^c to this width before fusion; 0 keeps the BERT width (paper)."""
+    audio_input: AudioInput = "stft"
+    """What the audio branch reads: ``stft``, the log-STFT map through the TDNN below (the paper);
+    ``whisper``, the mean and standard deviation of Whisper tiny.en's encoder states over the utterance
+    (``mmsa.model.speech``) through a linear layer (``encoders.SpeechStatsEncoder``; ``audio_channels`` and
+    ``audio_bands`` unused). The model's features follow it (:meth:`features`)."""
     audio_channels: tuple[int, ...] = (128, 128, 128)
     """Channels of the 1-D conv layers (1 to 4) of the STFT audio encoder."""
     audio_bands: int = 0
@@ -84,6 +93,12 @@ class ModelConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def features(self, base: FeatureConfig | None = None) -> FeatureConfig:
+        """The feature settings this model reads: ``base`` (this code's) with its ``audio_input``."""
+        from .features import DEFAULT_FEATURES
+
+        return dataclasses.replace(base or DEFAULT_FEATURES, audio_input=self.audio_input)
 
 
 __all__ = ["ModelConfig"]

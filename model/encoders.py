@@ -184,6 +184,38 @@ class AudioEncoder(nn.Module):
         return self.proj(torch.cat([mean, (var + 1e-5).sqrt()], 1))  # (B, out_dim)
 
 
+class SpeechStatsEncoder(nn.Module):
+    """Whisper's encoder statistics (B, 768, T) + frame mask (B, T) -> (B, out_dim) (``audio_input = "whisper"``).
+
+    The input has one frame per utterance (``mmsa.model.speech``); the masked mean over frames keeps any
+    T. Batch normalisation without affine parameters standardises each of the 768 statistics with its
+    running mean and variance over the training utterances (their scales differ by orders of magnitude),
+    then dropout 0.2 and one linear layer: the linear probe of examples/whisper_audio_cv.py, whose head
+    (``network._head``) adds a hidden layer. :meth:`to_bands` is the identity (no STFT bins to pool).
+    """
+
+    def __init__(self, d_in: int, out_dim: int, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(d_in, affine=False)
+        self.drop = nn.Dropout(dropout)
+        self.proj = nn.Linear(d_in, out_dim)
+        self.dim = out_dim
+
+    def to_bands(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.encode(x, mask)
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pooled = _masked_mean(x, mask[:, None, :].to(x.dtype), 2)  # (B, 768)
+        if self.training and pooled.shape[0] < 2:  # one utterance: no batch statistics, use the running ones
+            normed = F.batch_norm(pooled, self.norm.running_mean, self.norm.running_var, training=False)
+        else:
+            normed = self.norm(pooled)
+        return self.proj(self.drop(normed))
+
+
 # --------------------------------------------------------------------------- image
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from .checkpoint import LoadedModel
-from .features import FACE_SIZE, MODALITIES, N_FREQ, ModelInputs, TextInputs
+from .features import FACE_SIZE, MODALITIES, ModelInputs, TextInputs
 from .network import MMSAModel
 from .onnxrt import (
     GRAPH_INPUTS,
@@ -75,11 +75,11 @@ class _Flat(torch.nn.Module):
         return (out.score, *(out.unimodal[m] for m in MODALITIES))
 
 
-def _example() -> tuple[torch.Tensor, ...]:
+def _example(model: MMSAModel) -> tuple[torch.Tensor, ...]:
     """A batch to trace with: every axis a size of its own and above 1 (export fixes sizes 0 and 1),
     and every input a tensor of its own (export would take two inputs given one tensor for one)."""
     g = torch.Generator().manual_seed(0)
-    B, L, T, K, S, n_freq = 3, 7, 41, 2, FACE_SIZE, N_FREQ
+    B, L, T, K, S, n_freq = 3, 7, 41, 2, FACE_SIZE, model.cfg.features().audio_dim
     return (torch.randint(1000, 2000, (B, L), generator=g), torch.ones(B, L, dtype=torch.long),
             torch.zeros(B, L, dtype=torch.long), torch.ones(B, dtype=torch.bool), torch.randn(B, n_freq, T, generator=g),
             torch.ones(B, T, dtype=torch.bool), torch.ones(B, dtype=torch.bool), torch.rand(B, K, 1, S, S, generator=g),
@@ -129,7 +129,7 @@ def export_graph(model: MMSAModel, path: str | Path, key: dict[str, Any] | None 
     try:
         with _quiet(), torch.inference_mode(False), torch.no_grad():
             program = torch.onnx.export(
-                _Flat(model), _example(), dynamo=True, dynamic_shapes=_dynamic_shapes(model), input_names=list(GRAPH_INPUTS),
+                _Flat(model), _example(model), dynamo=True, dynamic_shapes=_dynamic_shapes(model), input_names=list(GRAPH_INPUTS),
                 output_names=list(GRAPH_OUTPUTS), external_data=False, verbose=False,
             )
     except Exception as exc:  # torch.export raises many kinds; the first line says which op and why

@@ -71,10 +71,24 @@ class FeatureConfig:
     """Longest token sequence, [CLS] and [SEP] included."""
     text_style: Literal["mosi", "raw"] = "mosi"
     """``mosi``: lower case, punctuation removed, like the MOSI transcripts. ``raw``: as given."""
+    audio_input: Literal["stft", "whisper"] = "stft"
+    """What the audio branch reads, set by the model (``[model] audio_input``): ``stft``, the normalised
+    log-STFT map (n_freq, n_frames); ``whisper``, the statistics of Whisper's encoder states over the
+    utterance (768, 1) (:mod:`mmsa.model.speech`). Left out of the fingerprint when ``stft``, so that
+    checkpoints from before it load."""
 
     @property
     def n_freq(self) -> int:
         return self.n_fft // 2 + 1
+
+    @property
+    def audio_dim(self) -> int:
+        """Rows of the audio input: STFT bins, or Whisper's statistics."""
+        if self.audio_input == "whisper":
+            from .speech import STATS_DIM
+
+            return STATS_DIM
+        return self.n_freq
 
     @property
     def max_audio_samples(self) -> int:
@@ -85,7 +99,13 @@ class FeatureConfig:
         return self.sample_rate_hz / self.hop_length
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(self._settings(), sort_keys=True)
+
+    def _settings(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["audio_input"] == "stft":  # the fingerprint of every checkpoint made before the setting existed
+            del d["audio_input"]
+        return d
 
     def fingerprint(self) -> str:
         """Short sha256 of the settings: equal fingerprints mean identical features."""
@@ -93,8 +113,10 @@ class FeatureConfig:
 
     def differences(self, other: FeatureConfig | dict[str, Any]) -> list[str]:
         """Human-readable list of settings where ``other`` differs from ``self``."""
-        theirs = other if isinstance(other, dict) else dataclasses.asdict(other)
-        mine = dataclasses.asdict(self)
+        theirs = dict(other if isinstance(other, dict) else other._settings())
+        mine = self._settings()
+        for d in (mine, theirs):
+            d.setdefault("audio_input", "stft")
         out = []
         for key in sorted(set(mine) | set(theirs)):
             if mine.get(key, "<absent>") != theirs.get(key, "<absent>"):
@@ -154,12 +176,17 @@ def audio_features(
 ) -> torch.Tensor | None:
     """One utterance's audio -> normalised log-STFT map, or None when too short to use.
 
-    wave: (n_samples,) mono float at ``cfg.sample_rate_hz`` -> (n_freq, n_frames) float32.
+    wave: (n_samples,) mono float at ``cfg.sample_rate_hz`` -> (n_freq, n_frames) float32; with
+    ``cfg.audio_input == "whisper"``, Whisper's encoder statistics (768, 1) (:mod:`mmsa.model.speech`).
     """
     wave_t = torch.as_tensor(np.asarray(wave, dtype=np.float32)).reshape(-1)
     wave_t = crop_audio(wave_t, cfg)
     if wave_t.numel() < max(cfg.n_fft, int(cfg.min_audio_s * cfg.sample_rate_hz)):
         return None
+    if cfg.audio_input == "whisper":
+        from .speech import speech_encoder
+
+        return torch.from_numpy(speech_encoder()(wave_t.numpy()))[:, None]
     spec = log_stft(wave_t[None], cfg)[0]
     return normalize_spectrogram(spec)
 
@@ -324,7 +351,7 @@ class Sample:
 
     text: str | None = None
     aspect: str | None = None
-    audio: torch.Tensor | None = None  # (n_freq, n_frames) from audio_features
+    audio: torch.Tensor | None = None  # (n_freq, n_frames) from audio_features (Whisper's: (768, 1))
     faces: torch.Tensor | None = None  # (n, 1, S, S) from face_window
 
 
@@ -372,7 +399,7 @@ def collate(samples: Sequence[Sample], tokenizer: Any, cfg: FeatureConfig = DEFA
     )
     audio_present = torch.tensor([s.audio is not None and s.audio.shape[-1] > 0 for s in samples])
     T = max([s.audio.shape[-1] for s in samples if s.audio is not None] + [1])
-    audio = torch.zeros(B, cfg.n_freq, T)
+    audio = torch.zeros(B, cfg.audio_dim, T)
     audio_mask = torch.zeros(B, T, dtype=torch.bool)
     for i, s in enumerate(samples):
         if s.audio is not None:

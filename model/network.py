@@ -50,9 +50,10 @@ from mmsa.common.scale import NEUTRAL_BAND
 
 from . import augment
 from .config import ModelConfig
-from .encoders import AudioEncoder, ImageEncoder, TextEncoder
+from .encoders import AudioEncoder, ImageEncoder, SpeechStatsEncoder, TextEncoder
 from .features import MODALITIES, N_FREQ, SAMPLE_RATE_HZ, ModelInputs, TextInputs
 from .runtime import has_rows
+from .speech import STATS_DIM
 
 
 @dataclass
@@ -129,7 +130,11 @@ class MMSAModel(nn.Module):
         self.text = text_encoder
         self.text_proj = nn.Linear(text_encoder.dim, cfg.text_proj_dim) if cfg.text_proj_dim else nn.Identity()
         d_text = cfg.text_proj_dim or text_encoder.dim
-        self.audio = AudioEncoder(N_FREQ, cfg.audio_channels, H, cfg.audio_bands, SAMPLE_RATE_HZ)
+        self.audio: AudioEncoder | SpeechStatsEncoder
+        if cfg.audio_input == "whisper":
+            self.audio = SpeechStatsEncoder(STATS_DIM, H)
+        else:
+            self.audio = AudioEncoder(N_FREQ, cfg.audio_channels, H, cfg.audio_bands, SAMPLE_RATE_HZ)
         self.vision = ImageEncoder(
             cfg.inception_channels, cfg.inception_width, cfg.attention_dim, H, face_mesh=cfg.face_mesh == "packaged",
             cnn_input=cfg.face_cnn,
@@ -208,13 +213,18 @@ class MMSAModel(nn.Module):
                 pairs["text"] = (tf.h_c, self.text(rows).h_c)
         feats["text"] = h_text
 
-        # audio: clean map for scoring in evaluation, two random views in training (Eq. 8)
+        # audio: clean map for scoring in evaluation, two random views in training (Eq. 8); Whisper's
+        # statistics have no frames to crop or mask: their views are two dropout passes, as the text's
         h_audio = torch.zeros(B, self.dims["audio"], device=dev)
         idx = x.audio_present.nonzero().squeeze(1)
         if has_rows(idx):
             # mel bands first (if any), so that the views' frequency masks cover bands
             spec, mask = self.audio.to_bands(x.audio[idx]), x.audio_mask[idx]
-            if train:
+            if train and self.cfg.audio_input == "whisper":
+                a1 = self.audio.encode(spec, mask)
+                if "audio" in views:
+                    pairs["audio"] = (a1, self.audio.encode(spec, mask))
+            elif train:
                 a1 = self.audio.encode(*augment.audio_view(spec, mask, self.augment_cfg))
                 if "audio" in views:
                     pairs["audio"] = (a1, self.audio.encode(*augment.audio_view(spec, mask, self.augment_cfg)))

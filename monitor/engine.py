@@ -77,7 +77,7 @@ class Engine:
 
         audio = (np.random.default_rng(0).standard_normal(16_000 * 2) * 0.05).astype(np.float32)
         list(self._asr.map(self.transcriber.transcribe, [audio] * getattr(self.transcriber, "workers", 1)))
-        self.scorer.score([Sample(text="warm up", audio=audio_features(audio))])
+        self.scorer.score([Sample(text="warm up", audio=audio_features(audio, self.scorer.features))])
 
     async def serve(self) -> None:
         """The scoring service's loop, until cancelled."""

@@ -12,8 +12,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MODEL_ALLOWED = {"torch", "numpy", "transformers", "safetensors", "tomli"}
 # Optional runtime packages model/ may import lazily (inside a function, never at import time),
-# each in one module only: the ONNX runtime of the scorer and mmsa-eval (docs/architecture.md).
-MODEL_LAZY = {"onnxruntime": "model/onnxrt.py", "onnx": "model/export.py", "onnxscript": "model/export.py"}
+# each in one module only: the ONNX runtime of the scorer and mmsa-eval (docs/architecture.md), and
+# CTranslate2 / faster-whisper for the Whisper encoder features of model/speech.py.
+MODEL_LAZY = {"onnxruntime": "model/onnxrt.py", "onnx": "model/export.py", "onnxscript": "model/export.py",
+              "ctranslate2": "model/speech.py", "faster_whisper": "model/speech.py"}
 
 
 def imports(folder: str, lazy: bool = False):

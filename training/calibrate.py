@@ -133,8 +133,8 @@ def fit_fusion(model_spec: str, out: str, heldout: list[tuple[str, str, str, str
         src = SourceConfig(reader=dataset, labels=labels, split=split, modalities=(modality,),
                            name=f"{modality}_{dataset}_{split}".replace("-", "_"))
         data = read_source(src)
-        store = featurize(data, cache)
         scorer = load_checkpoint(twins[modality]) if modality in twins else loaded
+        store = featurize(data, cache, scorer.features)
         preds = predict(scorer.model, store, scorer.tokenizer, scorer.features, batch_size)
         report["heads"][modality] = {**calibrate_head(data, preds, modality), "dataset": dataset, "labels": labels,
                                      "split": split, "scored_by": scorer.info.tag}

@@ -183,7 +183,7 @@ def _eval(argv: list[str] | None) -> int:
                        modalities=tuple(args.modalities or ()), text_column=args.text_column, videos=args.videos,
                        name=f"{args.dataset}_{args.split}")
     data = read_source(src, keep_unrated=True)
-    store = featurize(data, CacheConfig(dir=args.cache, workers=args.workers))
+    stores = {}  # per feature settings (a model's audio input decides its audio features)
     out, pred_path = Path(args.out), Path(args.predictions)
     plot_path = Path(args.plot) if args.plot else out.with_suffix(".png")
     keys = VALENCE_METRICS if data.kind == "emotion" else REGRESSION_METRICS
@@ -191,6 +191,10 @@ def _eval(argv: list[str] | None) -> int:
     for k, spec in enumerate(models, 1):
         loaded = load_checkpoint(spec, device=device, bert=args.bert)
         model = loaded.model if args.runtime == "torch" else load_graph(loaded, args.graph_cache)
+        key = loaded.features.fingerprint()
+        if key not in stores:
+            stores[key] = featurize(data, CacheConfig(dir=args.cache, workers=args.workers), loaded.features)
+        store = stores[key]
         preds = predict(model, store, loaded.tokenizer, loaded.features, args.batch_size, device)
         metrics = {**score_source(data, preds), "model": loaded.info.tag, "checkpoint": str(loaded.info.path),
                    "dataset": args.dataset, "labels": args.labels, "split": args.split, "videos": args.videos,

@@ -121,8 +121,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, command: list[str] | None = Non
         handler = logging.FileHandler(out_dir / "train.log", mode="w")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("mmsa").addHandler(handler)
-    try:
-        return _train(cfg, out_dir, command or sys.argv, features, dist, device, t_start)
+    try:  # the model's audio input decides the audio features ([model] audio_input)
+        return _train(cfg, out_dir, command or sys.argv, cfg.model.features(features), dist, device, t_start)
     finally:
         if handler is not None:
             logging.getLogger("mmsa").removeHandler(handler)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmsa.model import MODALITIES, MMSAModel, load_checkpoint, save_checkpoint
+from mmsa.model import DEFAULT_FEATURES, MODALITIES, MMSAModel, load_checkpoint, save_checkpoint
 from mmsa.model.export import graph_key, graph_path, load_graph
 from mmsa.model.onnxrt import GraphError, OnnxModel, RuntimeMissingError, run_groups
 from tests.conftest import REPO
@@ -38,9 +38,9 @@ def assert_same_scores(graph, model: MMSAModel, x) -> None:
         assert torch.nan_to_num(g).sub(torch.nan_to_num(w)).abs().max() <= TOL, name
 
 
-def presence_batches(rng, tokenizer):
+def presence_batches(rng, tokenizer, features=DEFAULT_FEATURES):
     """A batch mixing every presence pattern, then one batch per pattern (a branch with no rows)."""
-    full = [random_sample(rng, text=t, seconds=s, n_faces=k)
+    full = [random_sample(rng, text=t, seconds=s, n_faces=k, features=features)
             for t, s, k in [("it was really good", 1.5, 5), ("not bad at all", 2.2, 3), ("terrible", 0.8, 8)]]
 
     def drop(s, absent):
@@ -49,20 +49,24 @@ def presence_batches(rng, tokenizer):
                                    faces=None if "vision" in absent else s.faces)
 
     patterns = [set(c) for n in range(4) for c in itertools.combinations(MODALITIES, n)]
-    yield batch(tokenizer, [drop(full[i % 3], p) for i, p in enumerate(patterns)])
+    yield batch(tokenizer, [drop(full[i % 3], p) for i, p in enumerate(patterns)], features)
     for p in patterns:
-        yield batch(tokenizer, [drop(s, p) for s in full])
+        yield batch(tokenizer, [drop(s, p) for s in full], features)
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, tiny_bert):
-    """Tiny checkpoints of the three fusions (late with the packaged face mesh and the valence head)."""
+    """Tiny checkpoints of the three fusions (late with the packaged face mesh and the valence head), and
+    ``whisper``: the default model's layout (Whisper's encoder statistics as the audio input, valence heads,
+    the calibrated fusion)."""
     out = {}
-    for fusion, extra in [("concat", {}), ("attention", {}),
-                          ("late", {"face_mesh": "packaged", "vision_head": "valence3"})]:
+    for key, fusion, extra in [("concat", "concat", {}), ("attention", "attention", {}),
+                               ("late", "late", {"face_mesh": "packaged", "vision_head": "valence3"}),
+                               ("whisper", "calibrated", {"audio_input": "whisper", "audio_head": "valence3",
+                                                          "vision_head": "valence3", "calibration": (0.7, 1.2, 1.0)})]:
         torch.manual_seed(0)
         model = MMSAModel.build(tiny_config(tiny_bert, fusion=fusion, **extra), tiny_bert).eval()
-        out[fusion] = save_checkpoint(tmp_path_factory.mktemp(fusion) / "m.safetensors", model, name=f"tiny-{fusion}")
+        out[key] = save_checkpoint(tmp_path_factory.mktemp(key) / "m.safetensors", model, name=f"tiny-{key}")
     return out
 
 
@@ -71,13 +75,13 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("graphs")
 
 
-@pytest.mark.parametrize("fusion", ["concat", "attention", "late"])
+@pytest.mark.parametrize("fusion", ["concat", "attention", "late", "whisper"])
 def test_exported_graph_matches_torch_on_every_presence_pattern(fusion, checkpoints, cache, tokenizer):
     loaded = load_checkpoint(checkpoints[fusion])
     graph = load_graph(loaded, cache)
     assert [d for i in graph.session.get_inputs() for d in i.shape if not isinstance(d, str)] \
-        == [201, 1, 48, 48], "only the feature sizes are fixed; batch, tokens, frames and crops are axes"
-    for x in presence_batches(seeded(1), tokenizer):
+        == [loaded.features.audio_dim, 1, 48, 48], "only the feature sizes are fixed; batch, tokens, frames and crops are axes"
+    for x in presence_batches(seeded(1), tokenizer, loaded.features):
         assert_same_scores(graph, loaded.model, x)
 
 

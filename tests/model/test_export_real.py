@@ -26,18 +26,19 @@ def read_csv(path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def real_samples(data) -> list[Sample]:
+def real_samples(data, features) -> list[Sample]:
+    """Real inputs as ``features`` (the model's: its audio input) make them."""
     rows = read_csv(data / "mosi" / "label.csv")
     texts = [r["text"] for r in rows if r["mode"] == "valid"][:12]
     rav = read_csv(data / "ravdess" / "labels.csv")
-    audio = [audio_features(load_audio(data / "ravdess" / r["path"])) for r in rav[::150][:8]]
+    audio = [audio_features(load_audio(data / "ravdess" / r["path"]), features) for r in rav[::150][:8]]
     fer = read_csv(data / "fer2013" / "labels.csv")
     faces = [face_crop(cv2.imread(str(data / "fer2013" / r["path"]), cv2.IMREAD_GRAYSCALE)) for r in fer[::97][:24]]
     windows = [face_window(faces[i : i + k]) for i, k in ((0, 8), (8, 1), (9, 5), (14, 8))]
     out = [Sample(text=t) for t in texts[:4]] + [Sample(audio=a) for a in audio[:3]] + [Sample(faces=w) for w in windows]
     out += [Sample(text=t, audio=a, faces=w) for t, a, w in zip(texts[4:], audio[3:], windows)]
     clip = data / "mosi" / "clips" / "Oz06ZWiO20M_6.mp4"
-    out.append(clip_sample(clip, texts[-1], FaceDetector()))
+    out.append(clip_sample(clip, texts[-1], FaceDetector(), cfg=features))
     assert out[-1].faces is not None and out[-1].audio is not None
     return out
 
@@ -45,7 +46,7 @@ def real_samples(data) -> list[Sample]:
 def test_default_model_runtime_matches_torch_on_real_inputs(data_dir, tmp_path):
     loaded = load_checkpoint("default")
     graph = load_graph(loaded, tmp_path)
-    samples = real_samples(data_dir)
+    samples = real_samples(data_dir, loaded.features)
     for rows in (samples, samples[:1], samples[4:7], samples[7:11]):  # mixed, text only, audio only, faces only
         x = collate(rows, loaded.tokenizer, loaded.features)
         with torch.inference_mode():
