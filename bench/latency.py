@@ -91,6 +91,7 @@ def main() -> int:
     ap.add_argument("--asr-pad-ms", type=int, help="override [segmenter] asr_pad_ms (200: as before this setting)")
     ap.add_argument("--early-close-ms", type=int, help="override [segmenter] early_close_ms")
     ap.add_argument("--min-silence-ms", type=int, help="override [segmenter] min_silence_ms")
+    ap.add_argument("--block-ms", type=int, help="override [audio] block_ms (the microphone's block, 64 ms)")
     ap.add_argument("--no-partials", action="store_true", help="[segmenter] partials = false")
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -116,7 +117,7 @@ def main() -> int:
                                            speculative=False if args.no_speculative else None,
                                            early_close_ms=0 if args.before else args.early_close_ms,
                                            asr_pad_ms=200 if args.before else args.asr_pad_ms,
-                                           min_silence_ms=args.min_silence_ms,
+                                           min_silence_ms=args.min_silence_ms, block_ms=args.block_ms,
                                            partials=False if args.no_partials else None)
             replay = pipe.sources[0]
             say(f"latency: paced replay of {args.session.name} ({replay.media.duration_s:.0f} s, "
@@ -188,6 +189,7 @@ def main() -> int:
         "early_close_ms": pipe.cfg.segmenter.early_close_ms,
         "asr_pad_ms": pipe.cfg.segmenter.asr_pad_ms,
         "min_silence_ms": pipe.cfg.segmenter.min_silence_ms,
+        "block_ms": pipe.cfg.audio.block_ms,
         "partials": pipe.partials,
         "speculation": dataclasses.asdict(pipe.speculation),
         "utterances": rows,

@@ -10,6 +10,13 @@ card's table (docs/default-model.md, "The paper's alignment losses") came from::
     .venv/bin/python examples/audio_cv.py --init runs/default-model/2_text/model.safetensors \\
         --out runs/audio-cv --audio-loss 1 0 --jobs 2 --threads 1
 
+``--set KEY=VALUE`` (repeatable) passes an override of the recipe to every run, e.g. ``--set
+train.epochs=12``; give each variant its own ``--out``. The recipe of Whisper's encoder statistics
+(``[model] audio_input = "whisper"``, shipped) came from::
+
+    .venv/bin/python examples/audio_cv.py --init runs/default-model/2_text/model.safetensors \
+        --out runs/audio-cv-12 --audio-loss 0 1 --threads 1 --set train.epochs=12 [--seed 2|3]
+
 A fold whose run folder already holds ``metrics.json`` is not trained again (rerun to print the summary).
 """
 
@@ -60,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="train.seed of every run")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an mmsa-train --set override for every run (a variant of the recipe; give each variant its own --out)")
     args = ap.parse_args(argv)
     if not Path(args.init).is_file():
         print(f"audio_cv: {args.init}: no such checkpoint (run make default-model first)", file=sys.stderr)
@@ -80,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         with (run.parent / f"{run.name}.log").open("w") as log:
             cmd = [sys.executable, "-c", "import sys; from mmsa.training.cli import train_main; sys.exit(train_main())",
-                   str(run.parent / f"{run.name}.toml"), "--out", str(run)]
+                   str(run.parent / f"{run.name}.toml"), "--out", str(run), *(a for kv in args.set for a in ("--set", kv))]
             return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -94,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"L_audio {loss:g}: " + " ".join(f"fold{k} {v:.3f}" for k, v in enumerate(last, 1))
               + f" | mean {last.mean():.3f} +- {last.std(ddof=1):.3f}")
         mean = curves.mean(0)
-        print(f"  mean curve: best {mean.max():.3f} at epoch {int(mean.argmax()) + 1}; at epochs 10/20/30/{len(mean)}: "
-              + " / ".join(f"{mean[e - 1]:.3f}" for e in (10, 20, 30, len(mean))))
+        marks = sorted({e for e in (10, 20, 30) if e < len(mean)} | {len(mean)})
+        print(f"  mean curve: best {mean.max():.3f} at epoch {int(mean.argmax()) + 1}; at epochs {'/'.join(map(str, marks))}: "
+              + " / ".join(f"{mean[e - 1]:.3f}" for e in marks))
     return 0
 
 
