@@ -67,6 +67,8 @@ def test_default_loads_offline_and_records_its_stages(monkeypatch):
 
     cfg = loaded.model.cfg
     assert (cfg.face_mesh, cfg.face_cnn, cfg.vision_head, cfg.audio_head) == ("packaged", "mesh", "valence3", "valence3")
+    # the audio branch reads Whisper's encoder statistics, and the features it loads with say so
+    assert cfg.audio_input == "whisper" and loaded.features.audio_input == "whisper"
     assert info.face_mesh == {"file": facemesh.ASSET.name, "digest": facemesh.ASSET_SHA256[:12]}
 
 
