@@ -1,9 +1,9 @@
 """Audio features from a pretrained speech encoder: Whisper's (``[model] audio_input = "whisper"``).
 
 The paper's audio branch reads the STFT map with a network trained from scratch; on RAVDESS (1,040
-acted clips, 24 voices) such a network reaches valence_uar3 0.688 +- 0.063 on actors it never heard
+acted clips of twenty voices) such a network reaches valence_uar3 0.688 +- 0.063 on actors it never heard
 (examples/audio_cv.py). Whisper's encoder has heard far more voices, and the monitor runs it on every
-utterance anyway. Its states, pooled over the utterance, give 0.777 +- 0.056 with a linear classifier on
+utterance anyway. Its states, pooled over the utterance, give 0.777 +- 0.058 with a linear classifier on
 the same folds (examples/whisper_audio_cv.py, docs/default-model.md "The audio branch").
 
 Choices, written down here:
