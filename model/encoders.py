@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .augment import map_view
+from .augment import AugmentConfig, audio_view, map_view
 from .facemesh import FEATURE_DIM, FEATURES, MAP, MAP_CHANNELS, FaceMesh
 from .features import TextInputs
 from .runtime import has_rows
@@ -169,6 +169,10 @@ class AudioEncoder(nn.Module):
             return spec
         return torch.matmul(self.bands.to(spec.dtype), spec)
 
+    def view(self, x: torch.Tensor, mask: torch.Tensor, cfg: AugmentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """One random training view of the map after :meth:`to_bands`: a crop with time/frequency masks."""
+        return audio_view(x, mask, cfg)
+
     def forward(self, spec: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Log-STFT map (B, n_freq, T) -> (B, out_dim)."""
         return self.encode(self.to_bands(spec), mask)
@@ -203,6 +207,10 @@ class SpeechStatsEncoder(nn.Module):
 
     def to_bands(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+    def view(self, x: torch.Tensor, mask: torch.Tensor, cfg: AugmentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input itself: statistics have no frames to crop or mask (the views differ by dropout)."""
+        return x, mask
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.encode(x, mask)

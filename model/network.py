@@ -220,14 +220,10 @@ class MMSAModel(nn.Module):
         if has_rows(idx):
             # mel bands first (if any), so that the views' frequency masks cover bands
             spec, mask = self.audio.to_bands(x.audio[idx]), x.audio_mask[idx]
-            if train and self.cfg.audio_input == "whisper":
-                a1 = self.audio.encode(spec, mask)
+            if train:  # each encoder draws its own random view (encoders.AudioEncoder.view)
+                a1 = self.audio.encode(*self.audio.view(spec, mask, self.augment_cfg))
                 if "audio" in views:
-                    pairs["audio"] = (a1, self.audio.encode(spec, mask))
-            elif train:
-                a1 = self.audio.encode(*augment.audio_view(spec, mask, self.augment_cfg))
-                if "audio" in views:
-                    pairs["audio"] = (a1, self.audio.encode(*augment.audio_view(spec, mask, self.augment_cfg)))
+                    pairs["audio"] = (a1, self.audio.encode(*self.audio.view(spec, mask, self.augment_cfg)))
             else:
                 a1 = self.audio.encode(spec, mask)
             h_audio[idx] = a1
