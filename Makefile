@@ -43,9 +43,10 @@ bench: install
 # The embedded default model (docs/default-model.md): the stages configs/train/default/<n>_*.toml in
 # order, each from the previous stage's checkpoint (train.init_from); before stage 3 the held-out audio
 # twin (configs/train/default/heldout/, actors 01-16, from stage 2); then mmsa-fit-fusion calibrates
-# the heads on held-out data (MOSI valid, FER2013 valid, RAVDESS actors 17-20 scored by the twin) and
-# its checkpoint is shipped. Run folders: $(DEFAULT_RUNS)/<stage>. FROM=3 reruns stages 3.. from the
-# kept run of stage 2. THREADS: torch threads (2 cores: 2; 1 when the cores are shared).
+# the heads on held-out data (MOSI valid, FER2013 valid, RAVDESS actors 17-20 scored by the twin), sets
+# the fusion's text gate and text prior (docs/default-model.md, "Fusion") and its checkpoint is
+# shipped. Run folders: $(DEFAULT_RUNS)/<stage>. FROM=3 reruns stages 3.. from the kept run of stage 2;
+# FROM=5 only refits the fusion. THREADS: torch threads (2 cores: 2; 1 when the cores are shared).
 DEFAULT_RUNS    ?= runs/default-model
 DEFAULT_CONFIGS := $(sort $(wildcard configs/train/default/[0-9]*.toml))
 AUDIO_TWIN      := configs/train/default/heldout/3_audio_actors_1-16.toml
@@ -53,7 +54,8 @@ TWIN_RUN        := $(DEFAULT_RUNS)/3_audio_actors_1-16
 FROM    ?= 1
 THREADS ?= 2
 DATA    ?= ../shared/data
-HELDOUT := --heldout text mosi $(DATA)/mosi/label.csv valid --heldout audio ravdess $(DATA)/ravdess/labels.csv test
+FIT_FUSION := --heldout text mosi $(DATA)/mosi/label.csv valid --heldout audio ravdess $(DATA)/ravdess/labels.csv test \
+              --gate text --divide-text-prior
 
 default-model: install
 	@set -e; prev=; start=$$(date +%s); \
@@ -70,7 +72,7 @@ default-model: install
 	done; \
 	echo "== mmsa-fit-fusion -> $(DEFAULT_RUNS)/5_fusion"; \
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/mmsa-fit-fusion --model $$prev --out $(DEFAULT_RUNS)/5_fusion/model.safetensors \
-	  --report $(DEFAULT_RUNS)/5_fusion/calibration.json $(HELDOUT) \
+	  --report $(DEFAULT_RUNS)/5_fusion/calibration.json $(FIT_FUSION) \
 	  --heldout vision fer2013 $(DATA)/fer2013/labels.csv valid --heldout-model audio $(TWIN_RUN)/model.safetensors; \
 	cp $(DEFAULT_RUNS)/5_fusion/model.safetensors model/default/default.safetensors; \
 	mkdir -p model/default/eval; cp $(DEFAULT_RUNS)/5_fusion/calibration.json model/default/eval/calibration.json; \
@@ -96,7 +98,7 @@ default-model-eval: install
 	done; \
 	echo "== the held-out audio twin, calibrated like the shipped model"; \
 	$(VENV)/bin/mmsa-fit-fusion --model $(TWIN_RUN)/model.safetensors --out $(EVAL_OUT)/twin.safetensors \
-	  --report $(EVAL_OUT)/twin_calibration.json $(HELDOUT); \
+	  --report $(EVAL_OUT)/twin_calibration.json $(FIT_FUSION); \
 	$(VENV)/bin/mmsa-eval --model $(EVAL_OUT)/twin.safetensors --dataset ravdess --labels $(DATA)/ravdess/labels.csv \
 	  --split test --out model/default/eval/ravdess_test_heldout.json --predictions $(EVAL_OUT)/ravdess_test_heldout.csv \
 	  --plot $(EVAL_OUT)/ravdess_test_heldout.png; \

@@ -18,6 +18,7 @@ FaceMeshUse = Literal["none", "packaged"]
 FaceCnnInput = Literal["pixels", "mesh"]
 Head = Literal["score", "valence3"]
 AudioInput = Literal["stft", "whisper"]
+FusionGate = Literal["none", "text"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,16 @@ class ModelConfig:
     calibration: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Temperatures (text, audio, vision) of the ``calibrated`` fusion, fitted on each head's held-out
     data by ``mmsa-fit-fusion`` (1.0: uncalibrated)."""
+    fusion_gate: FusionGate = "none"
+    """How much each head weighs in the ``calibrated`` fusion: ``none``, every present head fully (a plain
+    product); ``text``, by how sure the words are: the text head's log-probabilities weigh its polarity
+    confidence c = |P(positive) - P(negative)| and the voice's and face's weigh 1 - c, so clear words
+    decide and near-neutral words leave the score to the voice and face (``network.fusion_weights``)."""
+    text_prior: tuple[float, ...] = ()
+    """Class frequencies (negative, neutral, positive) of the text head's calibration set, divided out of
+    its probabilities in the ``calibrated`` fusion of two or more heads, so that the product's target prior
+    is uniform like that of the class-balanced voice and face heads (empty: not divided). Set by
+    ``mmsa-fit-fusion --divide-text-prior``."""
     fusion_layers: int = 5
     """Transformer layers of the ``attention`` fusion (the paper's "transform layers = 5")."""
     fusion_heads: int = 4
@@ -88,6 +99,8 @@ class ModelConfig:
             raise ValueError(f"audio_bands: 0 (every STFT bin) or 1 to {N_FREQ} bands, got {self.audio_bands}")
         if self.face_cnn == "mesh" and self.face_mesh != "packaged":
             raise ValueError('face_cnn = "mesh" runs the CNN on the face-mesh trunk\'s map: set face_mesh = "packaged"')
+        if self.text_prior and (len(self.text_prior) != 3 or min(self.text_prior) <= 0):
+            raise ValueError(f"text_prior: three class frequencies > 0 (negative, neutral, positive), got {self.text_prior}")
         if min(self.calibration) <= 0:
             raise ValueError(f"calibration: temperatures must be > 0, got {self.calibration}")
 

@@ -20,7 +20,11 @@
   is the class margin of the product (:func:`valence_score`). A head with flat calibrated
   probabilities (words near neutral; a head often wrong on held-out data) changes the product
   little, so the sure heads decide, per utterance. One present modality: the fused score is its
-  own score. No aligned trimodal data exists here to fit more than the temperatures.
+  own score. No aligned trimodal data exists here to fit more than the temperatures. Two options
+  (``mmsa-fit-fusion``): ``text_prior`` divides the text head's class prior out (its labels lean
+  positive; the other heads were trained class-balanced), and ``fusion_gate = "text"`` weighs the
+  heads by how sure the words are (:func:`fusion_weights`): clear words decide, near-neutral words
+  leave the score to the voice and face.
 * Unimodal heads (Table 5): one FC -> ReLU -> FC head per modality on its own embedding
   (vision: mean of the two view embeddings), so each modality has its own score.
 * ``[model] vision_head = "valence3"`` (and ``audio_head``): the head outputs three logits (negative,
@@ -99,16 +103,37 @@ def score_probs(score: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return torch.stack([neg, (1.0 - pos - neg).clamp_min(0.0), pos], -1)
 
 
-def product_of_experts(probs: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """(B, M, 3) calibrated polarity probabilities of each head + (B, M) presence -> (B, 3) fused.
+def product_of_experts(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(B, M, 3) calibrated polarity probabilities of each head + (B, M) weights -> (B, 3) fused.
 
-    The present heads' probabilities multiplied and renormalised: their evidence combined as if
-    independent, with a uniform prior over the three classes. A head whose calibrated
-    probabilities are flat (words near neutral; a head often wrong on its held-out data) changes
-    the product little, so the sure heads decide, utterance by utterance.
+    The heads' probabilities raised to their weights (0 where a head is absent, 1 for a plain
+    product), multiplied and renormalised: their evidence combined as if independent, with a
+    uniform prior over the three classes. A head whose calibrated probabilities are flat (words near
+    neutral; a head often wrong on its held-out data) changes the product little, so the sure heads
+    decide, utterance by utterance.
     """
-    logp = torch.log(torch.nan_to_num(probs, nan=1.0).clamp_min(1e-6)) * present[..., None]
+    logp = torch.log(torch.nan_to_num(probs, nan=1.0).clamp_min(1e-6)) * weights[..., None]
     return torch.softmax(logp.sum(1), -1)
+
+
+def divide_prior(probs: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """(..., 3) probabilities under the class prior ``prior`` (3,) -> the same evidence under a uniform prior."""
+    q = probs / prior
+    return q / q.sum(-1, keepdim=True)
+
+
+def fusion_weights(probs: torch.Tensor, present: torch.Tensor, gate: str) -> torch.Tensor:
+    """(B, M, 3) calibrated probabilities (text first) + (B, M) presence (float) -> (B, M) weights of
+    :func:`product_of_experts`. ``none``: the presence flags. ``text``: the text head weighs its
+    polarity confidence c = |P(positive) - P(negative)| in [0, 1] and every other head 1 - c (an
+    interpolation in log space between "the words decide" and "the voice and face decide"); without
+    text, c = 0. Chosen on RAVDESS actors 1-16 (out-of-fold voice, Whisper's transcripts) among the
+    plain product and two gates (docs/default-model.md, "Fusion")."""
+    if gate == "none":
+        return present
+    c = torch.nan_to_num((probs[:, 0, 2] - probs[:, 0, 0]).abs()) * present[:, 0]  # (B,)
+    others = (1.0 - c)[:, None] * present[:, 1:]
+    return torch.cat([c[:, None], others], 1)
 
 
 def _head(d_in: int, hidden: int, dropout: float, out: int = 1) -> nn.Sequential:
@@ -286,8 +311,12 @@ class MMSAModel(nn.Module):
         s = torch.stack([torch.nan_to_num(unimodal[m]) for m in MODALITIES], dim=1)
         if self.cfg.fusion == "calibrated":
             single = (s * pf).sum(1)  # the score of the one present modality
-            fused = valence_score(product_of_experts(self.polarity_probs(unimodal, logits), pf), self.cfg.score_range)
-            return torch.where(pf.sum(1) > 1, fused, single)
+            probs = self.polarity_probs(unimodal, logits)
+            if self.cfg.text_prior:
+                prior = torch.tensor(self.cfg.text_prior, dtype=probs.dtype, device=probs.device)
+                probs = torch.cat([divide_prior(probs[:, :1], prior / prior.sum()), probs[:, 1:]], 1)
+            fused = product_of_experts(probs, fusion_weights(probs, pf, self.cfg.fusion_gate))
+            return torch.where(pf.sum(1) > 1, valence_score(fused, self.cfg.score_range), single)
         w = self.late_weights[None] * pf  # (B, 3)
         return (w * s).sum(1) / w.sum(1).clamp_min(1e-6)
 

@@ -112,12 +112,17 @@ def calibrate_head(data: SourceData, preds: Predictions, modality: str) -> dict[
 
 
 def fit_fusion(model_spec: str, out: str, heldout: list[tuple[str, str, str, str]], twins: dict[str, str],
-               cache, command: list[str], batch_size: int = 64) -> dict[str, Any]:
+               cache, command: list[str], batch_size: int = 64, gate: str = "none",
+               divide_text_prior: bool = False) -> dict[str, Any]:
     """Fit the temperature of each head named in ``heldout`` ((modality, dataset, labels, split)),
     write the checkpoint ``out`` with ``fusion = "calibrated"`` and those temperatures (1.0 for the
     others), and return the report. ``twins``: modality -> a checkpoint whose head of that
     modality scores its held-out source instead (a twin trained with the same recipe without
-    those rows, where the model itself was trained on every row)."""
+    those rows, where the model itself was trained on every row). ``gate``: the model's
+    ``fusion_gate``. ``divide_text_prior``: set the model's ``text_prior`` to the class frequencies
+    of the text head's held-out rows (needs a ``text`` entry in ``heldout``)."""
+    if divide_text_prior and not any(h[0] == "text" for h in heldout):
+        raise DataError("--divide-text-prior: the text head's class prior comes from its held-out data; add --heldout text ...")
     from dataclasses import replace
 
     from mmsa.model import MODALITIES, load_checkpoint, save_checkpoint
@@ -140,10 +145,17 @@ def fit_fusion(model_spec: str, out: str, heldout: list[tuple[str, str, str, str
                                      "split": split, "scored_by": scorer.info.tag}
     temps = tuple(report["heads"][m]["temperature"] if m in report["heads"] else 1.0 for m in MODALITIES)
     model = loaded.model
-    model.cfg = replace(model.cfg, fusion="calibrated", calibration=temps)
+    prior: tuple[float, ...] = ()
+    if divide_text_prior:
+        counts = report["heads"]["text"]["class_counts"]
+        if min(counts) == 0:
+            raise DataError(f"--divide-text-prior: the text head's held-out rows miss a class (counts {counts})")
+        prior = tuple(c / sum(counts) for c in counts)
+    model.cfg = replace(model.cfg, fusion="calibrated", calibration=temps, fusion_gate=gate, text_prior=prior)
     training = dict(loaded.info.training)
     stage = {"name": f"{loaded.info.name}-fusion", "command": " ".join(command), "trainable": ["fusion"],
              "calibration": {m: h["temperature"] for m, h in report["heads"].items()},
+             "fusion_gate": gate, "text_prior": list(prior),
              "heldout": [{"modality": m, "dataset": d, "labels": lab, "split": s} for m, d, lab, s in heldout],
              "twins": twins}
     training["stages"] = [*training.get("stages", []), stage]
@@ -152,6 +164,7 @@ def fit_fusion(model_spec: str, out: str, heldout: list[tuple[str, str, str, str
                     metrics=loaded.info.metrics, bert_delta=loaded.info.bert_base is not None, half=_is_half(loaded))
     report["checkpoint"] = str(out)
     report["calibration"] = dict(zip(MODALITIES, temps))
+    report["fusion_gate"], report["text_prior"] = gate, list(prior)
     return report
 
 

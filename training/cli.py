@@ -96,6 +96,11 @@ def _fit_parser() -> argparse.ArgumentParser:
                    help="held-out data of one head, e.g. --heldout vision fer2013 ../shared/data/fer2013/labels.csv valid")
     p.add_argument("--heldout-model", nargs=2, action="append", default=[], metavar=("MODALITY", "PATH"),
                    help="score that modality's held-out data with this checkpoint (a twin trained without it)")
+    p.add_argument("--gate", choices=("none", "text"), default="none",
+                   help="weigh the heads by how sure the words are (text) or not at all (none, default): [model] fusion_gate")
+    p.add_argument("--divide-text-prior", action="store_true",
+                   help="divide the class frequencies of the text head's held-out rows out of its probabilities "
+                   "in the fused product ([model] text_prior)")
     p.add_argument("--cache", default=".cache/mmsa", help="feature cache folder (default: .cache/mmsa)")
     p.add_argument("--workers", type=int, default=4, help="parallel decoding threads")
     return p
@@ -116,7 +121,8 @@ def _fit(argv: list[str] | None) -> int:
             raise ConfigError(f"--heldout: unknown modality {modality!r} (text, audio or vision)")
     command = ["mmsa-fit-fusion", *(argv if argv is not None else sys.argv[1:])]
     report = fit_fusion(args.model, args.out, [tuple(h) for h in args.heldout], dict(args.heldout_model),
-                        CacheConfig(dir=args.cache, workers=args.workers), command)
+                        CacheConfig(dir=args.cache, workers=args.workers), command, gate=args.gate,
+                        divide_text_prior=args.divide_text_prior)
     write_json(args.report, report)
     for m, h in report["heads"].items():
         print(f"{m}: T = {h['temperature']:.3f} on {h['source']} (n={h['n']}): NLL {h['nll_before']:.3f} -> "

@@ -343,3 +343,48 @@ def test_calibrated_fusion_lets_voice_and_face_decide_when_the_words_are_neutral
     assert out.score[1] == pytest.approx(float(expected[0]), abs=1e-5)
     with pytest.raises(ValueError, match="calibration: temperatures must be > 0"):
         tiny_config(tiny_bert, calibration=(1.0, 0.0, 1.0))
+
+
+def test_text_gate_lets_clear_words_decide_and_neutral_words_hand_over():
+    """fusion_gate = "text": the words weigh their polarity confidence c = |P(pos) - P(neg)| and the voice
+    and face 1 - c; without text every other head weighs fully; gate "none" is the presence flags."""
+    from mmsa.model.network import fusion_weights, product_of_experts
+
+    clear_pos, neutral_words = torch.tensor([0.03, 0.07, 0.90]), torch.tensor([0.25, 0.50, 0.25])
+    sure_neg_voice, absent = torch.tensor([0.90, 0.08, 0.02]), torch.full((3,), float("nan"))
+    probs = torch.stack([torch.stack([clear_pos, sure_neg_voice, absent]),
+                         torch.stack([neutral_words, sure_neg_voice, absent]),
+                         torch.stack([absent, sure_neg_voice, clear_pos])])
+    present = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    w = fusion_weights(probs, present, "text")
+    assert torch.allclose(w[0], torch.tensor([0.87, 0.13, 0.0])) and torch.allclose(w[1], torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.equal(w[2], present[2])  # no words: the voice and face as in the plain product
+    assert torch.equal(fusion_weights(probs, present, "none"), present)
+    gated, plain = product_of_experts(probs, w), product_of_experts(probs, present)
+    assert plain[0].argmax() == 0 and gated[0].argmax() == 2  # the sure voice outvotes clear words only ungated
+    assert gated[1].argmax() == 0 and gated[1, 0] == pytest.approx(0.90, abs=1e-4)  # neutral words: the voice alone
+
+
+def test_text_prior_is_divided_only_when_heads_are_fused(tiny_bert, tokenizer):
+    """text_prior: the text head's class frequencies come out of its probabilities in the fused product of
+    two or more heads; text alone keeps its own score; the config refuses a malformed prior."""
+    from mmsa.model.network import divide_prior, product_of_experts, valence_score
+
+    q = divide_prior(torch.tensor([0.2, 0.2, 0.6]), torch.tensor([0.25, 0.25, 0.5]))
+    assert torch.allclose(q, torch.tensor([2 / 7, 2 / 7, 3 / 7]))  # (0.8, 0.8, 1.2) renormalised: the lean is gone
+    cfg = {"fusion": "calibrated", "audio_head": "valence3", "vision_head": "valence3"}
+    b = collate([random_sample(seeded(7), n_faces=0, seconds=0), random_sample(seeded(8))], tokenizer)
+    plain = MMSAModel.build(tiny_config(tiny_bert, **cfg), tiny_bert).eval()
+    prior = (0.3, 0.2, 0.5)
+    divided = MMSAModel.build(tiny_config(tiny_bert, **cfg, text_prior=prior), tiny_bert).eval()
+    divided.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        out_plain, out = plain(b), divided(b)
+    assert out.score[0] == out_plain.score[0] == out.unimodal["text"][0]  # text alone: its score, undivided
+    p = divided.polarity_probs({m: u[1:] for m, u in out.unimodal.items()}, {m: z[1:] for m, z in out.logits.items()})
+    p[:, 0] = divide_prior(p[:, 0], torch.tensor(prior))
+    assert out.score[1] == pytest.approx(float(valence_score(product_of_experts(p, torch.ones(1, 3)))[0]), abs=1e-5)
+    assert out.score[1] != pytest.approx(float(out_plain.score[1]), abs=1e-4)
+    for bad in [(0.5, 0.5), (0.5, 0.0, 0.5)]:
+        with pytest.raises(ValueError, match="text_prior"):
+            tiny_config(tiny_bert, text_prior=bad)
