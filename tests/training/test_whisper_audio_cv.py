@@ -34,6 +34,12 @@ def test_a_linear_probe_tells_the_valence_of_unseen_actors(wcv, ravdess, tmp_pat
     assert res["clips"] == 4 * 52 and [r["held_out"] for r in linear["runs"]] == [[1], [2], [3], [4]]
     assert linear["mean"] > 0.5, out  # chance: 1/3
     assert f"linear valence_uar3 {linear['mean']:.3f}" in out
+    # the input ablation reads half the features, cached from the run above
+    assert wcv.main(["--data", str(ravdess), "--out", str(tmp_path), "--actors", "1", "2", "3", "4",
+                     "--heads", "linear", "--seeds", "1", "--epochs", "100", "--stats", "mean"]) == 0
+    assert "the classifier reads mean (384 numbers)" in capsys.readouterr().out
+    mean_only = json.loads((tmp_path / "results-1_2_3_4-mean.json").read_text())
+    assert mean_only["stats"] == "mean" and mean_only["heads"]["linear"]["mean"] > 0.5
 
 
 def test_missing_labels_are_one_line_and_exit_2(wcv, tmp_path, capsys):
