@@ -128,7 +128,8 @@ def fusion_weights(probs: torch.Tensor, present: torch.Tensor, gate: str) -> tor
     polarity confidence c = |P(positive) - P(negative)| in [0, 1] and every other head 1 - c (an
     interpolation in log space between "the words decide" and "the voice and face decide"); without
     text, c = 0. Chosen on RAVDESS actors 1-16 (out-of-fold voice, Whisper's transcripts) among the
-    plain product and two gates (docs/default-model.md, "Fusion")."""
+    plain product and two gates, each with and without ``text_prior`` (examples/fusion_rules.py;
+    docs/default-model.md, "Fusion")."""
     if gate == "none":
         return present
     c = torch.nan_to_num((probs[:, 0, 2] - probs[:, 0, 0]).abs()) * present[:, 0]  # (B,)

@@ -93,3 +93,10 @@ def test_fit_fusion_errors_are_one_line(tmp_path, tiny_bert, ravdess_like, capsy
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "add --heldout text" in errors[0]
     assert not (tmp_path / "o.safetensors").exists()
+    positive_only = tmp_path / "positive.csv"
+    positive_only.write_text("video_id,clip_id,text,label,annotation,mode\n" + "".join(
+        f"v{i},1,great fun {i},2.0,x,valid\n" for i in range(10)))
+    assert fit_fusion_main([*base, "--heldout", "text", "mosi", str(positive_only), "valid", "--divide-text-prior"]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "miss a class (counts [0, 0, 10])" in errors[0]
+    assert not (tmp_path / "o.safetensors").exists()
