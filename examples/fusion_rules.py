@@ -75,8 +75,8 @@ def _table(valences, text, audio, alone: dict[str, np.ndarray], prior) -> dict[s
 
     scores = {f"{m} alone": s for m, s in alone.items()}
     scores.update({rule: fuse(rule, text, audio, prior).numpy() for rule in RULES})
-    return {rule: (valence_metrics(valences, s)["valence_uar3"], 100 * valence_metrics(valences, s)["valence_acc2"])
-            for rule, s in scores.items()}
+    metrics = {rule: valence_metrics(valences, s) for rule, s in scores.items()}
+    return {rule: (m["valence_uar3"], 100 * m["valence_acc2"]) for rule, m in metrics.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
