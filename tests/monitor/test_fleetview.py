@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from rich.color import Color
 from textual.geometry import Region
 
@@ -244,3 +245,22 @@ async def test_screenshot_of_a_fleet(tmp_path: Path) -> None:
     svg = path.read_text(encoding="utf-8").replace("&#160;", " ")
     assert svg.startswith("<svg") and "hall/cam0" in svg and "offline since 19:40:00" in svg
 
+
+
+async def test_an_item_arriving_while_the_app_closes_ends_the_feed_quietly() -> None:
+    """Textual removes the screens before it cancels the workers: a feed item in between finds the widgets
+    gone and ends the feed (test_watch saw it once); a widget missing while the app runs is still an error."""
+    feed = FeedQueue()
+    app = FleetApp(feed)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await app.screen.remove_children()  # what closing does to the default screen
+        feed.put(KITCHEN, Presence(True, None))
+        await until(pilot, lambda: not app.workers)  # the feed worker ended, without an error
+        assert app.streams[KITCHEN].online
+    feed = FeedQueue()
+    app = FleetApp(feed)
+    with pytest.raises(Exception, match="fleet-status"):
+        async with app.run_test(size=(100, 30)) as pilot:
+            await app.query_one("#fleet-status").remove()
+            feed.put(KITCHEN, Presence(True, None))
+            await until(pilot, lambda: not app.workers)
