@@ -48,8 +48,7 @@ DATA = REPO.parent / "shared" / "data" / "ravdess"
 FOLDS = [list(range(a, a + 4)) for a in (1, 5, 9, 13, 17)]  # as examples/audio_cv.py
 CLASSES = ("negative", "neutral", "positive")
 SHOWN_EPOCHS = (50, 100, 400)
-STATE = 384  # Whisper tiny.en's state width: the features are [mean (384), std (384)] (mmsa.model.speech)
-STATS = {"mean+std": slice(0, 2 * STATE), "mean": slice(0, STATE), "std": slice(STATE, 2 * STATE)}
+STATS = ("mean+std", "mean", "std")  # the features are [mean, std] of the encoder states (mmsa.model.speech)
 
 
 def read_rows(labels: Path, actors: list[int] | None = None) -> list[dict]:
@@ -156,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="zero frames after each clip's content, in seconds (5: the encoder input of the monitor's "
                          "trimmed ASR, asr.trim_margin_s; 0: the clip alone)")
     ap.add_argument("--actors", type=int, nargs="+", help="only these actors (a quick look; default: all twenty)")
-    ap.add_argument("--stats", choices=tuple(STATS), default="mean+std",
+    ap.add_argument("--stats", choices=STATS, default="mean+std",
                     help="which statistics the classifier reads (an ablation; the shipped input: mean+std)")
     args = ap.parse_args(argv)
     labels = args.data / "labels.csv"
@@ -169,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     suffix = ("" if args.actors is None else "-" + "_".join(map(str, sorted(args.actors)))) + (
         f"-margin{args.margin_s:g}" if args.margin_s else "")
     x, ms_per_s = extract(rows, args.data, args.out / f"features{suffix}.npz", args.margin_s)
-    x = x[:, STATS[args.stats]]
+    from mmsa.model.speech import STATE_DIM
+
+    x = x[:, {"mean+std": slice(None), "mean": slice(0, STATE_DIM), "std": slice(STATE_DIM, None)}[args.stats]]
     suffix += "" if args.stats == "mean+std" else f"-{args.stats}"
     actors = np.array([int(r["actor"]) for r in rows])
     valences = [valence_of(r["emotion"]) for r in rows]
