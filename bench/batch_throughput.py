@@ -40,7 +40,10 @@ import numpy as np
 from benchlib import MOSI_CLIP, SAMPLE_SESSION, Monitor, load_avg, resolve_model, say, write_json
 from latency import pct
 
-PAD_S = 0.2  # SegmenterConfig.speech_pad_ms
+from mmsa.monitor.config import SegmenterConfig  # noqa: E402 - after benchlib, which puts the repository on the path
+
+SEG = SegmenterConfig()
+PAD_S, END_PAD_S = SEG.speech_pad_ms / 1000, SEG.end_pad_ms / 1000  # the window's pads, as the monitor cuts it
 SEED = 0
 
 

@@ -7,6 +7,7 @@ measurement's memory and warm caches never leak into the next.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import hashlib
 import importlib.util
@@ -415,10 +416,11 @@ class Monitor:
     device: str
 
     @classmethod
-    def load(cls, model: str, device: str = "auto", runtime: str | None = None) -> Monitor:
+    def load(cls, model: str, device: str = "auto", runtime: str | None = None, **asr: Any) -> Monitor:
         """Whisper and the scorer as ``mmsa-monitor --device DEVICE`` loads them (auto: CUDA when present);
-        ``runtime`` overrides ``[scorer] runtime``."""
-        from mmsa.model import load_checkpoint
+        ``runtime`` overrides ``[scorer] runtime``; keywords that are not None override those of ``[asr]``, and
+        ``cpu_threads`` also sets the threads of the audio branch's Whisper encoder (``mmsa.model.speech.THREADS``)."""
+        from mmsa.model import load_checkpoint, speech
         from mmsa.monitor.asr import Transcriber
         from mmsa.monitor.config import AsrConfig, ScorerConfig
         from mmsa.monitor.scorer import Scorer, pick_torch_device
@@ -427,13 +429,17 @@ class Monitor:
         dev = pick_torch_device(device)
         scorer = Scorer(load_checkpoint(model, device=dev), dev, runtime=runtime or sc.runtime,
                         graph_cache=sc.graph_cache)
-        return cls(Transcriber(AsrConfig(), device), scorer, dev)
+        asr = {k: v for k, v in asr.items() if v is not None}
+        if "cpu_threads" in asr:
+            speech.THREADS = asr["cpu_threads"]  # before the encoder's first use (the warm-up)
+        return cls(Transcriber(dataclasses.replace(AsrConfig(), **asr), device), scorer, dev)
 
     def describe(self) -> dict[str, Any]:
         import torch
 
         return {"asr": f"faster-whisper tiny.en, CTranslate2 {self.transcriber.compute_type} on {self.transcriber.device}",
-                "scorer": self.device, "scorer_runtime": self.scorer.runtime, "torch_threads": torch.get_num_threads()}
+                "scorer": self.device, "scorer_runtime": self.scorer.runtime, "torch_threads": torch.get_num_threads(),
+                "asr_threads": self.transcriber.cfg.cpu_threads, "word_timestamps": self.transcriber.word_timestamps}
 
     def warm_up(self) -> None:
         """One transcription and one forward pass, so first-call costs stay out of the timings."""

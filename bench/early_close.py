@@ -24,8 +24,8 @@ Per setting and data set:
 
 And per data set, what hearing less of the closing silence costs in words: the word error rate
 of Whisper on each reference window's audio up to ``asr_pad_ms`` after the speech (``wer_heard``,
-what the monitor transcribes) and on the whole window (``wer_whole``, 200 ms after the speech, as
-before ``asr_pad_ms``), against the reference text (lower case, no punctuation); ``changed``: windows
+what the monitor transcribes) and on the whole window (``wer_whole``, up to ``end_pad_ms`` after the speech, as
+Whisper heard it before ``asr_pad_ms``, when that pad was 200 ms), against the reference text (lower case, no punctuation); ``changed``: windows
 whose words differ.
 
 Data: the latency bench's 24 generated utterances (espeak-ng, one per sentence, 1 s pauses), the two
@@ -91,7 +91,7 @@ def words(text: str) -> list[str]:
 
 def word_cost(clips: dict[str, Clip], ref: dict[str, list], cfg: SegmenterConfig, transcriber: Transcriber) -> dict:
     """Whisper on each reference window up to asr_pad_ms after the speech vs on the whole window."""
-    cut = (cfg.speech_pad_ms - cfg.asr_pad_ms) * SAMPLE_RATE_HZ // 1000
+    cut = (cfg.end_pad_ms - cfg.asr_pad_ms) * SAMPLE_RATE_HZ // 1000
     errors, n_words, changed = {"heard": 0, "whole": 0}, 0, 0
     for name, (audio, texts) in clips.items():
         hyp: dict[str, list[str]] = {"heard": [], "whole": []}

@@ -85,12 +85,19 @@ def main() -> int:
                     help="torch intra-op threads (0: torch's default, as the monitor runs)")
     ap.add_argument("--no-speculative", action="store_true",
                     help="segmenter.speculative = false (process each window only once its utterance closed)")
+    ap.add_argument("--ct2-threads", type=int,
+                    help="CTranslate2 threads of Whisper and of the audio branch's encoder (0: CTranslate2's default, "
+                         "as before 2026-12-03; default: the monitor's, 1 each)")
+    ap.add_argument("--word-timestamps", action="store_true",
+                    help="[asr] word_timestamps = true (Whisper times each word, as before 2026-12-03)")
     ap.add_argument("--before", action="store_true",
-                    help="the monitor before issue #14: the torch scorer, no adaptive close (early_close_ms 0) and "
-                         "Whisper started speech_pad_ms into the silence, on the whole window (asr_pad_ms 200)")
+                    help="the monitor before issue #14: the torch scorer, no adaptive close (early_close_ms 0), "
+                         "Whisper started 200 ms into the silence, on the whole window (end_pad_ms and asr_pad_ms "
+                         "200), CTranslate2's default threads, words timed")
     ap.add_argument("--asr-pad-ms", type=int, help="override [segmenter] asr_pad_ms (200: as before this setting)")
     ap.add_argument("--early-close-ms", type=int, help="override [segmenter] early_close_ms")
     ap.add_argument("--min-silence-ms", type=int, help="override [segmenter] min_silence_ms")
+    ap.add_argument("--end-pad-ms", type=int, help="override [segmenter] end_pad_ms (the window's closing silence)")
     ap.add_argument("--block-ms", type=int, help="override [audio] block_ms (the microphone's block, 64 ms)")
     ap.add_argument("--no-partials", action="store_true", help="[segmenter] partials = false")
     ap.add_argument("--json")
@@ -100,7 +107,9 @@ def main() -> int:
         raise SystemExit("bench: the latency benchmark needs mosquitto_sub (apt-get install mosquitto-clients)")
     script = read_script(args.session)
     model, model_info = resolve_model(args.model)
-    mon = Monitor.load(model, runtime="torch" if args.before else None)
+    mon = Monitor.load(model, runtime="torch" if args.before else None,
+                       cpu_threads=0 if args.before else args.ct2_threads,
+                       word_timestamps=True if args.before or args.word_timestamps else None)
     mon.warm_up()
     load0 = load_avg()
     with tempfile.TemporaryDirectory(prefix="mmsa-bench-") as tmp:
@@ -117,7 +126,8 @@ def main() -> int:
                                            speculative=False if args.no_speculative else None,
                                            early_close_ms=0 if args.before else args.early_close_ms,
                                            asr_pad_ms=200 if args.before else args.asr_pad_ms,
-                                           min_silence_ms=args.min_silence_ms, block_ms=args.block_ms,
+                                           min_silence_ms=args.min_silence_ms,
+                                           end_pad_ms=200 if args.before else args.end_pad_ms, block_ms=args.block_ms,
                                            partials=False if args.no_partials else None)
             replay = pipe.sources[0]
             say(f"latency: paced replay of {args.session.name} ({replay.media.duration_s:.0f} s, "
@@ -139,7 +149,7 @@ def main() -> int:
         arrivals = parse_arrivals(out, f"{prefix}/score")
     load1 = load_avg()
 
-    pad_s = 0.2  # SegmenterConfig.speech_pad_ms
+    pad_s = pipe.cfg.segmenter.end_pad_ms / 1000
     rows = []
     for u in script:
         s0, s1 = u["t_start"], u["speech_end"]
@@ -189,6 +199,7 @@ def main() -> int:
         "early_close_ms": pipe.cfg.segmenter.early_close_ms,
         "asr_pad_ms": pipe.cfg.segmenter.asr_pad_ms,
         "min_silence_ms": pipe.cfg.segmenter.min_silence_ms,
+        "end_pad_ms": pipe.cfg.segmenter.end_pad_ms,
         "block_ms": pipe.cfg.audio.block_ms,
         "partials": pipe.partials,
         "speculation": dataclasses.asdict(pipe.speculation),

@@ -37,7 +37,10 @@ from benchlib import (
     write_json,
 )
 
-PAD_S = 0.2  # SegmenterConfig.speech_pad_ms
+from mmsa.monitor.config import SegmenterConfig  # noqa: E402 - after benchlib, which puts the repository on the path
+
+SEG = SegmenterConfig()
+PAD_S, END_PAD_S = SEG.speech_pad_ms / 1000, SEG.end_pad_ms / 1000  # the window's pads, as the monitor cuts it
 
 
 def session_windows(folder: Path) -> tuple[np.ndarray, list[tuple[float, np.ndarray]], list[dict]]:
@@ -48,7 +51,7 @@ def session_windows(folder: Path) -> tuple[np.ndarray, list[tuple[float, np.ndar
     frames = list(read_frames(folder / "session.mp4"))
     windows = []
     for u in read_script(folder):
-        t0, t1 = max(0.0, u["t_start"] - PAD_S), u["speech_end"] + PAD_S
+        t0, t1 = max(0.0, u["t_start"] - PAD_S), u["speech_end"] + END_PAD_S
         windows.append({"audio": audio[int(t0 * 16000) : int(t1 * 16000)],
                         "frames": [f for t, f in frames if t0 <= t < t1], "text": u["text"], "seconds": t1 - t0})
     return audio, frames, windows

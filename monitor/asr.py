@@ -116,6 +116,7 @@ class Transcriber:
         self.cfg = cfg
         self.device = ct2_device
         self.compute_type = compute_type
+        self.word_timestamps = cfg.word_timestamps
         self.set_trim(cfg.trim_encoder)
 
     def set_trim(self, on: bool) -> None:
@@ -124,7 +125,11 @@ class Transcriber:
         self.model.trim_margin_frames = margin if on else None
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
-        """audio: (n_samples,) float32 at 16 kHz -> the transcript with word timestamps. Blocking."""
+        """audio: (n_samples,) float32 at 16 kHz -> the transcript (its words timed with ``word_timestamps``). Blocking.
+
+        Whatever Whisper places after the end of the audio is a hallucination (the trimmed encoder's margin is
+        silence) and is dropped: a segment that starts there, and with ``word_timestamps`` a word that starts there.
+        """
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if audio.size < SAMPLE_RATE_HZ // 10:
             return Transcript("", ())
@@ -133,7 +138,7 @@ class Transcriber:
             audio,
             language="en",
             beam_size=self.cfg.beam_size,
-            word_timestamps=True,
+            word_timestamps=self.word_timestamps,
             vad_filter=False,
             condition_on_previous_text=False,
             # greedy at temperature 0 only: the same audio always gives the same words (replay parity);
@@ -145,9 +150,11 @@ class Transcriber:
         words: list[Word] = []
         texts: list[str] = []
         for seg in segments:
+            if seg.start >= duration_s:
+                continue
             texts.append(seg.text.strip())
             for w in seg.words or ():
-                if w.start >= duration_s:  # a word placed after the audio ends is a hallucination
+                if w.start >= duration_s:
                     continue
                 words.append(Word(w.word.strip(), float(w.start), float(min(w.end, duration_s)), float(w.probability)))
         text = " ".join(w.text for w in words) if words else " ".join(t for t in texts if t)

@@ -68,7 +68,10 @@ class SegmenterConfig:
     min_speech_ms: int = 250
     """Utterances with less speech than this are ignored (clicks, coughs)."""
     speech_pad_ms: int = 200
-    """Audio kept before the first and after the last speech window."""
+    """Audio kept before the first speech window (with less Whisper makes more word errors)."""
+    end_pad_ms: int = 100
+    """Audio kept after the last speech window: the final window is known this far into the closing silence
+    (docs/performance.md measures 100 against 200)."""
     asr_pad_ms: int = 64
     """Whisper hears a closed utterance up to this much after its speech (the rest of the pad is silence); with
     ``speculative``, its transcription starts this far into the closing silence."""
@@ -77,7 +80,7 @@ class SegmenterConfig:
     hop_s: float = 5.0
     """Step between sliding windows of long speech (and of ``continuous`` mode)."""
     speculative: bool = True
-    """Start ASR ``asr_pad_ms`` and features ``speech_pad_ms`` into an utterance's closing silence (same scores, earlier
+    """Start ASR ``asr_pad_ms`` and features ``end_pad_ms`` into an utterance's closing silence (same scores, earlier
     events)."""
     early_close_ms: int = 300
     """With ``speculative``: an utterance whose transcript (started ``asr_pad_ms`` into the silence) ends a sentence
@@ -93,12 +96,14 @@ class SegmenterConfig:
             raise ValueError("need 0 < neg_threshold <= threshold < 1")
         if not 0.0 < self.hop_s <= self.max_window_s:
             raise ValueError("need 0 < hop_s <= max_window_s")
-        if self.speech_pad_ms >= self.min_silence_ms:
-            raise ValueError("speech_pad_ms must be shorter than min_silence_ms")
-        if not 0 <= self.asr_pad_ms <= self.speech_pad_ms:
-            raise ValueError("asr_pad_ms: from 0 to speech_pad_ms")
-        if self.early_close_ms and not self.speech_pad_ms <= self.early_close_ms <= self.min_silence_ms:
-            raise ValueError("early_close_ms: 0 (off) or from speech_pad_ms to min_silence_ms")
+        if self.speech_pad_ms < 0:
+            raise ValueError("need speech_pad_ms >= 0")
+        if not 0 <= self.end_pad_ms < self.min_silence_ms:
+            raise ValueError("end_pad_ms: from 0 to less than min_silence_ms")
+        if not 0 <= self.asr_pad_ms <= self.end_pad_ms:
+            raise ValueError("asr_pad_ms: from 0 to end_pad_ms")
+        if self.early_close_ms and not self.end_pad_ms <= self.early_close_ms <= self.min_silence_ms:
+            raise ValueError("early_close_ms: 0 (off) or from end_pad_ms to min_silence_ms")
         if self.partial_every_s < 0:
             raise ValueError("need partial_every_s >= 0 (0: no periodic partial scores)")
 
@@ -115,10 +120,14 @@ class AsrConfig:
     """Zero frames kept after the utterance when the encoder input is trimmed (less: faster, more word errors)."""
     beam_size: int = 1
     """1: greedy decoding (fastest); 5: faster-whisper's default beam search."""
+    word_timestamps: bool = False
+    """Time each word (Whisper's cross-attention alignment, about a tenth of the ASR time; nothing in the monitor needs
+    it: docs/monitor.md); off, the transcript's ``words`` are empty."""
     compute_type: str = "auto"
     """CTranslate2 compute type; ``auto``: int8 on CPU, float16 on CUDA."""
-    cpu_threads: int = 0
-    """CTranslate2 threads on CPU (0: its default; with several ``workers``, the cores shared among them)."""
+    cpu_threads: int = 1
+    """CTranslate2 threads on CPU per worker; 1 decodes fastest on the 2-core machine and leaves the other cores to the
+    features (docs/performance.md); 0: CTranslate2's default (with several ``workers``, the cores shared among them)."""
     workers: int = 0
     """Windows transcribed at once (one Whisper shared by every stream); 0: one per stream, at most one per core."""
     queue: int = 8

@@ -5,7 +5,7 @@ offers the processing stage idle work (:meth:`Speculator.take`).
 
 Speculation (``segmenter.speculative``): while the silence that will close an utterance runs,
 the segmenter already knows the window it will close with (:meth:`Segmenter.tentative`, from
-``speech_pad_ms`` into the silence). The speculator collects that window's frames, and the
+``end_pad_ms`` into the silence). The speculator collects that window's frames, and the
 processing stage runs Whisper and the featurization on it whenever it is idle (never ahead of a
 window that is waiting). When the utterance closes with the same window (start, end, audio,
 frames), its result goes on to scoring (:meth:`Speculator.closing` attaches it to the final

@@ -13,13 +13,14 @@ windows every ``hop_s``. In ``continuous`` mode windows are cut regardless of sp
 (scoring whole files, or a stream without pauses).
 
 While the silence that will close an utterance runs, the window it will close with is already
-fixed: it ends ``speech_pad_ms`` after the speech, so once that much silence has been pushed
-its audio is known, about ``min_silence_ms - speech_pad_ms`` before the utterance closes.
+fixed: it ends ``end_pad_ms`` after the speech, so once that much silence has been pushed
+its audio is known, about ``min_silence_ms - end_pad_ms`` before the utterance closes (a window starts
+``speech_pad_ms`` before its speech: that pad costs no waiting, so it can be longer).
 :meth:`Segmenter.tentative` returns that window (the pipeline starts ASR and featurization on
 it early: ``segmenter.speculative``); it is withdrawn if speech resumes first.
 
 What Whisper hears of a closed utterance (``Segment.asr_end``): its window up to
-``asr_pad_ms`` after the speech, not the whole ``speech_pad_ms`` (the rest is silence, which
+``asr_pad_ms`` after the speech, not the whole ``end_pad_ms`` (the rest is silence, which
 changes no words: ``bench/early_close.py`` measures it). So the transcript is known even sooner:
 :meth:`Segmenter.heard` returns that audio once ``asr_pad_ms`` of the closing silence has been
 pushed (the pipeline transcribes it at once: the final window, or the tentative one, then takes
@@ -117,7 +118,8 @@ class Segmenter:
         self.cfg = cfg
         self.vad = vad
         ms = sample_rate_hz // 1000
-        self._pad = cfg.speech_pad_ms * ms
+        self._pad = cfg.speech_pad_ms * ms  # before the speech
+        self._end_pad = cfg.end_pad_ms * ms  # after it
         self._asr_pad = cfg.asr_pad_ms * ms
         self._min_silence = cfg.min_silence_ms * ms
         self._min_speech = cfg.min_speech_ms * ms
@@ -173,7 +175,7 @@ class Segmenter:
         """The final window the open utterance will close with if the silence now running goes on.
 
         Not None once speech has stopped (a VAD window below ``neg_threshold``), at least
-        ``speech_pad_ms`` of that silence has been pushed (the window's audio is then complete)
+        ``end_pad_ms`` of that silence has been pushed (the window's audio is then complete)
         and the utterance has enough speech to be emitted. None again once speech resumes,
         once the utterance closed (the window is then in :meth:`ready`), and in ``continuous``
         mode. If the silence goes on, the utterance closes with exactly this window (same start,
@@ -182,7 +184,7 @@ class Segmenter:
         while a sliding window of speech longer than ``max_window_s`` is cut, or the stream ends
         first (:meth:`flush`). The same object is returned while it is unchanged.
         """
-        return self._closing("_tentative", self._pad)
+        return self._closing("_tentative", self._end_pad)
 
     def heard(self) -> Segment | None:
         """What Whisper will hear of the open utterance if the silence now running goes on.
@@ -200,7 +202,7 @@ class Segmenter:
         kept in ``slot`` and returned again while unchanged."""
         seg = None
         if self._closing_silence() and self._n >= self._silence_since + pad:
-            start, end = self._closing_start(self._silence_since + self._pad), self._silence_since + pad
+            start, end = self._closing_start(self._silence_since + self._end_pad), self._silence_since + pad
             seg = getattr(self, slot)
             if seg is None or (seg.start, seg.end, seg.speech_start) != (start, end, self._speech_start):
                 seg = self._segment(start, end, True, self._speech_start, self._silence_since + self._asr_pad)
@@ -283,7 +285,7 @@ class Segmenter:
                 self._close(self._n, None)
             else:
                 since = self._silence_since
-                self._close(min(self._n, since + self._pad), min(self._n, since + self._asr_pad))
+                self._close(min(self._n, since + self._end_pad), min(self._n, since + self._asr_pad))
         self._speech_start = self._silence_since = None
         return self.ready()
 
@@ -303,7 +305,7 @@ class Segmenter:
             if self._silence_since is None:
                 self._silence_since = at
             elif end - self._silence_since >= self._min_silence:
-                self._close(self._silence_since + self._pad, self._silence_since + self._asr_pad)
+                self._close(self._silence_since + self._end_pad, self._silence_since + self._asr_pad)
                 return
             elif end - self._silence_since >= self._early_silence and self._early == (
                     self._speech_start, self._silence_since):
@@ -316,7 +318,7 @@ class Segmenter:
 
     def _close(self, end: int, asr_end: int | None) -> None:
         """Close the open utterance with the window ending at ``end`` (Whisper hears it up to ``asr_end``)."""
-        speech_end = end - self._pad
+        speech_end = end - self._end_pad
         start = self._speech_start
         assert start is not None
         if speech_end - start >= self._min_speech:

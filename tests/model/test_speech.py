@@ -40,6 +40,9 @@ def test_statistics_of_real_speech(data_dir):
     # the zero frames the monitor's ASR adds after an utterance change the states, not their number
     padded = SpeechEncoder(margin_s=5.0)(wave)
     assert padded.shape == (STATS_DIM,) and not np.array_equal(padded, x[:, 0].numpy())
+    # one thread (beside the monitor's transcription) or CTranslate2's default: the same states
+    assert speech_encoder().threads == 1
+    assert np.array_equal(SpeechEncoder(threads=0)(wave), x[:, 0].numpy())
 
 
 def test_a_whisper_model_trains_on_batches_of_any_size_and_scores_in_eval(tiny_bert, tokenizer):

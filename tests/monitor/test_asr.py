@@ -37,11 +37,20 @@ def test_trimmed_encoder_transcribes_like_the_padded_one(transcriber, sentences)
         transcriber.set_trim(True)
 
 
-def test_words_carry_timestamps_inside_the_audio(transcriber, sentences):
-    text, audio = sentences[0]
-    t = transcriber.transcribe(audio)
-    assert t.words and all(0 <= w.start_s <= w.end_s <= audio.size / SR for w in t.words)
-    assert [w.start_s for w in t.words] == sorted(w.start_s for w in t.words)
+def test_words_carry_timestamps_inside_the_audio_when_asked(transcriber, sentences):
+    assert not transcriber.word_timestamps  # the monitor's default: [asr] word_timestamps = false
+    try:
+        for _, audio in sentences:
+            transcriber.word_timestamps = True
+            t = transcriber.transcribe(audio)
+            assert t.words and all(0 <= w.start_s <= w.end_s <= audio.size / SR for w in t.words)
+            assert [w.start_s for w in t.words] == sorted(w.start_s for w in t.words)
+            transcriber.word_timestamps = False
+            untimed = transcriber.transcribe(audio)
+            assert untimed.words == ()
+            assert untimed.text.split() == t.text.split()  # the same words either way
+    finally:
+        transcriber.word_timestamps = False
 
 
 def test_same_audio_same_words(transcriber, sentences):

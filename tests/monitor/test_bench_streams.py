@@ -70,7 +70,7 @@ def test_one_process_and_separate_processes_count_and_time_every_event(bench, br
     assert len(expected["clip"]) == len(speech_script)  # one event per sentence in the --fast replay
     seg = SegmenterConfig()
     for mode in streams.MODES:
-        r = streams.run_once(mode, 2, media, expected, str(tiny_checkpoint), broker, tmp_path, seg.speech_pad_ms / 1000)
+        r = streams.run_once(mode, 2, media, expected, str(tiny_checkpoint), broker, tmp_path, seg.end_pad_ms / 1000)
         assert r["n_missing"] == 0 and r["n_events_received"] == r["n_events_expected"] == 2 * len(speech_script), mode
         assert r["asr_workers"] == ([min(2, os.cpu_count() or 1)] if mode == "in_process" else [1, 1])
         assert r["cpu_s"] > 0 and r["rss_mb"] > 0 and r["drops_total"] == 0

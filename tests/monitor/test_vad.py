@@ -124,7 +124,7 @@ def test_tentative_window_is_the_window_the_utterance_closes_with(speech):
     audio, script = speech
     rng = np.random.default_rng(3)
     seg = Segmenter(SegmenterConfig(), SileroVAD())
-    pad = SegmenterConfig().speech_pad_ms * SR // 1000
+    pad = SegmenterConfig().end_pad_ms * SR // 1000
     finals, tentatives, i = [], [], 0
     last = None
     while i < audio.size:
@@ -147,11 +147,16 @@ def test_tentative_window_is_the_window_the_utterance_closes_with(speech):
     assert all(t.end - pad > t.speech_start for t in tentatives)
 
 
+def padded_200(**kw) -> SegmenterConfig:
+    """The geometry the tests below were written for: 200 ms (3200 samples) of pad on either side of the speech."""
+    return SegmenterConfig(speech_pad_ms=200, end_pad_ms=200, **kw)
+
+
 def test_tentative_window_is_withdrawn_when_speech_resumes():
     # speech, 320 ms of silence (longer than the 200 ms pad, shorter than the 500 ms that closes), speech, silence
     probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.1] * 30
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
-    steps = push_windows(Segmenter(SegmenterConfig(), scripted_vad(probs)), audio)
+    steps = push_windows(Segmenter(padded_200(), scripted_vad(probs)), audio)
     seen = [(pos, t) for pos, _, t in steps if t is not None]
     early = [t for _, t in seen if t.end == 24 * WINDOW + 3200]
     assert early, "a tentative window once the pause was 200 ms long"
@@ -168,7 +173,7 @@ def test_tentative_window_is_withdrawn_when_speech_resumes():
 def test_tentative_window_counts_a_sliding_window_cut_during_the_silence():
     # 1 s windows every 0.5 s: the sliding window due at 32256 falls between the tentative window (n >= 28800)
     # and the close (n = 33792), and moves the final window's start from 16000 to 24000
-    cfg = SegmenterConfig(max_window_s=1.0, hop_s=0.5)
+    cfg = padded_200(max_window_s=1.0, hop_s=0.5)
     probs = [0.1] * 4 + [0.9] * 46 + [0.1] * 20
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
     steps = push_windows(Segmenter(cfg, scripted_vad(probs)), audio)
@@ -184,7 +189,7 @@ def test_tentative_window_counts_a_sliding_window_cut_during_the_silence():
 def test_no_tentative_window_for_too_little_speech_or_in_continuous_mode():
     probs = [0.1] * 4 + [0.9] * 5 + [0.1] * 30  # 160 ms of speech: below min_speech_ms, never emitted
     audio = np.zeros(len(probs) * WINDOW, np.float32)
-    steps = push_windows(Segmenter(SegmenterConfig(), scripted_vad(probs)), audio)
+    steps = push_windows(Segmenter(padded_200(), scripted_vad(probs)), audio)
     assert all(t is None and ready == [] for _, ready, t in steps)
     cont = Segmenter(SegmenterConfig(mode="continuous", max_window_s=1.0, hop_s=0.5))
     cont.push(np.zeros(3 * SR, np.float32))
@@ -193,7 +198,7 @@ def test_no_tentative_window_for_too_little_speech_or_in_continuous_mode():
 
 def test_open_window_is_the_utterance_so_far_from_where_its_next_window_starts():
     # as above: 1 s windows every 0.5 s, speech from window 4 to 50, then silence that closes it
-    cfg = SegmenterConfig(max_window_s=1.0, hop_s=0.5)
+    cfg = padded_200(max_window_s=1.0, hop_s=0.5)
     probs = [0.1] * 4 + [0.9] * 46 + [0.1] * 20
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
     seg = Segmenter(cfg, scripted_vad(probs))
@@ -218,9 +223,9 @@ def test_an_allowed_early_close_ends_the_utterance_after_the_short_silence_with_
     probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 40
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
     silence_at = 24 * WINDOW
-    long_wait = [(pos, s) for pos, ready, _ in push_windows(Segmenter(SegmenterConfig(), scripted_vad(probs)), audio)
+    long_wait = [(pos, s) for pos, ready, _ in push_windows(Segmenter(padded_200(), scripted_vad(probs)), audio)
                  for s in ready]
-    seg = Segmenter(SegmenterConfig(early_close_ms=300), scripted_vad(probs))
+    seg = Segmenter(padded_200(early_close_ms=300), scripted_vad(probs))
     closed, allowed = [], None
     for i in range(0, audio.size, WINDOW):
         seg.push(audio[i : i + WINDOW])
@@ -240,7 +245,7 @@ def test_an_early_close_needs_the_same_silence_and_never_cuts_mid_sentence_by_it
     # a 320 ms pause inside speech: the permission for it lapses when speech resumes; without one, no early close
     probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.1] * 30
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
-    seg = Segmenter(SegmenterConfig(early_close_ms=400), scripted_vad(probs))
+    seg = Segmenter(padded_200(early_close_ms=400), scripted_vad(probs))
     first = None
     finals = []
     for i in range(0, audio.size, WINDOW):
@@ -252,7 +257,7 @@ def test_an_early_close_needs_the_same_silence_and_never_cuts_mid_sentence_by_it
             assert seg.allow_early_close(t)  # taken, but the pause ends before 400 ms of silence
     assert [(s.start, s.end) for s in finals] == [(0, 54 * WINDOW + 3200)] and seg.n_early == 0
     assert not seg.allow_early_close(first)  # a stale window: refused
-    plain = Segmenter(SegmenterConfig(early_close_ms=300), scripted_vad(probs))
+    plain = Segmenter(padded_200(early_close_ms=300), scripted_vad(probs))
     assert [(s.start, s.end) for _, r, _ in push_windows(plain, audio) for s in r] == [(0, 54 * WINDOW + 3200)]
 
 
@@ -262,9 +267,9 @@ def test_an_early_close_needs_the_same_silence_and_never_cuts_mid_sentence_by_it
 def test_what_whisper_hears_is_known_before_the_tentative_window_and_is_the_final_windows_asr_audio(speech):
     audio, script = speech
     rng = np.random.default_rng(5)
-    cfg = SegmenterConfig()
+    cfg = padded_200()
     seg = Segmenter(cfg, SileroVAD())
-    pad, asr_pad = cfg.speech_pad_ms * SR // 1000, cfg.asr_pad_ms * SR // 1000
+    pad, asr_pad = cfg.end_pad_ms * SR // 1000, cfg.asr_pad_ms * SR // 1000
     finals, i, last = [], 0, None
     ahead = []  # samples between heard() and tentative() appearing, per closing silence
     while i < audio.size:
@@ -297,7 +302,7 @@ def test_heard_follows_the_silence_and_an_early_close_allowed_on_it_closes_with_
     # speech, a 320 ms pause, speech, then silence: 64 ms into each silence heard() appears, the pause's is withdrawn
     probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.1] * 30
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
-    cfg = SegmenterConfig(early_close_ms=300)
+    cfg = padded_200(early_close_ms=300)
     seg = Segmenter(cfg, scripted_vad(probs))
     heard, closed, asr_pad = [], [], cfg.asr_pad_ms * SR // 1000
     for i in range(0, audio.size, WINDOW):
@@ -320,7 +325,7 @@ def test_heard_follows_the_silence_and_an_early_close_allowed_on_it_closes_with_
 
 
 def test_only_the_closing_windows_of_utterances_hear_less_than_their_audio():
-    cfg = SegmenterConfig(max_window_s=1.0, hop_s=0.5)
+    cfg = padded_200(max_window_s=1.0, hop_s=0.5)
     probs = [0.1] * 4 + [0.9] * 46 + [0.1] * 3  # the stream ends 96 ms into the silence
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
     seg = Segmenter(cfg, scripted_vad(probs))
@@ -334,3 +339,21 @@ def test_only_the_closing_windows_of_utterances_hear_less_than_their_audio():
     assert [(s.end, s.asr_end) for s in in_speech.flush() if s.final] == [(34 * WINDOW, None)]
     with pytest.raises(ValueError, match="asr_pad_ms"):
         SegmenterConfig(asr_pad_ms=300)
+
+
+def test_the_window_keeps_speech_pad_before_its_speech_and_end_pad_after_it():
+    cfg = SegmenterConfig()  # the default: 200 ms before (Whisper's first words), 100 ms after (known sooner)
+    assert (cfg.speech_pad_ms, cfg.end_pad_ms) == (200, 100)
+    probs = [0.1] * 10 + [0.9] * 20 + [0.1] * 30
+    audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
+    steps = push_windows(Segmenter(cfg, scripted_vad(probs)), audio)
+    speech_start, silence_at = 10 * WINDOW, 30 * WINDOW
+    emitted = [s for _, ready, _ in steps for s in ready]
+    assert [(s.start, s.end, s.final) for s in emitted] == [(speech_start - 3200, silence_at + 1600, True)]
+    # the tentative window, the same cut, is offered once 100 ms of the silence are in, not 200
+    first = next(pos for pos, _, t in steps if t is not None)
+    assert silence_at + 1600 <= first < silence_at + 1600 + WINDOW
+    for bad, what in (({"end_pad_ms": 500}, "end_pad_ms"), ({"end_pad_ms": 50}, "asr_pad_ms"),
+                      ({"early_close_ms": 150, "end_pad_ms": 200}, "early_close_ms"), ({"speech_pad_ms": -1}, "speech_pad_ms")):
+        with pytest.raises(ValueError, match=what):
+            SegmenterConfig(**bad)

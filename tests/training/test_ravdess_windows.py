@@ -1,0 +1,53 @@
+"""examples/ravdess_windows.py: real RAVDESS clips cut by the monitor's own segmenter, the windows the live
+monitor would score (docs/performance.md measures the audio branch and Whisper on them)."""
+
+from __future__ import annotations
+
+import csv
+import wave
+
+import pytest
+
+from tests.conftest import load_example
+
+
+@pytest.fixture(scope="module")
+def rw():
+    return load_example("ravdess_windows")
+
+
+def frames(path) -> int:
+    with wave.open(str(path)) as fh:
+        return fh.getnframes()
+
+
+def read(folder) -> dict[str, dict]:
+    with (folder / "labels.csv").open(newline="") as fh:
+        return {r["path"]: r for r in csv.DictReader(fh)}
+
+
+def test_windows_keep_the_pads_around_the_speech(rw, data_dir, tmp_path, capsys):
+    ravdess = data_dir / "ravdess"
+    if not (ravdess / "labels.csv").is_file():
+        pytest.skip("needs ../shared/data/ravdess")
+    short, long_ = tmp_path / "end100", tmp_path / "end200"
+    assert rw.main([str(short), "--data", str(ravdess), "--actors", "1"]) == 0
+    assert rw.main([str(long_), "--data", str(ravdess), "--actors", "1", "--end-pad-ms", "200"]) == 0
+    a, b = read(short), read(long_)
+    assert len(a) >= 10 and a.keys() == b.keys()  # 12 clips of actor 1; the segmenter finds speech in (nearly) all
+    for name, row in a.items():
+        assert row["emotion"] and row["actor"] == "01"
+        clip_s = float(row["duration_s"])
+        n100, n200 = frames(short / name), frames(long_ / name)
+        assert 0.5 * 16_000 < n100 < clip_s * 16_000  # the speech and its pads, not the whole file
+        assert n200 - n100 == 1_600  # 100 ms more of the closing silence, the rest the same cut
+    assert "pads 200 ms before the speech, 100 ms after" in capsys.readouterr().out
+
+
+def test_missing_data_or_bad_pads_are_one_line_and_exit_2(rw, tmp_path, capsys):
+    assert rw.main([str(tmp_path / "out"), "--data", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().startswith("ravdess_windows: missing ")
+    (tmp_path / "labels.csv").write_text("path,actor\n")
+    assert rw.main([str(tmp_path / "out"), "--data", str(tmp_path), "--end-pad-ms", "600"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ravdess_windows: end_pad_ms") and len(err.splitlines()) == 1
