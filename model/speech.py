@@ -21,7 +21,7 @@ Choices, written down here:
   the frame mask and the ONNX graph stay those of the STFT map.
 * **One thread.** The encoder runs on one CTranslate2 thread: in the monitor it runs beside Whisper's
   transcription of the same utterance (also one thread, ``[asr] cpu_threads``), so on the 2-core machine
-  each has a core (docs/performance.md, "One thread each"); the states are the same whatever the count.
+  each has a core (docs/performance.md, "One CTranslate2 thread each ..."); the states are the same whatever the count.
 """
 
 from __future__ import annotations
