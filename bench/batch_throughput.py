@@ -42,8 +42,7 @@ from latency import pct
 
 from mmsa.monitor.config import SegmenterConfig  # noqa: E402 - after benchlib, which puts the repository on the path
 
-SEG = SegmenterConfig()
-PAD_S, END_PAD_S = SEG.speech_pad_ms / 1000, SEG.end_pad_ms / 1000  # the window's pads, as the monitor cuts it
+PAD_S = SegmenterConfig().speech_pad_ms / 1000  # the window's pad before the speech, as the monitor cuts it
 SEED = 0
 
 

@@ -24,9 +24,9 @@ Per setting and data set:
 
 And per data set, what hearing less of the closing silence costs in words: the word error rate
 of Whisper on each reference window's audio up to ``asr_pad_ms`` after the speech (``wer_heard``,
-what the monitor transcribes) and on the whole window (``wer_whole``, up to ``end_pad_ms`` after the speech, as
-Whisper heard it before ``asr_pad_ms``, when that pad was 200 ms), against the reference text (lower case, no punctuation); ``changed``: windows
-whose words differ.
+what the monitor transcribes) and on the whole window (``wer_whole``, up to ``end_pad_ms`` after the
+speech, as Whisper heard it before ``asr_pad_ms``, when that pad was 200 ms), against the reference
+text (lower case, no punctuation); ``changed``: windows whose words differ.
 
 Data: the latency bench's 24 generated utterances (espeak-ng, one per sentence, 1 s pauses), the two
 real MOSI clips (reference: their MOSI transcript), and RAVDESS speech (actors 01-20, 12 clips each, ``--quick``: 3 each; one acted
