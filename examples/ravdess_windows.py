@@ -17,20 +17,11 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
 
 CHUNK = 1024  # samples per push, as the microphone's 64 ms block delivers them
-
-
-def write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
-    with wave.open(str(path), "wb") as fh:
-        fh.setnchannels(1)
-        fh.setsampwidth(2)
-        fh.setframerate(rate)
-        fh.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ravdess_windows: missing {labels}", file=sys.stderr)
         return 2
     from mmsa.media.audio import load_audio
+    from mmsa.monitor.recorder import FloatWav
     from mmsa.monitor.vad import Segmenter, SileroVAD
 
     try:
@@ -77,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
             missed += 1
             continue
         name = Path(row["path"]).stem + ".wav"
-        write_wav(args.out / name, max(windows, key=lambda w: w.audio.size).audio, SAMPLE_RATE_HZ)
+        wav = FloatWav(args.out / name)  # the window's samples exactly, as a session's audio.wav
+        wav.write(max(windows, key=lambda w: w.audio.size).audio)
+        wav.close()
         kept.append({**row, "path": name})
     if not kept:
         print("ravdess_windows: the segmenter found no utterance in any clip", file=sys.stderr)

@@ -4,10 +4,10 @@ monitor would score (docs/performance.md measures the audio branch and Whisper o
 from __future__ import annotations
 
 import csv
-import wave
 
 import pytest
 
+from mmsa.media import load_audio
 from tests.conftest import load_example
 
 
@@ -17,8 +17,7 @@ def rw():
 
 
 def frames(path) -> int:
-    with wave.open(str(path)) as fh:
-        return fh.getnframes()
+    return load_audio(path).size
 
 
 def read(folder) -> dict[str, dict]:
