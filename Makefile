@@ -42,7 +42,9 @@ bench: install
 
 # The embedded default model (docs/default-model.md): the stages configs/train/default/<n>_*.toml in
 # order, each from the previous stage's checkpoint (train.init_from); before stage 3 the held-out audio
-# twin (configs/train/default/heldout/, actors 01-16, from stage 2); then mmsa-fit-fusion calibrates
+# twin (configs/train/default/heldout/, actors 01-16, from stage 2), both on the RAVDESS files and on the
+# windows the monitor's segmenter cuts of them (examples/ravdess_windows.py, written once to $(WINDOWS));
+# then mmsa-fit-fusion calibrates
 # the heads on held-out data (MOSI valid, FER2013 valid, RAVDESS actors 17-20 scored by the twin), sets
 # the fusion's text gate and text prior (docs/default-model.md, "Fusion") and its checkpoint is
 # shipped. Run folders: $(DEFAULT_RUNS)/<stage>. FROM=3 reruns stages 3.. from the kept run of stage 2;
@@ -51,23 +53,29 @@ DEFAULT_RUNS    ?= runs/default-model
 DEFAULT_CONFIGS := $(sort $(wildcard configs/train/default/[0-9]*.toml))
 AUDIO_TWIN      := configs/train/default/heldout/3_audio_actors_1-16.toml
 TWIN_RUN        := $(DEFAULT_RUNS)/3_audio_actors_1-16
+WINDOWS         := $(DEFAULT_RUNS)/ravdess_windows
 FROM    ?= 1
 THREADS ?= 2
 DATA    ?= ../shared/data
 FIT_FUSION := --heldout text mosi $(DATA)/mosi/label.csv valid --heldout audio ravdess $(DATA)/ravdess/labels.csv test \
-              --gate text --divide-text-prior
+              --gate text
 
 default-model: install
 	@set -e; prev=; start=$$(date +%s); \
 	for cfg in $(DEFAULT_CONFIGS); do \
 	  stage=$$(basename $$cfg | cut -d_ -f1); out=$(DEFAULT_RUNS)/$$(basename $$cfg .toml); \
 	  if [ $$stage -lt $(FROM) ]; then prev=$$out/model.safetensors; continue; fi; \
+	  win=; \
 	  if [ $$stage = 3 ]; then \
+	    test -f $(WINDOWS)/labels.csv || { echo "== examples/ravdess_windows.py -> $(WINDOWS)"; \
+	      $(PY) examples/ravdess_windows.py $(WINDOWS) --data $(DATA)/ravdess; }; \
+	    win="--set data.train.1.labels=$(WINDOWS)/labels.csv"; \
 	    echo "== $(AUDIO_TWIN) -> $(TWIN_RUN)"; \
-	    OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/mmsa-train $(AUDIO_TWIN) --out $(TWIN_RUN) --set train.init_from=$$prev; \
+	    OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/mmsa-train $(AUDIO_TWIN) --out $(TWIN_RUN) --set train.init_from=$$prev \
+	      $$win --set data.valid.1.labels=$(WINDOWS)/labels.csv; \
 	  fi; \
 	  echo "== $$cfg -> $$out"; \
-	  OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/mmsa-train $$cfg --out $$out $${prev:+--set train.init_from=$$prev}; \
+	  OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/mmsa-train $$cfg --out $$out $${prev:+--set train.init_from=$$prev} $$win; \
 	  prev=$$out/model.safetensors; \
 	done; \
 	echo "== mmsa-fit-fusion -> $(DEFAULT_RUNS)/5_fusion"; \
@@ -81,8 +89,9 @@ default-model: install
 # The model card's figures (docs/default-model.md): mmsa-eval of the shipped model on every
 # held-out set, written to model/default/eval/<set>.json (tests/model/test_default_model.py
 # checks that mmsa-eval reproduces them and that the card quotes them). RAVDESS actors 17-20 are
-# scored by the calibrated twin (the shipped audio branch trained on them): audio alone, and text +
-# audio with Whisper's transcripts (examples/ravdess_asr.py), the fused check of the card.
+# scored by the calibrated twin (the shipped audio branch trained on them): audio alone (the files, and
+# the windows the monitor cuts of them), and text + audio with Whisper's transcripts
+# (examples/ravdess_asr.py), the fused check of the card.
 EVAL_SETS := mosi:valid::mosi/label.csv mosei:valid:heldout:mosei/label_valid.csv \
              fer2013:valid::fer2013/labels.csv fer2013:test::fer2013/labels.csv
 EVAL_OUT  := $(DEFAULT_RUNS)/eval
@@ -102,6 +111,10 @@ default-model-eval: install
 	$(VENV)/bin/mmsa-eval --model $(EVAL_OUT)/twin.safetensors --dataset ravdess --labels $(DATA)/ravdess/labels.csv \
 	  --split test --out model/default/eval/ravdess_test_heldout.json --predictions $(EVAL_OUT)/ravdess_test_heldout.csv \
 	  --plot $(EVAL_OUT)/ravdess_test_heldout.png; \
+	test -f $(WINDOWS)/labels.csv || $(PY) examples/ravdess_windows.py $(WINDOWS) --data $(DATA)/ravdess; \
+	$(VENV)/bin/mmsa-eval --model $(EVAL_OUT)/twin.safetensors --dataset ravdess --labels $(WINDOWS)/labels.csv \
+	  --split test --out model/default/eval/ravdess_windows_test_heldout.json \
+	  --predictions $(EVAL_OUT)/ravdess_windows_test_heldout.csv --plot $(EVAL_OUT)/ravdess_windows_test_heldout.png; \
 	test -f $(EVAL_OUT)/ravdess_asr.csv || $(PY) examples/ravdess_asr.py $(DATA)/ravdess/labels.csv \
 	  $(EVAL_OUT)/ravdess_asr.csv --actors 17 18 19 20; \
 	$(VENV)/bin/mmsa-eval --model $(EVAL_OUT)/twin.safetensors --dataset ravdess --labels $(EVAL_OUT)/ravdess_asr.csv \

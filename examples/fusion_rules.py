@@ -8,8 +8,8 @@ and the voice by 1 - c (``voice gated``), or the words by their polarity confide
 P(negative)| and the voice by 1 - c (``text gate``, ``fusion_gate = "text"``).
 
 **Selection** (actors 01-16): every clip's voice is scored by a cross-validation fold model that never
-heard its actor (``examples/audio_cv.py`` with the shipped recipe: ``--audio-loss 0 --set
-train.epochs=12``, folds 1-4; one ``--cv`` folder per seed), its transcript by the shipped model's text
+heard its actor (``examples/audio_cv.py`` with the shipped recipe: ``--audio-loss 0``, folds 1-4; one
+``--cv`` folder per seed), its transcript by the shipped model's text
 head, both at the shipped temperatures. The rule with the best mean valence_uar3 over the seeds wins;
 within 0.001, the better sign accuracy. **Test** (actors 17-20): the calibrated twin of
 ``make default-model-eval`` scores text + audio. The card's figures came from::
@@ -17,7 +17,10 @@ within 0.001, the better sign accuracy. **Test** (actors 17-20): the calibrated 
     .venv/bin/python examples/ravdess_asr.py ../shared/data/ravdess/labels.csv runs/ravdess_asr_1-16.csv \\
         --actors 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16
     .venv/bin/python examples/fusion_rules.py --transcripts runs/ravdess_asr_1-16.csv \\
-        --cv runs/audio-cv-12 runs/audio-cv-12-s2 runs/audio-cv-12-s3      # [--eval runs/default-model/eval]
+        --cv runs/audio-cv-windows runs/audio-cv-windows-s2 runs/audio-cv-windows-s3  # [--eval runs/default-model/eval]
+
+(for the audio branch trained on the files only, shipped until ``default@446a52b3a1d9``, ``--cv`` took the fold runs
+of that recipe, ``runs/audio-cv-12 ...``).
 """
 
 from __future__ import annotations

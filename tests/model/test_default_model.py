@@ -24,7 +24,8 @@ SETS = {
     "fer2013_test": (["--dataset", "fer2013", "--labels", "fer2013/labels.csv", "--split", "test"], "FER2013 test"),
 }
 # scored by the held-out audio twin (actors 01-16; the shipped audio branch trained on every actor)
-TWIN_SETS = {"ravdess_test_heldout": "RAVDESS actors 17-20, audio", "ravdess_asr_test_heldout": "RAVDESS actors 17-20, Whisper text + audio"}
+TWIN_SETS = {"ravdess_test_heldout": "RAVDESS actors 17-20, audio", "ravdess_asr_test_heldout": "RAVDESS actors 17-20, Whisper text + audio",
+             "ravdess_windows_test_heldout": "RAVDESS actors 17-20 as the monitor cuts them, audio"}
 # the headline figures the card quotes per kind of set, and how it prints them
 REGRESSION = {"mae": "{:.3f}", "corr": "{:.3f}", "acc2_non0": "{:.1f}", "acc7": "{:.1f}"}
 EMOTION = {"valence_uar3": "{:.3f}", "valence_acc2": "{:.1f}"}
@@ -50,13 +51,15 @@ def test_default_loads_offline_and_records_its_stages(monkeypatch):
     stages = info.training["stages"]
     assert [s["name"] for s in stages] == ["default-1-text-vader", "default-2-text", "default-3-audio", "default",
                                            "default-fusion"]
-    assert [[d["reader"] for d in s["data"]] for s in stages[:4]] == [["vader"], ["mosi", "mosei"], ["ravdess"], ["fer2013"]]
+    assert [[d["reader"] for d in s["data"]] for s in stages[:4]] == [["vader"], ["mosi", "mosei"],
+                                                                     ["ravdess", "ravdess"], ["fer2013"]]
     assert [s["trainable"] for s in stages] == [["text"], ["text"], ["audio"], ["vision"], ["fusion"]]
     # trained on train splits only (VADER: every sentence, never evaluated on; MOSEI valid: its training videos)
     assert [(d["split"], d.get("videos", "")) for s in stages[:4] for d in s["data"]] == [
-        ("all", ""), ("train", ""), ("valid", "train"), ("train", ""), ("train", "")]
-    audio = stages[2]
-    assert audio["data"][0]["actors"] == list(range(1, 21)) and audio["select"] == "last"
+        ("all", ""), ("train", ""), ("valid", "train"), ("train", ""), ("train", ""), ("train", "")]
+    audio = stages[2]  # the files and the monitor's windows of them (examples/ravdess_windows.py)
+    assert [d["actors"] for d in audio["data"]] == [list(range(1, 21))] * 2 and audio["select"] == "last"
+    assert audio["data"][1]["labels"].endswith("ravdess_windows/labels.csv")
     # the fusion: temperatures fitted on held-out data, the audio head's scored by its twin (actors 01-16)
     calibration = json.loads((EVAL_DIR / "calibration.json").read_text())
     assert loaded.model.cfg.calibration == pytest.approx(tuple(calibration["calibration"][m] for m in MODALITIES))

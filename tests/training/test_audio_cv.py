@@ -23,9 +23,12 @@ def test_folds_are_the_twin_recipe_with_four_other_actors_held_out(audio_cv, tmp
             path = tmp_path / f"fold{k}_{weight:g}.toml"
             path.write_text(audio_cv.fold_config(twin_text, held, weight, "/stage2/model.safetensors", seed=k))
             cfg, _ = load_config(path)  # validates too: no actor both trains and is reported
-            (train,), (valid,) = cfg.data.train, cfg.data.valid
-            assert sorted(valid.actors) == held and valid.reader == "ravdess"
-            assert sorted(train.actors) == [a for a in range(1, 21) if a not in held]
+            # every source (the files and the monitor's windows of them) trains on / reports the same actors
+            assert len(cfg.data.train) == len(cfg.data.valid) == 2
+            for valid in cfg.data.valid:
+                assert sorted(valid.actors) == held and valid.reader == "ravdess"
+            for train in cfg.data.train:
+                assert sorted(train.actors) == [a for a in range(1, 21) if a not in held]
             assert cfg.loss.audio == weight and cfg.train.init_from == "/stage2/model.safetensors" and cfg.train.seed == k
             # everything else is the twin's recipe
             assert (cfg.model, cfg.train.epochs, cfg.train.lr, cfg.select) == (

@@ -296,15 +296,20 @@ def test_default_build_stages_load_and_chain():
         assert cfg.select == "last" or all(s.split != "test" for s in cfg.data.valid)
         assert cfg.train.init_from == ("" if prev is None else f"runs/default-model/{prev.stem}/model.safetensors")
     assert [c.train.trainable for c in cfgs] == [("text",), ("text",), ("audio",), ("vision",)]
-    assert [[s.reader for s in c.data.train] for c in cfgs] == [["vader"], ["mosi", "mosei"], ["ravdess"], ["fer2013"]]
+    assert [[s.reader for s in c.data.train] for c in cfgs] == [["vader"], ["mosi", "mosei"], ["ravdess", "ravdess"],
+                                                                ["fer2013"]]
     assert cfgs[0].data.train[0].split == "all"  # VADER: every sentence (rescaled [-4, 4] -> [-3, 3] by the reader)
     # text: MOSEI valid split by video, the held-out videos only reported; selected on MOSI valid
     mosei_train, mosei_heldout = cfgs[1].data.train[1], cfgs[1].data.valid[1]
     assert (mosei_train.videos, mosei_heldout.videos) == ("train", "heldout") and cfgs[1].select == "mosi_valid.mae"
-    # audio: every actor, the last epoch; its twin: actors 01-16, actors 17-20 only reported
-    assert cfgs[2].data.train[0].actors == tuple(range(1, 21)) and cfgs[2].select == "last"
-    assert twin.data.train[0].actors == tuple(range(1, 17)) and twin.select == "last"
-    assert [(s.reader, s.split, s.actors) for s in twin.data.valid] == [("ravdess", "test", ())]
+    # audio: every actor, the last epoch, the files and the monitor's windows of them (the Makefile writes those
+    # to runs/default-model/ravdess_windows first); its twin: actors 01-16, actors 17-20 only reported, both ways
+    files, windows = cfgs[2].data.train
+    assert files.labels.endswith("ravdess/labels.csv") and windows.labels == "runs/default-model/ravdess_windows/labels.csv"
+    assert files.actors == windows.actors == tuple(range(1, 21)) and cfgs[2].select == "last"
+    assert [s.actors for s in twin.data.train] == [tuple(range(1, 17))] * 2 and twin.select == "last"
+    assert [(s.reader, s.split, s.actors, s.labels) for s in twin.data.valid] == [
+        ("ravdess", "test", (), files.labels), ("ravdess", "test", (), windows.labels)]
     assert replace(twin, data=cfgs[2].data, checkpoint=cfgs[2].checkpoint) == cfgs[2]  # the same recipe otherwise
     assert cfgs[3].data.train[0].split == "train" and cfgs[3].select == "fer_valid.valence_uar3"
     assert cfgs[-1].checkpoint.name == "default"
@@ -319,6 +324,8 @@ def test_makefile_builds_the_stages_in_order_and_ships_the_fitted_fusion():
     assert str(TWIN.relative_to(REPO)) in make
     fit = target.index("mmsa-fit-fusion")
     assert fit > target.index("done;") and "--heldout-model audio" in target
+    # stage 3 and its twin read the windows examples/ravdess_windows.py writes (the configs' second train source)
+    assert "examples/ravdess_windows.py $(WINDOWS)" in target and "data.train.1.labels=$(WINDOWS)/labels.csv" in target
     assert re.search(r"cp \S+/5_fusion/model\.safetensors model/default/default\.safetensors", target)
 
 
