@@ -46,7 +46,7 @@ bench: install
 # windows the monitor's segmenter cuts of them (examples/ravdess_windows.py, written once to $(WINDOWS));
 # then mmsa-fit-fusion calibrates
 # the heads on held-out data (MOSI valid, FER2013 valid, RAVDESS actors 17-20 scored by the twin), sets
-# the fusion's text gate and text prior (docs/default-model.md, "Fusion") and its checkpoint is
+# the fusion's text gate (docs/default-model.md, "Fusion") and its checkpoint is
 # shipped. Run folders: $(DEFAULT_RUNS)/<stage>. FROM=3 reruns stages 3.. from the kept run of stage 2;
 # FROM=5 only refits the fusion. THREADS: torch threads (2 cores: 2; 1 when the cores are shared).
 DEFAULT_RUNS    ?= runs/default-model

@@ -17,10 +17,10 @@ train.epochs=12``; give each variant its own ``--out``. The recipe of Whisper's 
     .venv/bin/python examples/audio_cv.py --init runs/default-model/2_text/model.safetensors \
         --out runs/audio-cv-12 --audio-loss 0 1 --threads 1 --set train.epochs=12 [--seed 2|3]
 
-The twin trains on the held-out actors' files and on the windows the monitor's segmenter cuts of them
+The twin trains on its actors' files and on the windows the monitor's segmenter cuts of them
 (``runs/default-model/ravdess_windows``, written by ``make default-model``; elsewhere: ``--set
 data.train.1.labels=DIR/labels.csv --set data.valid.1.labels=DIR/labels.csv``), and each fold reports
-both; the recipe of files and windows (shipped) came from::
+its held-out actors both ways; the recipe of files and windows (shipped) came from::
 
     .venv/bin/python examples/audio_cv.py --init runs/default-model/2_text/model.safetensors \
         --out runs/audio-cv-windows --audio-loss 0 --jobs 2 --threads 1 [--seed 2|3]
