@@ -110,15 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"audio_cv: training failed for {', '.join(failed)} (see their .log files in {args.out})", file=sys.stderr)
         return 1
     for loss in args.audio_loss:
-        for key, name in HELD_OUT.items():
-            curves = np.array([curve(run, key) for weight, _, run in runs if weight == loss])
-            if curves.size == 0:
-                continue
-            last = curves[:, -1]
-            print(f"L_audio {loss:g}, {name}: " + " ".join(f"fold{k} {v:.3f}" for k, v in enumerate(last, 1))
-                  + f" | mean {last.mean():.3f} +- {last.std(ddof=1):.3f}")
-        curves = np.array([curve(run) for weight, _, run in runs if weight == loss])
-        mean = curves.mean(0)
+        per_key = {key: np.array([curve(run, key) for weight, _, run in runs if weight == loss]) for key in HELD_OUT}
+        for key, curves in per_key.items():
+            if curves.size:
+                last = curves[:, -1]
+                print(f"L_audio {loss:g}, {HELD_OUT[key]}: " + " ".join(f"fold{k} {v:.3f}" for k, v in enumerate(last, 1))
+                      + f" | mean {last.mean():.3f} +- {last.std(ddof=1):.3f}")
+        mean = per_key["ravdess_test"].mean(0)  # the curve over epochs, on the held-out files
         marks = sorted({e for e in (10, 20, 30) if e < len(mean)} | {len(mean)})
         print(f"  mean curve: best {mean.max():.3f} at epoch {int(mean.argmax()) + 1}; at epochs {'/'.join(map(str, marks))}: "
               + " / ".join(f"{mean[e - 1]:.3f}" for e in marks))
