@@ -220,7 +220,7 @@ def main() -> int:
     notes: list[str] = []
     model, model_info = resolve_model(args.model)
     mon = Monitor.load(model, "cpu")  # the monitor's state: Whisper loaded and run once before the scorer
-    samples, window_s = featurized_windows(notes, mon.scorer.features)
+    samples, window_s = featurized_windows(notes, mon.features)
     mon.warm_up()
     rounds = 1 if args.quick else args.rounds
     out = asyncio.run(run(mon.scorer, samples, args.n, args.waits, args.seconds, rounds))

@@ -414,12 +414,22 @@ class Monitor:
     transcriber: Any
     scorer: Any
     device: str
+    faces_per_window: int  # ``[scorer] faces_per_window`` (0: the checkpoint's)
+
+    @property
+    def features(self) -> Any:
+        """The features the monitor's windows get: the scorer's, with ``faces_per_window`` frames searched for faces."""
+        from mmsa.monitor.engine import window_features
+
+        return window_features(self.scorer.features, self.faces_per_window or None)
 
     @classmethod
-    def load(cls, model: str, device: str = "auto", runtime: str | None = None, **asr: Any) -> Monitor:
+    def load(cls, model: str, device: str = "auto", runtime: str | None = None,
+             faces_per_window: int | None = None, **asr: Any) -> Monitor:
         """Whisper and the scorer as ``mmsa-monitor --device DEVICE`` loads them (auto: CUDA when present);
-        ``runtime`` overrides ``[scorer] runtime``; keywords that are not None override those of ``[asr]``, and
-        ``cpu_threads`` also sets the threads of the audio branch's Whisper encoder (``mmsa.model.speech.THREADS``)."""
+        ``runtime`` and ``faces_per_window`` override those of ``[scorer]``; keywords that are not None override
+        those of ``[asr]``, and ``cpu_threads`` also sets the threads of the audio branch's Whisper encoder
+        (``mmsa.model.speech.THREADS``)."""
         from mmsa.model import load_checkpoint, speech
         from mmsa.monitor.asr import Transcriber
         from mmsa.monitor.config import AsrConfig, ScorerConfig
@@ -432,14 +442,16 @@ class Monitor:
         asr = {k: v for k, v in asr.items() if v is not None}
         if "cpu_threads" in asr:
             speech.THREADS = asr["cpu_threads"]  # before the encoder's first use (the warm-up)
-        return cls(Transcriber(dataclasses.replace(AsrConfig(), **asr), device), scorer, dev)
+        return cls(Transcriber(dataclasses.replace(AsrConfig(), **asr), device), scorer, dev,
+                   sc.faces_per_window if faces_per_window is None else faces_per_window)
 
     def describe(self) -> dict[str, Any]:
         import torch
 
         return {"asr": f"faster-whisper tiny.en, CTranslate2 {self.transcriber.compute_type} on {self.transcriber.device}",
                 "scorer": self.device, "scorer_runtime": self.scorer.runtime, "torch_threads": torch.get_num_threads(),
-                "asr_threads": self.transcriber.cfg.cpu_threads, "word_timestamps": self.transcriber.word_timestamps}
+                "asr_threads": self.transcriber.cfg.cpu_threads, "word_timestamps": self.transcriber.word_timestamps,
+                "faces_per_window": self.features.frames_per_window}
 
     def warm_up(self) -> None:
         """One transcription and one forward pass, so first-call costs stay out of the timings."""
@@ -470,6 +482,7 @@ class Monitor:
         from mmsa.monitor.sources import audio_block
 
         cfg = MonitorConfig().replace("segmenter", **{k: v for k, v in segmenter.items() if v is not None})
+        cfg = cfg.replace("scorer", faces_per_window=self.faces_per_window)
         if block_ms is not None:
             cfg = cfg.replace("audio", block_ms=block_ms)
         if mqtt is not None:

@@ -93,13 +93,15 @@ def main() -> int:
     ap.add_argument("--before", action="store_true",
                     help="the monitor before issue #14: the torch scorer, no adaptive close (early_close_ms 0), "
                          "Whisper started 200 ms into the silence, on the whole window (end_pad_ms and asr_pad_ms "
-                         "200), CTranslate2's default threads, words timed")
+                         "200), CTranslate2's default threads, words timed, 8 faces per window")
     ap.add_argument("--asr-pad-ms", type=int, help="override [segmenter] asr_pad_ms (200: as before this setting)")
     ap.add_argument("--early-close-ms", type=int, help="override [segmenter] early_close_ms")
     ap.add_argument("--min-silence-ms", type=int, help="override [segmenter] min_silence_ms")
     ap.add_argument("--end-pad-ms", type=int, help="override [segmenter] end_pad_ms (the window's closing silence)")
     ap.add_argument("--block-ms", type=int, help="override [audio] block_ms (the microphone's block, 64 ms)")
     ap.add_argument("--no-partials", action="store_true", help="[segmenter] partials = false")
+    ap.add_argument("--faces-per-window", type=int,
+                    help="override [scorer] faces_per_window (8: as before this setting; --before implies 8)")
     ap.add_argument("--json")
     args = ap.parse_args()
     set_torch_threads(args.torch_threads)
@@ -109,7 +111,8 @@ def main() -> int:
     model, model_info = resolve_model(args.model)
     mon = Monitor.load(model, runtime="torch" if args.before else None,
                        cpu_threads=0 if args.before else args.ct2_threads,
-                       word_timestamps=True if args.before or args.word_timestamps else None)
+                       word_timestamps=True if args.before or args.word_timestamps else None,
+                       faces_per_window=8 if args.before else args.faces_per_window)
     mon.warm_up()
     load0 = load_avg()
     with tempfile.TemporaryDirectory(prefix="mmsa-bench-") as tmp:

@@ -11,8 +11,11 @@ The process is in a monitor's state (Whisper loaded and run once). CPU is measur
 runtime: with torch's default intra-op threads (one per core, as the monitor runs) and with one
 thread: torch (``cpu``, ``cpu_1_thread``) and the ONNX runtime (``[scorer] runtime = "onnx"``:
 ``onnx``, ``onnx_1_thread``; its graph comes from the user's graph cache, built first if missing,
-outside the timings). The rows of one run are measured in turn on the same windows, so their
-ratios hold on a busy machine where the absolute figures do not.
+outside the timings). Windows are featurized as the monitor does (``[scorer] faces_per_window``
+frames searched for faces); ``--also-faces N`` adds a row of the monitor's runtime on windows of N
+faces (``onnx_faces8``: as before that setting) and their ratio (``faces_speedup``). The rows of one
+run are measured in turn on the same windows, so their ratios hold on a busy machine where the
+absolute figures do not.
 """
 
 from __future__ import annotations
@@ -32,12 +35,16 @@ def main() -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--runtime", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
+    ap.add_argument("--also-faces", type=int, nargs="*", default=[8],
+                    help="also time the monitor's runtime on windows with this many frames searched for faces "
+                         "(the monitor's [scorer] faces_per_window is timed anyway; 8: as before it was 4)")
     ap.add_argument("--json")
     args = ap.parse_args()
     import torch
 
     from mmsa.media import FaceDetector, window_sample
     from mmsa.model import load_checkpoint
+    from mmsa.monitor.engine import window_features
     from mmsa.monitor.scorer import Scorer
 
     load0 = load_avg()
@@ -48,7 +55,7 @@ def main() -> int:
     # CPU, see bench/README.md "Contention")
     mon = Monitor.load(model, "cpu")
     mon.warm_up()
-    samples = [window_sample(w["audio"], w["frames"], w["text"], det, mon.scorer.features) for w in windows]
+    samples = [window_sample(w["audio"], w["frames"], w["text"], det, mon.features) for w in windows]
     default_threads = torch.get_num_threads()
     # (result key, device, runtime, threads): the monitor as it runs (torch's default threads), then
     # limited to one thread, per runtime, then CUDA
@@ -56,16 +63,25 @@ def main() -> int:
             for suffix, n in (("", default_threads), ("_1_thread", 1))]
     if torch.cuda.is_available():
         runs.append(("cuda", "cuda", "torch", default_threads))
-    out: dict = {"model": model_info, "windows_per_s": {}, "s_per_batch": {}, "torch_threads_default": default_threads}
-    for key, dev, rt, threads in runs:
+    faces = mon.features.frames_per_window
+    out: dict = {"model": model_info, "windows_per_s": {}, "s_per_batch": {}, "torch_threads_default": default_threads,
+                 "faces_per_window": faces}
+    # the monitor's runtime as it runs, on windows with other numbers of faces (after the rows above, same run)
+    runs += [(f"{mon.scorer.runtime}_faces{n}", "cpu", mon.scorer.runtime, default_threads, n)
+             for n in args.also_faces if n != faces and mon.device == "cpu"]
+    for key, dev, rt, threads, *n_faces in runs:
         torch.set_num_threads(threads)  # the ONNX runtime's session takes torch's thread count when it is made
         if dev == "cpu" and rt == mon.scorer.runtime and threads == default_threads:
             scorer = mon.scorer
         else:
             scorer = Scorer(load_checkpoint(model, device=dev), dev, runtime=rt)
+        rows = samples
+        if n_faces:
+            feats = window_features(mon.scorer.features, n_faces[0])
+            rows = [window_sample(w["audio"], w["frames"], w["text"], det, feats) for w in windows]
         out["windows_per_s"][key], out["s_per_batch"][key] = {}, {}
         for n in args.batch:
-            batch = (samples * (n // len(samples) + 1))[:n]
+            batch = (rows * (n // len(rows) + 1))[:n]
             sec, _ = median_time(lambda b=batch, sc=scorer: sc.score(b), args.repeat)
             out["windows_per_s"][key][str(n)] = round(n / sec, 1)
             out["s_per_batch"][key][str(n)] = round(sec, 4)
@@ -78,6 +94,11 @@ def main() -> int:
         if "cpu" + suffix in wps and "onnx" + suffix in wps:
             out.setdefault("onnx_over_torch", {})["cpu" + suffix] = {
                 n: round(wps["onnx" + suffix][n] / wps["cpu" + suffix][n], 2) for n in wps["cpu" + suffix]}
+    for n in args.also_faces:
+        other = wps.get(f"{mon.scorer.runtime}_faces{n}")
+        mine = wps.get(mon.scorer.runtime if mon.scorer.runtime == "onnx" else "cpu")
+        if other and mine:
+            out.setdefault("faces_speedup", {})[f"{faces}_over_{n}"] = {b: round(mine[b] / other[b], 2) for b in other}
     out["load_before"], out["load_after"] = load0, load_avg()
     write_json(args.json, out)
     return 0

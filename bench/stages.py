@@ -8,7 +8,7 @@ the monitor's own code, called the way the pipeline calls it:
 * ``decode``: ffmpeg audio decoding (ms per media second) and OpenCV frame decoding (ms per frame)
 * ``vad``: the segmenter with the streaming Silero VAD, fed 64 ms blocks (ms per second of audio)
 * ``face``: FaceDetector.detect on one frame (session frames 320x240; the MOSI clip's 480x360)
-* ``featurize``: mmsa.media.window_sample of an utterance window (STFT + faces of 8 frames)
+* ``featurize``: mmsa.media.window_sample of an utterance window (STFT + faces of the monitor's ``[scorer] faces_per_window`` frames, 4)
 * ``asr``: Transcriber.transcribe of an utterance window (ms per utterance and per audio second)
 * ``scorer``: Scorer.score of a batch of 1 and of 8 featurized windows (collate + forward)
 
@@ -71,6 +71,7 @@ def main() -> int:
     ap.add_argument("--model", default="auto")
     ap.add_argument("--mosi", type=Path, default=MOSI_CLIP)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--faces-per-window", type=int, help="override [scorer] faces_per_window (8: as before it was 4)")
     ap.add_argument("--json")
     args = ap.parse_args()
     from mmsa.media import FaceDetector, load_audio, read_frames, window_sample
@@ -80,7 +81,7 @@ def main() -> int:
 
     load0 = load_avg()
     model, model_info = resolve_model(args.model)
-    mon = Monitor.load(model)
+    mon = Monitor.load(model, faces_per_window=args.faces_per_window)
     audio, frames, windows = session_windows(args.session)
     media_s = audio.size / 16000
     out: dict = {"model": model_info, "runtime": mon.describe(), "session": str(args.session), "n_windows": len(windows),
@@ -91,7 +92,7 @@ def main() -> int:
     mon.transcriber.transcribe(windows[0]["audio"])
     cold_asr = time.perf_counter() - t
     det = FaceDetector()
-    feats = mon.scorer.features
+    feats = mon.features
     sample0 = window_sample(windows[0]["audio"], windows[0]["frames"], windows[0]["text"], det, feats)
     t = time.perf_counter()
     mon.scorer.score([sample0])

@@ -152,6 +152,14 @@ class ScorerConfig:
     """Folder of the exported ONNX graphs (one per checkpoint, built at first use); empty: the user's cache folder."""
     graph_build: bool = True
     """Build a missing or stale graph at first use (up to a minute); false: refuse with one line (build it ahead: python -m mmsa.model.export)."""
+    faces_per_window: int = 4
+    """Frames per window searched for faces and scored (the face network runs on each crop and its mirror); 0: the
+    checkpoint's ``frames_per_window`` (8). 4 halves the face work per window for a face score within a few hundredths
+    of 8's (docs/default-model.md, "Faces per window and the mirror pass")."""
+
+    def __post_init__(self) -> None:
+        if self.faces_per_window < 0:
+            raise ValueError("faces_per_window: 0 (the checkpoint's) or more")
 
 
 DEGRADE_STEPS = ("partials", "speculation", "faces", "vision")
@@ -169,7 +177,7 @@ class LoadConfig:
     """How long the monitor must keep up before it takes back shed work."""
     degrade: tuple[str, ...] = DEGRADE_STEPS
     """What is shed, in order: ``partials`` (partial scores), ``speculation`` (ASR ahead of an utterance's
-    close), ``faces`` (``faces_degraded`` frames per window searched for faces instead of 8), ``vision`` (no
+    close), ``faces`` (``faces_degraded`` frames per window searched for faces instead of ``[scorer] faces_per_window``), ``vision`` (no
     faces: audio and text only). A final score is never dropped."""
     faces_degraded: int = 2
     """Frames per window searched for faces once ``faces`` is shed."""

@@ -9,8 +9,10 @@ never queues ahead of a quiet one), and scores through :attr:`Engine.scoring`, w
 windows across streams. :meth:`Engine.serve` is the one long-lived task of the engine; whoever
 runs the streams runs it beside them, in the same TaskGroup.
 
-Load shedding (``load.py``) sets :attr:`Engine.frames_per_window` (fewer frames searched for faces)
-and :attr:`Engine.vision` (no faces at all) for every stream at once.
+A window's faces are searched in ``[scorer] faces_per_window`` of its frames (:attr:`Engine.faces_per_window`;
+the checkpoint's ``frames_per_window`` when 0). Load shedding (``load.py``) lowers
+:attr:`Engine.frames_per_window` (fewer frames searched for faces) and clears :attr:`Engine.vision` (no
+faces at all) for every stream at once.
 """
 
 from __future__ import annotations
@@ -24,11 +26,19 @@ import numpy as np
 
 from mmsa.media import FaceDetector, window_sample
 from mmsa.model import Sample
+from mmsa.model.features import FeatureConfig
 
 from .asr import Transcriber, Transcript
 from .config import ScorerConfig
 from .scorer import Scorer
 from .scoring import ScoreService
+
+
+def window_features(features: FeatureConfig, frames_per_window: int | None) -> FeatureConfig:
+    """``features`` with ``frames_per_window`` frames searched for faces (None: as they are)."""
+    if frames_per_window is None or frames_per_window == features.frames_per_window:
+        return features
+    return dataclasses.replace(features, frames_per_window=frames_per_window)
 
 
 class Engine:
@@ -42,7 +52,8 @@ class Engine:
         self._asr = ThreadPoolExecutor(workers, thread_name_prefix="asr")
         self._featurize = ThreadPoolExecutor(workers, thread_name_prefix="featurize")
         self._detectors = threading.local()  # one face detector per featurize thread
-        self.frames_per_window: int | None = None  # None: the checkpoint's (load shedding lowers it)
+        self.faces_per_window = cfg.faces_per_window or None  # the setting (None: the checkpoint's)
+        self.frames_per_window = self.faces_per_window  # now (load shedding lowers it)
         self.vision = True  # False: windows are featurized without faces (load shedding)
 
     @property
@@ -56,13 +67,15 @@ class Engine:
     async def transcribe(self, audio: np.ndarray) -> Transcript:
         return await asyncio.get_running_loop().run_in_executor(self._asr, self.transcriber.transcribe, audio)
 
+    @property
+    def features(self) -> FeatureConfig:
+        """The scorer's features with the frames per window searched for faces now (``frames_per_window``)."""
+        return window_features(self.scorer.features, self.frames_per_window)
+
     async def featurize(self, audio: np.ndarray, frames: list[np.ndarray]) -> Sample:
         """The window's model input but the words (faces and STFT need none)."""
-        features = self.scorer.features
-        if self.frames_per_window is not None:
-            features = dataclasses.replace(features, frames_per_window=self.frames_per_window)
         return await asyncio.get_running_loop().run_in_executor(
-            self._featurize, self._featurize_window, audio, frames if self.vision else [], features)
+            self._featurize, self._featurize_window, audio, frames if self.vision else [], self.features)
 
     def _featurize_window(self, audio: np.ndarray, frames: list[np.ndarray], features) -> Sample:
         detector = getattr(self._detectors, "detector", None)

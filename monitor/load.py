@@ -82,7 +82,9 @@ class LoadGovernor:
         self.level, self._changed = level, now
         self.max_level = max(self.max_level, level)
         shed = self.shed
-        self.engine.frames_per_window = self.cfg.faces_degraded if "faces" in shed else None
+        base = self.engine.faces_per_window
+        self.engine.frames_per_window = (min(self.cfg.faces_degraded, base or self.cfg.faces_degraded)
+                                         if "faces" in shed else base)
         self.engine.vision = "vision" not in shed
         for p in self.pipelines:
             p.shed(shed)

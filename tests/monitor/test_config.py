@@ -31,6 +31,7 @@ def test_partial_toml_overrides_only_its_keys(tmp_path):
     ("[segmenter]\nmode = \"always\"\n", "segmenter.mode: expected one of"),
     ("[segmenter]\nhop_s = 12.0\n", "hop_s <= max_window_s"),
     ("[nope]\nx = 1\n", "nope: unknown key"),
+    ("[scorer]\nfaces_per_window = -1\n", "faces_per_window: 0"),
 ])
 def test_bad_config_is_refused_naming_the_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"

@@ -12,15 +12,22 @@ import pytest
 
 from mmsa.media import FaceDetector, clip_sample
 from mmsa.monitor.config import MonitorConfig
+from mmsa.monitor.engine import window_features
 from mmsa.monitor.scorer import Scorer
 from tests.monitor.conftest import replay_sources
 from tests.monitor.test_pipeline import Collector
 
 WHOLE_CLIP = MonitorConfig().replace("segmenter", mode="continuous", max_window_s=30.0, hop_s=30.0)
+FACES = MonitorConfig().scorer.faces_per_window  # frames per window the monitor searches for faces (4)
 
 
-async def score_whole_clip(make_pipeline, path):
-    pipe, bus, _ = make_pipeline(replay_sources(path), cfg=WHOLE_CLIP)
+def offline_sample(path, text, loaded, faces_per_window: int = FACES):
+    """The clip's model input as mmsa.media.clip_sample makes it offline, with the monitor's faces per window."""
+    return clip_sample(path, text, FaceDetector(), cfg=window_features(loaded.features, faces_per_window or None))
+
+
+async def score_whole_clip(make_pipeline, path, cfg: MonitorConfig = WHOLE_CLIP):
+    pipe, bus, _ = make_pipeline(replay_sources(path), cfg=cfg)
     seen = Collector(bus)
     await pipe.run()
     await seen.closed.wait()
@@ -28,10 +35,15 @@ async def score_whole_clip(make_pipeline, path):
     return event
 
 
-async def test_pipeline_scores_a_clip_like_clip_sample_and_the_model(make_pipeline, speech_clip, loaded_tiny):
-    event = await score_whole_clip(make_pipeline, speech_clip)
-    sample = clip_sample(speech_clip, event.text, FaceDetector())
+@pytest.mark.parametrize("faces_per_window", [FACES, 0])
+async def test_pipeline_scores_a_clip_like_clip_sample_and_the_model(make_pipeline, speech_clip, loaded_tiny,
+                                                                     faces_per_window):
+    """The monitor's faces per window (4), and 0: the checkpoint's (8, what clip_sample and mmsa-eval use)."""
+    cfg = WHOLE_CLIP.replace("scorer", faces_per_window=faces_per_window)
+    event = await score_whole_clip(make_pipeline, speech_clip, cfg)
+    sample = offline_sample(speech_clip, event.text, loaded_tiny, faces_per_window)
     (offline,) = Scorer(loaded_tiny, "cpu").score([sample])
+    assert len(sample.faces) == (faces_per_window or loaded_tiny.features.frames_per_window)  # a face in every frame
     assert event.t_start == 0.0 and event.modalities["vision"].face_frames == len(sample.faces)
     assert event.score == pytest.approx(offline.score, abs=1e-4)
     for m, s in offline.unimodal.items():
@@ -39,8 +51,9 @@ async def test_pipeline_scores_a_clip_like_clip_sample_and_the_model(make_pipeli
 
 
 async def test_pipeline_scores_a_clip_like_mmsa_eval(make_pipeline, speech_clip, tiny_checkpoint, tmp_path):
-    """mmsa-eval (mmsa-raw layout, label text = the pipeline's transcript) predicts the same score."""
-    event = await score_whole_clip(make_pipeline, speech_clip)
+    """mmsa-eval (mmsa-raw layout, label text = the pipeline's transcript) predicts the same score as the monitor
+    searching the checkpoint's frames per window for faces (``[scorer] faces_per_window = 0``)."""
+    event = await score_whole_clip(make_pipeline, speech_clip, WHOLE_CLIP.replace("scorer", faces_per_window=0))
     raw = tmp_path / "raw"
     (raw / "Raw" / "clipvid").mkdir(parents=True)
     shutil.copy(speech_clip, raw / "Raw" / "clipvid" / "1.mp4")

@@ -6,12 +6,11 @@ import csv
 
 import pytest
 
-from mmsa.media import FaceDetector, clip_sample
 from mmsa.monitor.events import validate_event
 from mmsa.monitor.scorer import Scorer
 from tests.monitor.conftest import replay_sources
 from tests.monitor.helpers import word_recall
-from tests.monitor.test_parity import score_whole_clip
+from tests.monitor.test_parity import offline_sample, score_whole_clip
 from tests.monitor.test_pipeline import Collector
 
 pytestmark = pytest.mark.data
@@ -46,7 +45,7 @@ async def test_mosi_clip_transcript_faces_and_score(make_pipeline, mosi):
 async def test_mosi_clip_scored_live_equals_offline(make_pipeline, mosi, loaded_tiny):
     clip, _ = mosi
     event = await score_whole_clip(make_pipeline, clip)
-    sample = clip_sample(clip, event.text, FaceDetector())
+    sample = offline_sample(clip, event.text, loaded_tiny)
     (offline,) = Scorer(loaded_tiny, "cpu").score([sample])
     assert sample.faces is not None and event.modalities["vision"].face_frames == len(sample.faces)
     assert event.score == pytest.approx(offline.score, abs=1e-4)

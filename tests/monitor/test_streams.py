@@ -12,7 +12,7 @@ import pytest
 
 from mmsa.common.errors import ConfigError
 from mmsa.model import Sample
-from mmsa.monitor.config import LoadConfig, MonitorConfig, StreamConfig
+from mmsa.monitor.config import LoadConfig, MonitorConfig, ScorerConfig, StreamConfig
 from mmsa.monitor.engine import Engine
 from mmsa.monitor.events import ScoreEvent
 from mmsa.monitor.frames import AudioChunk
@@ -115,6 +115,9 @@ def test_the_load_governor_sheds_in_order_and_takes_back(loaded_tiny, transcribe
     assert gov.level == 4
     gov.step(gov.lag_s(), t + 41.5)
     assert gov.level == 3 and engine.vision is True and a.shed_steps == ["partials", "speculation", "faces"]
+    assert engine.frames_per_window == cfg.faces_degraded
+    gov.step(gov.lag_s(), t + 52)  # faces back: the frames of [scorer] faces_per_window
+    assert gov.level == 2 and engine.frames_per_window == engine.faces_per_window == ScorerConfig().faces_per_window
     engine.close()
 
 
