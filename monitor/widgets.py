@@ -355,7 +355,7 @@ class ModalityPanel(Widget):
             lines.append(
                 Text(
                     f"latency asr {lat.get('asr', 0):.0f} · model {lat.get('model', 0):.0f} · "
-                    f"total {lat.get('total', 0):.0f} ms",
+                    f"after close {lat.get('total', 0):.0f} ms",
                     style=DIM, no_wrap=True, overflow="ellipsis",
                 )
             )
