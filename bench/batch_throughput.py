@@ -16,7 +16,7 @@ a warm-up batch of N windows, then ``--seconds`` of:
 * ``closed``: N streams each submit a window as soon as their previous one is scored (one window
   in flight per stream: as fast as they can). windows/s = windows scored / wall seconds; the
   ratio to N = 1 is what batching across streams buys. Run with the default ``max_wait_ms``
-  (``[scorer] max_wait_ms``, 10).
+  (``[scorer] max_wait_ms``, 0 since 2026-12-04; 10 before).
 * the wait sweep at N = 4, ``max_wait_ms`` 0 / 5 / 10 / 20 / 50: ``closed`` as above, and
   ``open``: each of the 4 streams submits windows at random (Poisson) times, together 80 % of the
   N = 1 closed rate (seed 0), which is how utterances of several speakers arrive; windows/s there

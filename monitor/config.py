@@ -140,8 +140,9 @@ class ScorerConfig:
 
     max_batch: int = 8
     """Windows scored in one forward pass at most."""
-    max_wait_ms: int = 10
-    """After the first window arrives, wait this long for more to batch."""
+    max_wait_ms: int = 0
+    """After the first window arrives, wait this long for more to batch (0: take what is waiting; a window's work is
+    its face crops, so waiting costs more than batching saves: docs/performance.md, "Several streams")."""
     queue: int = 16
     """Featurized windows waiting for the model; the stage before waits when it is full."""
     bert: str = ""

@@ -57,7 +57,7 @@ class _Request:
 class ScoreService:
     """Batched scoring for every stream of the process (module docstring)."""
 
-    def __init__(self, scorer: Scorer, *, max_batch: int = 8, max_wait_ms: int = 10) -> None:
+    def __init__(self, scorer: Scorer, *, max_batch: int = 8, max_wait_ms: int = 0) -> None:
         self.scorer = scorer
         self.max_batch = max(1, max_batch)
         self.max_wait_ms = max_wait_ms
