@@ -1,7 +1,7 @@
 """Whisper word accuracy and time: faster-whisper's padded 30 s encoder input vs the trimmed one.
 
     .venv/bin/python bench/asr_trim.py [--n-espeak 40] [--n-ravdess 40] [--beam 1] [--margins 3,5,8]
-        [--word-timestamps off,on] [--threads 1]
+        [--word-timestamps off,on] [--timestamps off,on] [--threads 1] [--no-padded]
 
 Corpus: espeak-ng speech of VADER movie-review sentences (synthetic voice, varied words),
 RAVDESS clips (real actors, two fixed sentences, eight emotions) and the two MOSI clips,
@@ -77,6 +77,8 @@ def main() -> int:
     ap.add_argument("--beam", type=int, default=1)
     ap.add_argument("--margins", default="1,3,5,8", help="trim margins to try, seconds")
     ap.add_argument("--word-timestamps", default="off", help="on, off or both (on,off): [asr] word_timestamps")
+    ap.add_argument("--no-padded", action="store_true", help="skip faster-whisper's padded 30 s input (slow)")
+    ap.add_argument("--timestamps", default="off", help="on, off or both (on,off): [asr] timestamps")
     ap.add_argument("--threads", type=int, default=AsrConfig().cpu_threads, help="[asr] cpu_threads")
     args = ap.parse_args()
     data = find_data_dir()
@@ -90,8 +92,11 @@ def main() -> int:
     print(f"{len(items)} utterances, {sum(len(a) for _, _, a in items) / 16000:.0f} s of audio, beam {args.beam}, "
           f"{asr.device} {asr.compute_type}, {args.threads} thread(s)")
     timed = [w.strip() == "on" for w in args.word_timestamps.split(",")]
-    for margin, words_timed in ((m, t) for m in [None] + [float(m) for m in args.margins.split(",")] for t in timed):
+    stamps = [w.strip() == "on" for w in args.timestamps.split(",")]
+    for margin, words_timed, stamped in ((m, t, s) for m in [None] * (not args.no_padded) + [float(m) for m in args.margins.split(",")]
+                                         for t in timed for s in stamps):
         asr.word_timestamps = words_timed
+        asr.timestamps = stamped
         asr.set_trim(margin is not None)
         if margin is not None:
             asr.model.trim_margin_frames = int(round(margin * 100))
@@ -104,7 +109,8 @@ def main() -> int:
             per.setdefault(kind, []).append((edit_distance(ref, hyp), len(ref), recall(ref, hyp), dt))
             per.setdefault("all", []).append(per[kind][-1])
         name = ("padded (30 s)   " if margin is None else f"trimmed +{margin:4.1f} s") + (
-            ", words timed  " if asr.word_timestamps else ", words untimed")
+            ", words timed  " if asr.word_timestamps else ", words untimed") + (
+            ", segments timed  " if asr.timestamps else ", segments untimed")
         for kind, rows in sorted(per.items()):
             errs, n, rec, dt = (np.array(x, dtype=float) for x in zip(*rows))
             print(f"{name} {kind:8s} n={len(rows):3d}  WER {errs.sum() / n.sum():.3f}  recall {rec.mean():.3f}  "

@@ -451,6 +451,7 @@ class Monitor:
         return {"asr": f"faster-whisper tiny.en, CTranslate2 {self.transcriber.compute_type} on {self.transcriber.device}",
                 "scorer": self.device, "scorer_runtime": self.scorer.runtime, "torch_threads": torch.get_num_threads(),
                 "asr_threads": self.transcriber.cfg.cpu_threads, "word_timestamps": self.transcriber.word_timestamps,
+                "segment_timestamps": self.transcriber.timestamps, "trim_margin_s": self.transcriber.cfg.trim_margin_s,
                 "faces_per_window": self.features.frames_per_window}
 
     def warm_up(self) -> None:

@@ -102,6 +102,9 @@ def main() -> int:
     ap.add_argument("--no-partials", action="store_true", help="[segmenter] partials = false")
     ap.add_argument("--faces-per-window", type=int,
                     help="override [scorer] faces_per_window (8: as before this setting; --before implies 8)")
+    ap.add_argument("--asr-margin-s", type=float, help="override [asr] trim_margin_s (5: as before 2026-12-04)")
+    ap.add_argument("--segment-timestamps", action="store_true",
+                    help="[asr] timestamps = true (Whisper's segment timestamps, as before 2026-12-04)")
     ap.add_argument("--json")
     args = ap.parse_args()
     set_torch_threads(args.torch_threads)
@@ -112,6 +115,8 @@ def main() -> int:
     mon = Monitor.load(model, runtime="torch" if args.before else None,
                        cpu_threads=0 if args.before else args.ct2_threads,
                        word_timestamps=True if args.before or args.word_timestamps else None,
+                       timestamps=True if args.before or args.segment_timestamps else None,
+                       trim_margin_s=5.0 if args.before else args.asr_margin_s,
                        faces_per_window=8 if args.before else args.faces_per_window)
     mon.warm_up()
     load0 = load_avg()

