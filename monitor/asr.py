@@ -100,13 +100,13 @@ def kept_words(words: list[str], min_words: int = MIN_REPEAT_WORDS) -> list[int]
     """The indices of ``words`` that :func:`collapse_repeats` keeps."""
     keys = [normalize_text(w) for w in words]
     kept: list[int] = []  # indices of the words kept
+    tail: list[str] = []  # their keys
     repeated: list[str] = []  # the phrase last found repeated
     i = 0
     while i < len(words):
         rest = keys[i:]
         if repeated and len(rest) < len(repeated) and rest == repeated[: len(rest)]:
             break  # the loop's last copy, cut off
-        tail = [keys[j] for j in kept]
         n = next((n for n in range(min(len(tail), len(rest)), min_words - 1, -1) if tail[-n:] == rest[:n]), 0)
         if n:
             repeated = rest[:n]
@@ -117,6 +117,7 @@ def kept_words(words: list[str], min_words: int = MIN_REPEAT_WORDS) -> list[int]
             break  # the text ends with the start of the sentence before it: a copy cut off
         else:
             kept.append(i)
+            tail.append(keys[i])
             i += 1
     return kept
 
