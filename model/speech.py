@@ -47,9 +47,9 @@ class SpeechEncoder:
     """
 
     def __init__(self, path: Path | None = None, margin_s: float = 0.0, threads: int = THREADS) -> None:
-        """``margin_s``: zero frames after the input, as the monitor's trimmed ASR feeds the encoder (5 s);
-        for measurements (examples/whisper_audio_cv.py): the model's features have none. ``threads``: CTranslate2's
-        threads (0: its default)."""
+        """``margin_s``: zero frames after the input, as the monitor's trimmed ASR feeds the encoder
+        (``[asr] trim_margin_s``); for measurements (examples/whisper_audio_cv.py): the model's features have none.
+        ``threads``: CTranslate2's threads (0: its default)."""
         import ctranslate2
         from faster_whisper.feature_extractor import FeatureExtractor
 
