@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,8 +112,8 @@ def kept_words(words: list[str], min_words: int = MIN_REPEAT_WORDS) -> list[int]
         if n:
             repeated = rest[:n]
             i += n
-        elif len(rest) >= min_words and kept and _ends_sentence(words[kept[-1]]) and any(
-                tail[-n:][: len(rest)] == rest and (n == len(tail) or _ends_sentence(words[kept[-n - 1]]))
+        elif len(rest) >= min_words and kept and ends_sentence(words[kept[-1]]) and any(
+                tail[-n:][: len(rest)] == rest and (n == len(tail) or ends_sentence(words[kept[-n - 1]]))
                 for n in range(len(rest) + 1, len(tail) + 1)):
             break  # the text ends with the start of the sentence before it: a copy cut off
         else:
@@ -122,8 +123,12 @@ def kept_words(words: list[str], min_words: int = MIN_REPEAT_WORDS) -> list[int]
     return kept
 
 
-def _ends_sentence(word: str) -> bool:
-    return word.rstrip("\"')").endswith((".", "!", "?"))
+SENTENCE_END = re.compile(r"(?<!\.)[.!?][\"')\]]*$")  # . ! ? at the end, not an ellipsis
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether a transcript ends a sentence: ``.``, ``!`` or ``?`` last (quotes after it allowed), not ``...``."""
+    return bool(SENTENCE_END.search(text.strip()))
 
 
 def pick_device(device: str) -> tuple[str, str]:

@@ -45,7 +45,6 @@ import asyncio
 import dataclasses
 import logging
 import math
-import re
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ import numpy as np
 
 from mmsa.model.features import SAMPLE_RATE_HZ
 
+from .asr import ends_sentence
 from .assembler import Window
 from .config import SegmenterConfig
 from .vad import Segment, Segmenter
@@ -116,14 +116,6 @@ KEEP_HEARD = 4  # transcriptions ahead kept for the windows still to come (a fin
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task]
 Collect = Callable[[Segment, float, float], Awaitable[Window]]
-SENTENCE_END = re.compile(r"(?<!\.)[.!?][\"')\]]*$")  # . ! ? at the end, not an ellipsis
-
-
-def ends_sentence(text: str) -> bool:
-    """Whether a transcript ends a sentence: ``.``, ``!`` or ``?`` last (quotes after it allowed), not ``...``."""
-    return bool(SENTENCE_END.search(text.strip()))
-
-
 class Speculator:
     """The assembler's hooks for speculation and partial scores, and the idle work they make."""
 
