@@ -1,5 +1,6 @@
 """Time one training step and one inference step of the full model (packaged MiniLM, all three
-modalities present) at batch 1 and 48 on the CPU (and CUDA when present).
+modalities present) at batch 1 and 48 on the CPU (and CUDA when present; there also a training step
+with bfloat16 autocast, as the trainer's ``train.amp`` runs it).
 
     python bench/model_step.py [--batch 1 48] [--repeat 3] [--device cpu]
 
@@ -62,16 +63,19 @@ def main() -> None:
     model = MMSAModel.build(ModelConfig(), bert).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-5)
     rng = np.random.default_rng(0)
+    amp = dev.type == "cuda"  # the trainer's train.amp: bfloat16 autocast on CUDA
     rows = []
     for n in args.batch:
         batch = make_batch(tokenizer, n, rng).to(dev)
         labels = torch.zeros(n, device=dev)
 
-        def train_step(batch=batch, labels=labels):
+        def train_step(batch=batch, labels=labels, amp=False):
             model.train()
             opt.zero_grad(set_to_none=True)
-            out = model(batch, text_views=True)
-            joint_loss(out, labels, LossConfig()).total.backward()
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(batch, text_views=True)
+                loss = joint_loss(out, labels, LossConfig()).total
+            loss.backward()
             opt.step()
 
         def infer_step(batch=batch):
@@ -80,12 +84,15 @@ def main() -> None:
                 model(batch)
 
         rows.append({"batch": n, "train_step_s": timed(train_step, args.repeat, sync),
+                     "train_step_amp_s": timed(lambda: train_step(amp=True), args.repeat, sync) if amp else None,
                      "infer_step_s": timed(infer_step, args.repeat, sync)})
     threads = torch.get_num_threads()
     print(f"device: {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else f'{threads} CPU threads'})")
-    print(f"{'batch':>5}  {'train step (s)':>14}  {'inference step (s)':>18}  {'inference ms/row':>16}")
+    print(f"{'batch':>5}  {'train step (s)':>14}  {'with AMP (s)':>12}  {'inference step (s)':>18}  {'inference ms/row':>16}")
     for r in rows:
-        print(f"{r['batch']:>5}  {r['train_step_s']:>14.3f}  {r['infer_step_s']:>18.3f}  {1000 * r['infer_step_s'] / r['batch']:>16.1f}")
+        amp_s = "" if r["train_step_amp_s"] is None else f"{r['train_step_amp_s']:.3f}"
+        print(f"{r['batch']:>5}  {r['train_step_s']:>14.3f}  {amp_s:>12}  {r['infer_step_s']:>18.3f}  "
+              f"{1000 * r['infer_step_s'] / r['batch']:>16.1f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"device": str(dev), "rows": rows}, fh, indent=2)

@@ -39,6 +39,8 @@ class FaceDetector:
 
     def __init__(self, options: DetectorOptions = DetectorOptions()) -> None:
         self.options = options
+        if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 moved the Haar detector out of the main wheel
+            raise MediaError(f"OpenCV {cv2.__version__} has no Haar face detector (install opencv-python-headless 4.x)")
         path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .augment import AugmentConfig, audio_view, map_view
 from .facemesh import FEATURE_DIM, FEATURES, MAP, MAP_CHANNELS, FaceMesh
 from .features import TextInputs
-from .runtime import has_rows
+from .runtime import has_rows, put_rows
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
@@ -407,5 +407,5 @@ class ImageEncoder(nn.Module):
         feats = faces.new_zeros(B * K, self.dim)
         idx = mask.reshape(-1).nonzero().squeeze(1)
         if has_rows(idx):
-            feats[idx] = self(faces.reshape(B * K, *faces.shape[2:])[idx], mesh, train_view)
+            put_rows(feats, idx, self(faces.reshape(B * K, *faces.shape[2:])[idx], mesh, train_view))
         return _masked_mean(feats.view(B, K, -1), mask[..., None], 1)

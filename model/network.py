@@ -56,7 +56,7 @@ from . import augment
 from .config import ModelConfig
 from .encoders import AudioEncoder, ImageEncoder, SpeechStatsEncoder, TextEncoder
 from .features import MODALITIES, N_FREQ, SAMPLE_RATE_HZ, ModelInputs, TextInputs
-from .runtime import has_rows
+from .runtime import has_rows, put_rows
 from .speech import STATS_DIM
 
 
@@ -232,7 +232,7 @@ class MMSAModel(nn.Module):
         if has_rows(idx):
             rows = _rows(x.text, idx)
             tf = self.text(rows)
-            h_text[idx] = self.text_proj(tf.h_c)
+            put_rows(h_text, idx, self.text_proj(tf.h_c))
             if tf.h_seg1 is not None:
                 pairs["text"] = (tf.h_seg1, tf.h_seg2)
             elif text_views and train:
@@ -252,7 +252,7 @@ class MMSAModel(nn.Module):
                     pairs["audio"] = (a1, self.audio.encode(*self.audio.view(spec, mask, self.augment_cfg)))
             else:
                 a1 = self.audio.encode(spec, mask)
-            h_audio[idx] = a1
+            put_rows(h_audio, idx, a1)
         feats["audio"] = h_audio
 
         # image: two views h_img1, h_img2 (Eq. 7 and 9)
@@ -275,7 +275,8 @@ class MMSAModel(nn.Module):
                 pairs["vision"] = (v1, v2)
             else:
                 v2 = v1
-            h_v1[idx], h_v2[idx] = v1, v2
+            put_rows(h_v1, idx, v1)
+            put_rows(h_v2, idx, v2)
         feats["vision"] = (h_v1 + h_v2) / 2
 
         unimodal, logits = {}, {}
@@ -285,11 +286,11 @@ class MMSAModel(nn.Module):
             if m in self.classes:
                 z = torch.full((B, self.classes[m]), float("nan"), device=dev)
                 if has_rows(rows_m):
-                    z[rows_m] = self.heads[m](feats[m][rows_m])
+                    put_rows(z, rows_m, self.heads[m](feats[m][rows_m]))
                     s[rows_m] = valence_score(z[rows_m].softmax(-1), self.cfg.score_range)
                 logits[m] = z
             elif has_rows(rows_m):
-                s[rows_m] = self._squash(self.heads[m](feats[m][rows_m]))
+                put_rows(s, rows_m, self._squash(self.heads[m](feats[m][rows_m])))
             unimodal[m] = s
 
         score = self._fuse(feats, h_v1, h_v2, present, unimodal, logits)

@@ -30,3 +30,11 @@ def has_rows(idx: torch.Tensor) -> bool:
         torch._check(idx.shape[0] > 0)
         return True
     return idx.numel() > 0
+
+
+def put_rows(dst: torch.Tensor, idx: torch.Tensor, src: torch.Tensor) -> None:
+    """``dst[idx] = src`` in ``dst``'s dtype. Under autocast (mixed-precision training on CUDA, where a
+    branch's output is bfloat16 or float16) a branch's rows differ in dtype from the float32 batch
+    tensor they land in, and an index put does not cast (``tests/model/test_network.py`` trains under
+    CPU autocast). Without autocast the cast is a no-op, and the exported graph has no node for it."""
+    dst[idx] = src.to(dst.dtype)

@@ -109,6 +109,25 @@ def test_gradients_reach_every_encoder_from_joint_loss(tiny_bert, tokenizer, fus
     assert model.audio.layers[0][0].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("kw", [dict(fusion="concat"), dict(fusion="attention"),
+                                dict(fusion="late", vision_head="valence3", audio_head="valence3", face_mesh="packaged")])
+def test_the_model_trains_under_autocast(tiny_bert, tokenizer, kw):
+    """Mixed precision, as the trainer runs on CUDA (``train.amp``): branch outputs in bfloat16 land in the
+    float32 batch tensors (bench/gpu.sh found this failing on an H200; CPU autocast shows it anywhere)."""
+    rng = seeded(5)
+    model = MMSAModel.build(tiny_config(tiny_bert, **kw), tiny_bert).train()
+    b = collate([random_sample(rng), random_sample(rng, text=None), random_sample(rng, seconds=0),
+                 random_sample(rng, n_faces=0)], tokenizer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(b, text_views=True)
+        loss = joint_loss(out, torch.tensor([1.0, -2.0, 0.5, 0.0]))
+    assert torch.isfinite(out.score).all()
+    assert torch.isfinite(loss.total)
+    loss.total.backward()
+    for name, params in model.modality_parameters().items():
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params if p.requires_grad), name
+
+
 @pytest.mark.parametrize("fusion", ["concat", "attention", "late"])
 @pytest.mark.parametrize("masked", ["text", "audio", "vision"])
 def test_masked_modality_input_does_not_change_output(tiny_bert, tokenizer, fusion, masked):
