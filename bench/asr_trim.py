@@ -1,7 +1,7 @@
 """Whisper word accuracy and time: faster-whisper's padded 30 s encoder input vs the trimmed one.
 
     .venv/bin/python bench/asr_trim.py [--n-espeak 40] [--n-ravdess 40] [--beam 1] [--margins 3,5,8]
-        [--word-timestamps off,on] [--timestamps off,on] [--threads 1] [--no-padded]
+        [--word-timestamps off,on] [--timestamps off,on] [--threads 1] [--no-padded] [--prompts "|Hello. ..."]
 
 Corpus: espeak-ng speech of VADER movie-review sentences (synthetic voice, varied words),
 RAVDESS clips (real actors, two fixed sentences, eight emotions) and the two MOSI clips,
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,8 @@ def main() -> int:
     ap.add_argument("--no-padded", action="store_true", help="skip faster-whisper's padded 30 s input (slow)")
     ap.add_argument("--timestamps", default="off", help="on, off or both (on,off): [asr] timestamps")
     ap.add_argument("--threads", type=int, default=AsrConfig().cpu_threads, help="[asr] cpu_threads")
+    ap.add_argument("--prompts", default=AsrConfig().prompt,
+                    help="[asr] prompt values to try, separated by | (an empty one: no prompt)")
     args = ap.parse_args()
     data = find_data_dir()
     if data is None:
@@ -93,8 +96,11 @@ def main() -> int:
           f"{asr.device} {asr.compute_type}, {args.threads} thread(s)")
     timed = [w.strip() == "on" for w in args.word_timestamps.split(",")]
     stamps = [w.strip() == "on" for w in args.timestamps.split(",")]
-    for margin, words_timed, stamped in ((m, t, s) for m in [None] * (not args.no_padded) + [float(m) for m in args.margins.split(",")]
-                                         for t in timed for s in stamps):
+    prompts = args.prompts.split("|")
+    for margin, words_timed, stamped, prompt in (
+            (m, t, s, p) for m in [None] * (not args.no_padded) + [float(m) for m in args.margins.split(",")]
+            for t in timed for s in stamps for p in prompts):
+        asr.cfg = dataclasses.replace(asr.cfg, prompt=prompt)
         asr.word_timestamps = words_timed
         asr.timestamps = stamped
         asr.set_trim(margin is not None)
@@ -110,7 +116,7 @@ def main() -> int:
             per.setdefault("all", []).append(per[kind][-1])
         name = ("padded (30 s)   " if margin is None else f"trimmed +{margin:4.1f} s") + (
             ", words timed  " if asr.word_timestamps else ", words untimed") + (
-            ", segments timed  " if asr.timestamps else ", segments untimed")
+            ", segments timed  " if asr.timestamps else ", segments untimed") + (f", prompt {prompt!r}" if prompt else "")
         for kind, rows in sorted(per.items()):
             errs, n, rec, dt = (np.array(x, dtype=float) for x in zip(*rows))
             print(f"{name} {kind:8s} n={len(rows):3d}  WER {errs.sum() / n.sum():.3f}  recall {rec.mean():.3f}  "

@@ -452,6 +452,7 @@ class Monitor:
                 "scorer": self.device, "scorer_runtime": self.scorer.runtime, "torch_threads": torch.get_num_threads(),
                 "asr_threads": self.transcriber.cfg.cpu_threads, "word_timestamps": self.transcriber.word_timestamps,
                 "segment_timestamps": self.transcriber.timestamps, "trim_margin_s": self.transcriber.cfg.trim_margin_s,
+                "asr_prompt": self.transcriber.cfg.prompt, "asr_piece_min_s": self.transcriber.cfg.piece_min_s,
                 "faces_per_window": self.features.frames_per_window}
 
     def warm_up(self) -> None:

@@ -171,10 +171,12 @@ def main() -> int:
     ap.add_argument("--settings", default="500/0,500/200,500/250,500/300,500/400,400/0,400/200,400/250,400/300",
                     help="min_silence_ms/early_close_ms pairs (early_close_ms 0: off)")
     ap.add_argument("--asr-pad-ms", type=int, default=SegmenterConfig().asr_pad_ms)
+    ap.add_argument("--asr-prompt", help="override [asr] prompt (Whisper's initial prompt; '' for none)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     settings = [tuple(int(v) for v in x.split("/")) for x in args.settings.split(",")]
-    transcriber, vad = Transcriber(AsrConfig(), "cpu"), SileroVAD()
+    transcriber, vad = Transcriber(AsrConfig(prompt=AsrConfig().prompt if args.asr_prompt is None else args.asr_prompt),
+                                   "cpu"), SileroVAD()
     out = {"settings_ms": [f"{a}/{b}" for a, b in settings], "asr_pad_ms": args.asr_pad_ms, "sets": {}}
     for name, clips in clip_sets(args.quick).items():
         say(f"{name}: {len(clips)} clips")

@@ -105,6 +105,8 @@ def main() -> int:
     ap.add_argument("--asr-margin-s", type=float, help="override [asr] trim_margin_s (5: as before 2026-12-04)")
     ap.add_argument("--segment-timestamps", action="store_true",
                     help="[asr] timestamps = true (Whisper's segment timestamps, as before 2026-12-04)")
+    ap.add_argument("--asr-prompt", help="override [asr] prompt (Whisper's initial prompt; '' for none)")
+    ap.add_argument("--asr-piece-min-s", type=float, help="override [asr] piece_min_s (0: whole utterances)")
     ap.add_argument("--json")
     args = ap.parse_args()
     set_torch_threads(args.torch_threads)
@@ -117,6 +119,8 @@ def main() -> int:
                        word_timestamps=True if args.before or args.word_timestamps else None,
                        timestamps=True if args.before or args.segment_timestamps else None,
                        trim_margin_s=5.0 if args.before else args.asr_margin_s,
+                       prompt="" if args.before else args.asr_prompt,
+                       piece_min_s=0.0 if args.before else args.asr_piece_min_s,
                        faces_per_window=8 if args.before else args.faces_per_window)
     mon.warm_up()
     load0 = load_avg()

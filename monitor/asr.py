@@ -18,10 +18,14 @@ stream's transcript exactly what a single-stream run gives.)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -35,6 +39,8 @@ log = logging.getLogger(__name__)
 
 N_WINDOW_FRAMES = 3000  # Whisper's 30 s window in 10 ms mel frames
 MAX_TOKENS_PER_S = 8  # speech is about 3 words (4 tokens) a second; timestamps add a few
+MIN_TAIL_S = 1.0  # a pause this close to the end of the audio does not cut it (Whisper errs on scraps)
+PIECES_KEPT = 32  # transcribed pieces remembered (``Transcriber.transcribe`` with ``pauses``)
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,18 @@ def ends_sentence(text: str) -> bool:
     return bool(SENTENCE_END.search(text.strip()))
 
 
+def piece_cuts(n: int, pauses: Sequence[int], min_piece: int, min_tail: int) -> list[int]:
+    """Where audio of ``n`` samples is cut into pieces: at the ``pauses`` (sample offsets) that leave at least
+    ``min_piece`` samples since the previous cut and ``min_tail`` before the end, earliest first."""
+    cuts: list[int] = []
+    last = 0
+    for p in sorted(pauses):
+        if p - last >= min_piece and n - p >= min_tail:
+            cuts.append(p)
+            last = p
+    return cuts
+
+
 def pick_device(device: str) -> tuple[str, str]:
     """``auto|cpu|cuda`` -> (CTranslate2 device, default compute type)."""
     if device == "auto":
@@ -169,22 +187,65 @@ class Transcriber:
         self.word_timestamps = cfg.word_timestamps
         self.timestamps = cfg.timestamps
         self.set_trim(cfg.trim_encoder)
+        self._pieces: OrderedDict[tuple, Transcript] = OrderedDict()
+        self._pieces_lock = threading.Lock()
+        self.pieces_run = self.pieces_reused = 0  # pieces transcribed, and taken from those remembered
 
     def set_trim(self, on: bool) -> None:
         """Switch the trimmed encoder input on or off (for measurements)."""
         margin = int(round(self.cfg.trim_margin_s * 100))
         self.model.trim_margin_frames = margin if on else None
 
-    def transcribe(self, audio: np.ndarray) -> Transcript:
+    def transcribe(self, audio: np.ndarray, pauses: Sequence[int] | None = None) -> Transcript:
         """audio: (n_samples,) float32 at 16 kHz -> the transcript (its words timed with ``word_timestamps``). Blocking.
 
         Whatever Whisper places after the end of the audio is a hallucination (the trimmed encoder's margin is
         silence) and is dropped: a segment that starts there, and with ``word_timestamps`` a word that starts there.
+
+        ``pauses`` (the monitor's windows: ``Segment.pauses``, as offsets into ``audio``): with ``piece_min_s``, the
+        audio is cut at those of its pauses that :func:`piece_cuts` picks and transcribed piece by piece, each
+        piece with the text before it as Whisper's prompt; the pieces are remembered, so the transcription of a
+        longer audio that begins with the same pieces (the utterance heard again after a pause) runs Whisper on
+        its new piece alone. The words depend only on the audio and its pauses, never on what was remembered.
         """
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if pauses is None or self.cfg.piece_min_s <= 0:
+            return self._whisper(audio, "")
+        cuts = piece_cuts(audio.size, pauses, int(self.cfg.piece_min_s * SAMPLE_RATE_HZ),
+                          int(MIN_TAIL_S * SAMPLE_RATE_HZ))
+        bounds = [0, *cuts, audio.size]
+        text, words = "", []
+        for a, b in zip(bounds, bounds[1:]):
+            piece = self._piece(audio[a:b], text)
+            text = f"{text} {piece.text}".strip()
+            words += [replace(w, start_s=w.start_s + a / SAMPLE_RATE_HZ, end_s=w.end_s + a / SAMPLE_RATE_HZ)
+                      for w in piece.words]
+        return Transcript(text, tuple(words))
+
+    def _piece(self, audio: np.ndarray, before: str) -> Transcript:
+        """:meth:`_whisper` of one piece, remembered by its audio, the text before it and the settings."""
+        key = (before, self.timestamps, self.word_timestamps, self.model.trim_margin_frames, audio.size,
+               hashlib.blake2b(audio.tobytes(), digest_size=16).digest())
+        with self._pieces_lock:
+            got = self._pieces.get(key)
+            if got is not None:
+                self._pieces.move_to_end(key)
+                self.pieces_reused += 1
+                return got
+        got = self._whisper(audio, before)
+        self.pieces_run += 1
+        with self._pieces_lock:
+            self._pieces[key] = got
+            while len(self._pieces) > PIECES_KEPT:
+                self._pieces.popitem(last=False)
+        return got
+
+    def _whisper(self, audio: np.ndarray, before: str) -> Transcript:
+        """One Whisper pass; ``before``: the utterance's text before this audio (with ``prompt``, its prompt)."""
         if audio.size < SAMPLE_RATE_HZ // 10:
             return Transcript("", ())
         duration_s = audio.size / SAMPLE_RATE_HZ
+        prompt = f"{self.cfg.prompt} {before}".strip()
         segments, _ = self.model.transcribe(
             audio,
             language="en",
@@ -193,6 +254,7 @@ class Transcriber:
             without_timestamps=not self.timestamps,
             vad_filter=False,
             condition_on_previous_text=False,
+            initial_prompt=prompt or None,
             # greedy at temperature 0 only: the same audio always gives the same words (replay parity);
             # faster-whisper's fallback samples at higher temperatures, which is random
             temperature=0.0,

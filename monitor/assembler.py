@@ -44,6 +44,7 @@ class Window:
     partial: bool = False  # scored as a partial score of the open utterance (never logged)
     ahead: Any = None  # work already started on this same cut (set by the hooks; see speculation.py)
     asr_samples: int | None = None  # how much of ``audio`` Whisper hears (``Segment.asr_end``); None: all of it
+    asr_pauses: tuple[int, ...] = ()  # the utterance's pauses in what Whisper hears (``Segment.asr_pauses``)
 
     @property
     def asr_audio(self) -> np.ndarray:
@@ -53,7 +54,7 @@ class Window:
     def same_input(self, other: Window) -> bool:
         """Whether ``other`` is the same cut: same times, audio and frames (the model input but the words)."""
         return (self.t_start == other.t_start and self.t_end == other.t_end and self.final == other.final
-                and self.asr_samples == other.asr_samples
+                and self.asr_samples == other.asr_samples and self.asr_pauses == other.asr_pauses
                 and self.audio.shape == other.audio.shape and bool(np.array_equal(self.audio, other.audio))
                 and len(self.frames) == len(other.frames)
                 and all(a is b for a, b in zip(self.frames, other.frames)))
@@ -183,7 +184,7 @@ class WindowAssembler:
         if wait_s is None or wait_s > 0:
             await self.ring.watermark.wait(frames_until, wait_s)
         return Window(t0, t1, s.audio, self.ring.between(t0, frames_until), s.final, arrived,
-                      asr_samples=None if s.asr_end is None else s.asr_end - s.start)
+                      asr_samples=None if s.asr_end is None else s.asr_end - s.start, asr_pauses=s.asr_pauses)
 
     async def _queue(self, s: Segment, stream_t0: float, arrived: float, *, last: bool = False) -> None:
         w = await self.collect(s, stream_t0, arrived, last=last)

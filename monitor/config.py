@@ -128,6 +128,14 @@ class AsrConfig:
     """Let Whisper emit its segment timestamp tokens. With them, a segment that ends before the audio does makes
     faster-whisper encode and decode the rest again (about 60 % more time for one utterance in four); off, one pass
     each (docs/monitor.md)."""
+    piece_min_s: float = 4.0
+    """Transcribe an utterance in pieces cut at its pauses (of ``segmenter.asr_pad_ms`` or more), each at least this
+    long: Whisper transcribes each pause's piece ahead while the speaker goes on, and the close waits for the last
+    piece alone (docs/monitor.md); 0: the whole utterance in one pass."""
+    prompt: str = ""
+    """Text Whisper reads as if it had heard it before each utterance (faster-whisper's ``initial_prompt``); "": none.
+    Punctuated text makes it punctuate short utterances, so that more of them end a sentence and close early
+    (``segmenter.early_close_ms``; docs/monitor.md)."""
     compute_type: str = "auto"
     """CTranslate2 compute type; ``auto``: int8 on CPU, float16 on CUDA."""
     cpu_threads: int = 1

@@ -64,8 +64,9 @@ class Engine:
     def device(self) -> str:
         return self.scorer.device
 
-    async def transcribe(self, audio: np.ndarray) -> Transcript:
-        return await asyncio.get_running_loop().run_in_executor(self._asr, self.transcriber.transcribe, audio)
+    async def transcribe(self, audio: np.ndarray, pauses: tuple[int, ...] = ()) -> Transcript:
+        """``pauses``: offsets of the utterance's pauses in ``audio`` (``Transcriber.transcribe``)."""
+        return await asyncio.get_running_loop().run_in_executor(self._asr, self.transcriber.transcribe, audio, pauses)
 
     @property
     def features(self) -> FeatureConfig:

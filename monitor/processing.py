@@ -120,20 +120,22 @@ class Processor:
                     raise
             except Exception as exc:  # noqa: BLE001 - it failed ahead: Whisper runs again, and reports if it fails
                 log.debug("the transcription ahead failed (%s: %s); running it again", type(exc).__name__, exc)
-        return await self._timed_transcribe(audio, self._heard)
+        return await self._timed_transcribe(audio, w.asr_pauses, self._heard)
 
-    async def _timed_transcribe(self, audio: np.ndarray, after: asyncio.Future | None) -> tuple[Transcript, float]:
-        """Whisper on ``audio`` once ``after`` (the stream's transcription ahead, if any runs) is done: one at a
-        time."""
+    async def _timed_transcribe(self, audio: np.ndarray, pauses: tuple[int, ...],
+                                after: asyncio.Future | None) -> tuple[Transcript, float]:
+        """Whisper on ``audio`` (its pauses: ``pauses``) once ``after`` (the stream's transcription ahead, if any
+        runs) is done: one at a time."""
         if after is not None and not after.done():
             await asyncio.wait([after])
         t = time.perf_counter()
-        transcript = await self.engine.transcribe(audio)
+        transcript = await self.engine.transcribe(audio, pauses)
         return transcript, (time.perf_counter() - t) * 1000
 
     def _start_heard(self, heard: Heard) -> None:
         assert self.speculator is not None
-        self._heard = asyncio.ensure_future(self._timed_transcribe(heard.segment.audio, self._heard))
+        self._heard = asyncio.ensure_future(self._timed_transcribe(heard.segment.audio, heard.segment.asr_pauses,
+                                                                   self._heard))
         self.speculator.heard_started(heard, self._heard)
 
     async def _final(self, w: Window) -> WindowResult | None:

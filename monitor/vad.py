@@ -97,6 +97,15 @@ class Segment:
     final: bool  # True: the utterance (or the stream) ended; False: a sliding window of ongoing speech
     speech_start: int  # where the utterance's speech began (equals start for continuous windows)
     asr_end: int | None = None  # where the audio Whisper hears ends (``asr_pad_ms`` after the speech); None: at end
+    pauses: tuple[int, ...] = ()  # the utterance's pauses inside the window: where Whisper heard it up to (see below)
+
+    @property
+    def asr_pauses(self) -> tuple[int, ...]:
+        """Offsets into :attr:`asr_audio` of the pauses of at least ``asr_pad_ms`` inside it: each is where
+        :meth:`Segmenter.heard` ended while that pause ran (the places Whisper may cut the utterance into pieces:
+        ``asr.piece_min_s``)."""
+        end = self.end if self.asr_end is None else self.asr_end
+        return tuple(p - self.start for p in self.pauses if self.start < p < end)
 
     @property
     def asr_audio(self) -> np.ndarray:
@@ -131,6 +140,7 @@ class Segmenter:
         self._n = 0  # samples pushed
         self._ready: list[Segment] = []
         self._speech_start: int | None = None  # open utterance
+        self._pauses: list[int] = []  # its pauses so far: where heard() ended in each (silence start + asr pad)
         self._silence_since: int | None = None  # first silent window after speech
         self._win_start = 0  # start of the next sliding window
         self._last_end = 0  # end of the last emitted window (continuous mode)
@@ -296,10 +306,13 @@ class Segmenter:
         cfg = self.cfg
         end = at + WINDOW
         if prob >= cfg.threshold:
+            if self._silence_since is not None and at - self._silence_since >= self._asr_pad:
+                self._pauses.append(self._silence_since + self._asr_pad)
             self._silence_since = None
             self._early = None  # speech resumed: the permission was for the silence that ended
             if self._speech_start is None:
                 self._speech_start = at
+                self._pauses = []
                 self._win_start = max(0, at - self._pad)
         elif self._speech_start is not None and prob < cfg.neg_threshold:
             if self._silence_since is None:
@@ -335,7 +348,8 @@ class Segmenter:
                  asr_end: int | None = None) -> Segment:
         start = max(start, self._buf_start)
         audio = self._buf[start - self._buf_start : end - self._buf_start].copy()
-        return Segment(start, end, audio, final, start if speech_start is None else speech_start, asr_end)
+        pauses = tuple(p for p in self._pauses if start < p < end) if speech_start is not None else ()
+        return Segment(start, end, audio, final, start if speech_start is None else speech_start, asr_end, pauses)
 
     def _emit(self, start: int, end: int, final: bool, speech_start: int | None, asr_end: int | None = None) -> None:
         self._ready.append(self._segment(start, end, final, speech_start, asr_end))

@@ -1,8 +1,10 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from mmsa.media import load_audio
-from mmsa.monitor.asr import collapse_repeats, trim_padding
+from mmsa.monitor.asr import collapse_repeats, piece_cuts, trim_padding
 from tests.monitor.helpers import word_recall
 
 SR = 16_000
@@ -106,3 +108,44 @@ def test_without_segment_timestamps_each_utterance_is_encoded_once(transcriber, 
     finally:
         del model.encode
         transcriber.timestamps = False
+
+
+def test_piece_cuts_leave_long_enough_pieces_and_no_scrap_at_the_end():
+    assert piece_cuts(100, [], 10, 5) == []
+    assert piece_cuts(100, [30, 5, 60, 38, 97], 20, 5) == [30, 60]  # 5: too soon; 38: 8 after 30; 97: 3 before the end
+    assert piece_cuts(100, [96], 20, 5) == []
+
+
+def test_pieces_reuse_what_was_transcribed_of_the_same_utterance_before(transcriber, sentences):
+    """[asr] piece_min_s: the utterance heard at its first pause, then whole. The second transcription encodes
+    only the new piece, and gives the words a transcription of the whole from scratch gives."""
+    (_, first), (_, second) = sentences[0], sentences[1]
+    gap = np.zeros(SR // 2, np.float32)
+    audio = np.concatenate([first, gap, second])
+    pause = first.size + SR // 10  # where heard() ended in the pause: 100 ms into it
+    model, cfg = transcriber.model, transcriber.cfg
+    shapes: list[int] = []  # the frames of audio each encoder call hears
+    encode = model.encode
+
+    def counting(features):
+        shapes.append(trim_padding(features, 0).shape[-1])
+        return encode(features)
+
+    model.encode = counting
+    transcriber.cfg = dataclasses.replace(cfg, piece_min_s=1.0)
+    try:
+        heard = transcriber.transcribe(audio[:pause], ())
+        assert len(shapes) == 1
+        whole = transcriber.transcribe(audio, (pause,))
+        assert len(shapes) == 2 and abs(shapes[1] - 100 * (audio.size - pause) / SR) <= 2  # the new piece alone
+        assert whole.text.startswith(heard.text)
+        assert word_recall(sentences[0][0] + " " + sentences[1][0], whole.text) >= 0.6, whole.text
+        transcriber._pieces.clear()  # noqa: SLF001 - nothing remembered: the same words from scratch
+        assert transcriber.transcribe(audio, (pause,)) == whole and len(shapes) == 4
+        assert transcriber.transcribe(audio, ()) == transcriber.transcribe(audio)  # no pause: one pass, as before
+        transcriber.cfg = cfg  # piece_min_s = 0 (the default): whole, whatever the pauses
+        assert transcriber.transcribe(audio, (pause,)) == transcriber.transcribe(audio)
+    finally:
+        del model.encode
+        transcriber.cfg = cfg
+        transcriber._pieces.clear()  # noqa: SLF001

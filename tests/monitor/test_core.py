@@ -41,11 +41,11 @@ class FailingEngine(Engine):
             raise Unforeseen("a face crop that no detector expected")
         return await super().featurize(audio, frames)
 
-    async def transcribe(self, audio):
+    async def transcribe(self, audio, pauses=()):
         self.n_transcribed += 1
         if self.n_transcribed == self.asr_fails_at:
             raise Unforeseen("the decoder gave up")
-        return await super().transcribe(audio)
+        return await super().transcribe(audio, pauses)
 
 
 def stream_over(engine, tmp_path, clip, cfg=None, **kw):
@@ -171,10 +171,10 @@ async def test_prometheus_metrics_of_a_real_replay(tmp_path, transcriber, loaded
 class FailsOnceOnLongAudio(FailingEngine):
     """The real engine, except that the first transcription of more than 3 s of audio raises."""
 
-    async def transcribe(self, audio):
+    async def transcribe(self, audio, pauses=()):
         if not self.asr_fails_at and audio.size > 3 * 16_000:
             self.asr_fails_at = self.n_transcribed + 1
-        return await super().transcribe(audio)
+        return await super().transcribe(audio, pauses)
 
 
 async def test_a_transcription_ahead_that_fails_is_run_again_for_its_window(tmp_path, transcriber, loaded_tiny,

@@ -288,10 +288,10 @@ class SlowEngine(Engine):
     The wait is on the worker thread, as a slow CPU's would be (an ``asyncio.sleep`` before the call would let
     every window wait at once, and the queues, which the governor watches, would never fill)."""
 
-    async def transcribe(self, audio):
+    async def transcribe(self, audio, pauses=()):
         def slow(a):
             time.sleep(2.0)
-            return self.transcriber.transcribe(a)
+            return self.transcriber.transcribe(a, pauses)
 
         return await asyncio.get_running_loop().run_in_executor(self._asr, slow, audio)
 

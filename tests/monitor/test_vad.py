@@ -357,3 +357,21 @@ def test_the_window_keeps_speech_pad_before_its_speech_and_end_pad_after_it():
                       ({"early_close_ms": 150, "end_pad_ms": 200}, "early_close_ms"), ({"speech_pad_ms": -1}, "speech_pad_ms")):
         with pytest.raises(ValueError, match=what):
             SegmenterConfig(**bad)
+
+
+def test_the_pauses_whisper_may_cut_at_are_where_heard_ended_in_each_pause():
+    # speech, a 320 ms pause, speech, a 64 ms pause (shorter than asr_pad_ms 96: not one), speech, the closing silence
+    probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.1] * 2 + [0.9] * 10 + [0.1] * 30
+    cfg = padded_200(asr_pad_ms=96)
+    pad = cfg.asr_pad_ms * SR // 1000
+    seg = Segmenter(cfg, scripted_vad(probs))
+    heard_ends = []
+    for _ in probs:
+        seg.push(np.zeros(WINDOW, np.float32))
+        h = seg.heard()
+        if h is not None and h.asr_end not in heard_ends:
+            heard_ends.append(h.asr_end)
+            assert h.asr_pauses == tuple(p - h.start for p in heard_ends[:-1])  # the earlier pauses only
+    (final,) = [s for s in seg.ready() + seg.flush() if s.final]
+    assert heard_ends == [24 * WINDOW + pad, 66 * WINDOW + pad]
+    assert final.pauses == (24 * WINDOW + pad,) and final.asr_pauses == (24 * WINDOW + pad - final.start,)
