@@ -98,7 +98,8 @@ def main() -> int:
     for r in rows:
         print(f"{r['batch']:>5}  {r['cuda_windows_per_s']:>9}  {r.get('cpu_windows_per_s', ''):>13}  "
               f"{r.get('cpu_onnx_windows_per_s', ''):>12}")
-    write_json(args.json, {"device": info, "windows": len(samples), "max_abs_diff": diff, "rows": rows}) if args.json else None
+    if args.json:
+        write_json(args.json, {"device": info, "windows": len(samples), "max_abs_diff": diff, "rows": rows})
     return 0
 
 

@@ -18,7 +18,8 @@ from mmsa.training.cli import train_main
 from tests.model.helpers import batch, random_sample, seeded, tiny_config
 from tests.training.conftest import write_config
 
-CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: torch sees no CUDA device here")]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: torch sees no CUDA device here")
+CUDA = [pytest.mark.gpu, needs_cuda]
 
 REPO = Path(__file__).resolve().parents[2]
 SESSION = REPO / "examples" / "sample-session"
@@ -28,7 +29,7 @@ ATOL = 1e-2
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: torch sees no CUDA device here")
+@needs_cuda
 def test_tiny_model_scores_the_same_on_cuda_as_on_the_cpu(tiny_bert, tokenizer):
     rng = seeded(0)
     model = MMSAModel.build(tiny_config(tiny_bert), tiny_bert).eval()
@@ -59,7 +60,7 @@ def session_samples():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: torch sees no CUDA device here")
+@needs_cuda
 @pytest.mark.skipif(not hasattr(cv2, "CascadeClassifier"), reason="OpenCV 5 has no Haar face detector (the project pins 4.x)")
 def test_default_model_scores_the_sample_session_the_same_on_cuda():
     from mmsa.monitor.scorer import Scorer
