@@ -20,7 +20,7 @@ import numpy as np
 from benchlib import edit_distance, say
 from early_close import clip_sets, words
 
-from mmsa.monitor.asr import MIN_TAIL_S, Transcriber, piece_cuts  # noqa: E402 - after benchlib (the repository's path)
+from mmsa.monitor.asr import Transcriber  # noqa: E402 - after benchlib (the repository's path)
 from mmsa.monitor.config import AsrConfig, SegmenterConfig  # noqa: E402
 from mmsa.monitor.vad import Segmenter, SileroVAD  # noqa: E402
 
@@ -52,7 +52,7 @@ def main() -> int:
             at_close = []
             for s, texts in items:
                 pauses = s.asr_pauses
-                cuts = piece_cuts(s.asr_audio.size, pauses, int(value * SR), int(MIN_TAIL_S * SR)) if value else []
+                cuts = tr.cuts(s.asr_audio.size, pauses)
                 if cuts:  # the pieces before the last, transcribed ahead at the pauses
                     tr.transcribe(s.asr_audio[: cuts[-1]], tuple(p for p in pauses if p < cuts[-1]))
                 t = time.perf_counter()

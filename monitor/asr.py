@@ -189,7 +189,6 @@ class Transcriber:
         self.set_trim(cfg.trim_encoder)
         self._pieces: OrderedDict[tuple, Transcript] = OrderedDict()
         self._pieces_lock = threading.Lock()
-        self.pieces_run = self.pieces_reused = 0  # pieces transcribed, and taken from those remembered
 
     def set_trim(self, on: bool) -> None:
         """Switch the trimmed encoder input on or off (for measurements)."""
@@ -211,9 +210,7 @@ class Transcriber:
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if pauses is None or self.cfg.piece_min_s <= 0:
             return self._whisper(audio, "")
-        cuts = piece_cuts(audio.size, pauses, int(self.cfg.piece_min_s * SAMPLE_RATE_HZ),
-                          int(MIN_TAIL_S * SAMPLE_RATE_HZ))
-        bounds = [0, *cuts, audio.size]
+        bounds = [0, *self.cuts(audio.size, pauses), audio.size]
         text, words = "", []
         for a, b in zip(bounds, bounds[1:]):
             piece = self._piece(audio[a:b], text)
@@ -221,6 +218,12 @@ class Transcriber:
             words += [replace(w, start_s=w.start_s + a / SAMPLE_RATE_HZ, end_s=w.end_s + a / SAMPLE_RATE_HZ)
                       for w in piece.words]
         return Transcript(text, tuple(words))
+
+    def cuts(self, n: int, pauses: Sequence[int]) -> list[int]:
+        """Where :meth:`transcribe` cuts ``n`` samples with these ``pauses`` (none with ``piece_min_s`` 0)."""
+        if self.cfg.piece_min_s <= 0:
+            return []
+        return piece_cuts(n, pauses, int(self.cfg.piece_min_s * SAMPLE_RATE_HZ), int(MIN_TAIL_S * SAMPLE_RATE_HZ))
 
     def _piece(self, audio: np.ndarray, before: str) -> Transcript:
         """:meth:`_whisper` of one piece, remembered by its audio, the text before it and the settings."""
@@ -230,10 +233,8 @@ class Transcriber:
             got = self._pieces.get(key)
             if got is not None:
                 self._pieces.move_to_end(key)
-                self.pieces_reused += 1
                 return got
         got = self._whisper(audio, before)
-        self.pieces_run += 1
         with self._pieces_lock:
             self._pieces[key] = got
             while len(self._pieces) > PIECES_KEPT:

@@ -105,7 +105,7 @@ class Segment:
         :meth:`Segmenter.heard` ended while that pause ran (the places Whisper may cut the utterance into pieces:
         ``asr.piece_min_s``)."""
         end = self.end if self.asr_end is None else self.asr_end
-        return tuple(p - self.start for p in self.pauses if self.start < p < end)
+        return tuple(p - self.start for p in self.pauses if p < end)  # the segmenter keeps those after start
 
     @property
     def asr_audio(self) -> np.ndarray:
