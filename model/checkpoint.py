@@ -116,6 +116,13 @@ def save_checkpoint(
     return path
 
 
+def stored_half(path: str | Path) -> bool:
+    """Were the float tensors of the checkpoint at ``path`` stored in float16 (``save_checkpoint(half=True)``)?"""
+    with safe_open(str(path), framework="pt") as fh:
+        key = next((k for k in fh.keys() if not k.endswith("num_batches_tracked")), None)
+        return key is not None and fh.get_slice(key).get_dtype() == "F16"
+
+
 def _face_mesh_info(cfg: ModelConfig) -> dict[str, str] | None:
     """The packaged face-mesh network a checkpoint's vision branch was trained on (not stored in it)."""
     if cfg.face_mesh != "packaged":

@@ -126,6 +126,7 @@ def fit_fusion(model_spec: str, out: str, heldout: list[tuple[str, str, str, str
     from dataclasses import replace
 
     from mmsa.model import MODALITIES, load_checkpoint, save_checkpoint
+    from mmsa.model.checkpoint import stored_half
 
     from .cache import featurize
     from .config import SourceConfig
@@ -161,17 +162,8 @@ def fit_fusion(model_spec: str, out: str, heldout: list[tuple[str, str, str, str
     training["stages"] = [*training.get("stages", []), stage]
     training["fusion"] = {k: v for k, v in stage.items() if k != "name"}
     save_checkpoint(out, model, name=loaded.info.name, features=loaded.features, training=training,
-                    metrics=loaded.info.metrics, bert_delta=loaded.info.bert_base is not None, half=_is_half(loaded))
+                    metrics=loaded.info.metrics, bert_delta=loaded.info.bert_base is not None, half=stored_half(loaded.info.path))
     report["checkpoint"] = str(out)
     report["calibration"] = dict(zip(MODALITIES, temps))
     report["fusion_gate"], report["text_prior"] = gate, list(prior)
     return report
-
-
-def _is_half(loaded) -> bool:
-    """Were the checkpoint's float tensors stored in float16?"""
-    from safetensors import safe_open
-
-    with safe_open(str(loaded.info.path), framework="pt") as fh:
-        key = next((k for k in fh.keys() if not k.endswith("num_batches_tracked")), None)
-        return key is not None and fh.get_tensor(key).dtype == torch.float16

@@ -134,12 +134,17 @@ def _train(argv: list[str] | None) -> int:
     args = _train_parser().parse_args(argv)
     _setup_logging()
     from .config import load_config
+    from .soup import train_soup
     from .trainer import train, train_seeds
 
     cfg, _ = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     command = ["mmsa-train", *(argv if argv is not None else sys.argv[1:])]
-    if args.seeds:
+    if args.seeds and cfg.train.soup:
+        raise ConfigError("--seeds and train.soup: use one (train.soup trains its own seeds and averages them)")
+    if cfg.train.soup:
+        train_soup(cfg, out, command)
+    elif args.seeds:
         train_seeds(cfg, args.seeds, out, command)
     else:
         train(cfg, out, command)

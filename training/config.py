@@ -173,6 +173,10 @@ class TrainOptions:
     ema: float = 0.0
     """Keep an exponential moving average of the trained weights with this decay per step
     (e.g. 0.99) and validate, select and save the averaged weights (0: off, the raw weights)."""
+    soup: tuple[int, ...] = ()
+    """Train one run per seed listed here (``OUT/seed<k>``, each selected as ``select`` says) and save the
+    average of their trained weights, a uniform model soup, as ``OUT/model.safetensors`` (:mod:`mmsa.training.soup`);
+    empty: one run of ``seed``."""
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -196,6 +200,8 @@ class TrainOptions:
             raise ValueError(f"trainable: unknown part {bad[0]!r} (known: {', '.join(PARTS)})")
         if len(set(self.trainable)) != len(self.trainable):
             raise ValueError("trainable: a part is named twice")
+        if len(self.soup) == 1 or len(set(self.soup)) != len(self.soup):
+            raise ValueError("soup: needs two different seeds or more (empty: off)")
 
 
 @dataclass(frozen=True)
