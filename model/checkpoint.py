@@ -127,9 +127,12 @@ def _face_mesh_info(cfg: ModelConfig) -> dict[str, str] | None:
     """The packaged face-mesh network a checkpoint's vision branch was trained on (not stored in it)."""
     if cfg.face_mesh != "packaged":
         return None
-    from . import facemesh
+    from . import expression, facemesh
 
-    return {"file": facemesh.ASSET.name, "digest": file_digest(facemesh.ASSET)}
+    info = {"file": facemesh.ASSET.name, "digest": file_digest(facemesh.ASSET)}
+    if cfg.face_expression == "packaged":  # the second frozen network, recorded beside the first
+        info |= {"expression_file": expression.ASSET.name, "expression_digest": file_digest(expression.ASSET)}
+    return info
 
 
 def _base_bert_state(bert_dir: Path) -> dict[str, torch.Tensor]:

@@ -50,6 +50,10 @@ class ModelConfig:
     face_mesh: FaceMeshUse = "none"
     """``packaged``: the image encoder adds the features of the frozen MediaPipe face-landmark
     network shipped in the package (``mmsa.model.facemesh``) to those of its 2D-Inception CNN."""
+    face_expression: FaceMeshUse = "none"
+    """``packaged``: the image encoder also adds the features of a frozen facial-expression network
+    trained on FER2013's training faces, shipped in the package (``mmsa.model.expression``; needs
+    ``face_mesh``, whose pass over each crop and its mirror it shares)."""
     face_cnn: FaceCnnInput = "pixels"
     """What the paper's 2D-Inception + self-attention CNN sees: ``pixels``, the 48x48 crop (the paper),
     or ``mesh``, the frozen face-mesh trunk's 12x12x128 feature map of the crop (needs ``face_mesh``):
@@ -99,6 +103,8 @@ class ModelConfig:
             raise ValueError(f"audio_bands: 0 (every STFT bin) or 1 to {N_FREQ} bands, got {self.audio_bands}")
         if self.face_cnn == "mesh" and self.face_mesh != "packaged":
             raise ValueError('face_cnn = "mesh" runs the CNN on the face-mesh trunk\'s map: set face_mesh = "packaged"')
+        if self.face_expression == "packaged" and self.face_mesh != "packaged":
+            raise ValueError('face_expression = "packaged" rides on the face mesh\'s pass: set face_mesh = "packaged"')
         if self.text_prior and (len(self.text_prior) != 3 or min(self.text_prior) <= 0):
             raise ValueError(f"text_prior: three class frequencies > 0 (negative, neutral, positive), got {self.text_prior}")
         if min(self.calibration) <= 0:

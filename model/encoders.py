@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import expression
 from .augment import AugmentConfig, audio_view, map_view
 from .facemesh import FEATURE_DIM, FEATURES, MAP, MAP_CHANNELS, FaceMesh
 from .features import TextInputs
@@ -288,9 +289,7 @@ class MeshFeatures:
 
     vec: torch.Tensor  # (N, FEATURE_DIM) the last shared features, p_re_lu_17
     map: torch.Tensor | None  # (N, MAP_CHANNELS, 12, 12) the last 12x12 map, p_re_lu_12 (face_cnn = "mesh")
-
-    def rows(self, keep: torch.Tensor) -> MeshFeatures:
-        return MeshFeatures(self.vec[keep], None if self.map is None else self.map[keep])
+    expr: torch.Tensor | None = None  # (N, expression.FEATURE_DIM) the expression network's (face_expression)
 
 
 class ImageEncoder(nn.Module):
@@ -302,6 +301,12 @@ class ImageEncoder(nn.Module):
     depend on which way a face looks. Its 1,152 last features pass BatchNorm (their scales differ
     by orders of magnitude), dropout :data:`MESH_DROPOUT` and a linear layer, and are added to
     the CNN's embedding. Only that projection trains; the trunk is not in the checkpoint.
+
+    With ``expression`` (needs ``face_mesh``), the frozen FER2013 expression network
+    (:mod:`mmsa.model.expression`) also sees each crop and its mirror; its 135 features (pooled
+    last map and emotion logits) pass the same BatchNorm, dropout and linear layer as the trunk's
+    and are added too. On FER2013 it lifts the branch from 0.70 to about 0.78 valence_uar3
+    (docs/default-model.md, "Face: a second pretrained network").
 
     ``cnn_input``: what the paper's CNN sees. ``pixels``: the 48x48 crop (two 2D-Inception
     blocks with pooling, self-attention at 12x12). ``mesh``: the trunk's 12x12x128 feature map
@@ -322,7 +327,7 @@ class ImageEncoder(nn.Module):
 
     def __init__(
         self, channels: tuple[int, int], d: int, attention_dim: int, out_dim: int, face_mesh: bool = False,
-        cnn_input: str = "pixels",
+        cnn_input: str = "pixels", expression_net: bool = False,
     ) -> None:
         super().__init__()
         c1, c2 = channels
@@ -348,6 +353,15 @@ class ImageEncoder(nn.Module):
             self.mesh_proj = nn.Sequential(
                 _FeatureNorm(FEATURE_DIM), nn.Dropout(self.MESH_DROPOUT), nn.Linear(FEATURE_DIM, out_dim)
             )
+        self.expression: expression.MiniXception | None = None
+        if expression_net:
+            if not face_mesh:
+                raise ValueError("the expression network rides on the face mesh's pass: needs face_mesh")
+            self.expression = expression.MiniXception()
+            self.expr_proj = nn.Sequential(
+                _FeatureNorm(expression.FEATURE_DIM), nn.Dropout(self.MESH_DROPOUT),
+                nn.Linear(expression.FEATURE_DIM, out_dim),
+            )
 
     def cnn(self, x: torch.Tensor) -> torch.Tensor:
         """The paper's CNN: crops (N, 1, 48, 48) or trunk maps (N, 128, 12, 12) -> (N, out_dim)."""
@@ -369,6 +383,8 @@ class ImageEncoder(nn.Module):
             x = self.cnn(faces)
         if mesh is not None:
             x = x + self.mesh_proj(mesh.vec)
+            if mesh.expr is not None:
+                x = x + self.expr_proj(mesh.expr)
         return x
 
     def mesh_features(self, faces: torch.Tensor, train_view: bool = False) -> MeshFeatures:
@@ -377,16 +393,22 @@ class ImageEncoder(nn.Module):
         two at random per crop, so that training sees both orientations as two faces."""
         assert self.mesh is not None
         n = faces.shape[0]
-        out = self.mesh.outputs(torch.cat([faces, torch.flip(faces, dims=[3])]))
+        both = torch.cat([faces, torch.flip(faces, dims=[3])])
+        out = self.mesh.outputs(both)
         a, b = out[FEATURES][:n], out[FEATURES][n:]
+        ea = eb = None
+        if self.expression is not None:
+            e = self.expression.features(both)
+            ea, eb = e[:n], e[n:]
         fmap = None
         if MAP in out:
             ma, mb = out[MAP][:n], torch.flip(out[MAP][n:], dims=[3])
             if train_view:
                 pick = torch.rand(n, device=faces.device) < 0.5
-                return MeshFeatures(torch.where(pick[:, None], a, b), torch.where(pick[:, None, None, None], ma, mb))
+                expr = None if ea is None else torch.where(pick[:, None], ea, eb)
+                return MeshFeatures(torch.where(pick[:, None], a, b), torch.where(pick[:, None, None, None], ma, mb), expr)
             fmap = (ma + mb) / 2
-        return MeshFeatures((a + b) / 2, fmap)
+        return MeshFeatures((a + b) / 2, fmap, None if ea is None else (ea + eb) / 2)
 
     def window_mesh(self, whole: torch.Tensor, mask: torch.Tensor, train_view: bool = False) -> MeshFeatures | None:
         """(B, K, 1, S, S) uncut crops + (B, K) mask -> the valid crops' trunk outputs, once for every

@@ -163,7 +163,7 @@ class MMSAModel(nn.Module):
             self.audio = AudioEncoder(N_FREQ, cfg.audio_channels, H, cfg.audio_bands, SAMPLE_RATE_HZ)
         self.vision = ImageEncoder(
             cfg.inception_channels, cfg.inception_width, cfg.attention_dim, H, face_mesh=cfg.face_mesh == "packaged",
-            cnn_input=cfg.face_cnn,
+            cnn_input=cfg.face_cnn, expression_net=cfg.face_expression == "packaged",
         )
         self.dims = {"text": d_text, "audio": H, "vision": H}
         heads = {"audio": cfg.audio_head, "vision": cfg.vision_head}

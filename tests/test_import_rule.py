@@ -13,9 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL_ALLOWED = {"torch", "numpy", "transformers", "safetensors", "tomli"}
 # Optional runtime packages model/ may import lazily (inside a function, never at import time),
 # each in one module only: the ONNX runtime of the scorer and mmsa-eval (docs/architecture.md), and
-# CTranslate2 / faster-whisper for the Whisper encoder features of model/speech.py.
+# CTranslate2 / faster-whisper for the Whisper encoder features of model/speech.py, and h5py for the
+# weights of the face branch's expression network (model/expression.py).
 MODEL_LAZY = {"onnxruntime": "model/onnxrt.py", "onnx": "model/export.py", "onnxscript": "model/export.py",
-              "ctranslate2": "model/speech.py", "faster_whisper": "model/speech.py"}
+              "ctranslate2": "model/speech.py", "faster_whisper": "model/speech.py", "h5py": "model/expression.py"}
 
 
 def imports(folder: str, lazy: bool = False):

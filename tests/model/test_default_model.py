@@ -65,14 +65,17 @@ def test_default_loads_offline_and_records_its_stages(monkeypatch):
     assert loaded.model.cfg.calibration == pytest.approx(tuple(calibration["calibration"][m] for m in MODALITIES))
     assert stages[-1]["twins"]["audio"].endswith("3_audio_actors_1-16/model.safetensors")
     assert read_info("default").tag == info.tag
-    # the face branch: the packaged face mesh (not stored, its digest recorded), the CNN on its map
-    from mmsa.model import facemesh
+    # the face branch: the packaged face mesh and expression network (not stored, their digests recorded),
+    # the CNN on the mesh's map
+    from mmsa.model import expression, facemesh
 
     cfg = loaded.model.cfg
-    assert (cfg.face_mesh, cfg.face_cnn, cfg.vision_head, cfg.audio_head) == ("packaged", "mesh", "valence3", "valence3")
+    assert (cfg.face_mesh, cfg.face_cnn, cfg.face_expression, cfg.vision_head, cfg.audio_head) == (
+        "packaged", "mesh", "packaged", "valence3", "valence3")
     # the audio branch reads Whisper's encoder statistics, and the features it loads with say so
     assert cfg.audio_input == "whisper" and loaded.features.audio_input == "whisper"
-    assert info.face_mesh == {"file": facemesh.ASSET.name, "digest": facemesh.ASSET_SHA256[:12]}
+    assert info.face_mesh == {"file": facemesh.ASSET.name, "digest": facemesh.ASSET_SHA256[:12],
+                              "expression_file": expression.ASSET.name, "expression_digest": expression.ASSET_SHA256[:12]}
 
 
 def test_default_scores_the_right_way_round():
