@@ -302,11 +302,12 @@ class ImageEncoder(nn.Module):
     by orders of magnitude), dropout :data:`MESH_DROPOUT` and a linear layer, and are added to
     the CNN's embedding. Only that projection trains; the trunk is not in the checkpoint.
 
-    With ``expression`` (needs ``face_mesh``), the frozen FER2013 expression network
-    (:mod:`mmsa.model.expression`) also sees each crop and its mirror; its 135 features (pooled
-    last map and emotion logits) pass the same BatchNorm, dropout and linear layer as the trunk's
-    and are added too. On FER2013 it lifts the branch from 0.70 to about 0.78 valence_uar3
-    (docs/default-model.md, "Face: a second pretrained network").
+    With ``expression_net`` (needs ``face_mesh``), the frozen FER2013 expression network
+    (:mod:`mmsa.model.expression`) also sees each crop and its mirror, in the trunk's pass
+    (:meth:`mesh_features`); its 135 features (pooled last map and emotion logits) pass their own
+    BatchNorm, dropout and linear layer, as the trunk's do, and are added too. On FER2013 it lifts
+    the branch from 0.70 to 0.80 / 0.79 valence_uar3 (valid / test, three seeds of the standalone
+    recipe; docs/default-model.md, "Face: a second pretrained network").
 
     ``cnn_input``: what the paper's CNN sees. ``pixels``: the 48x48 crop (two 2D-Inception
     blocks with pooling, self-attention at 12x12). ``mesh``: the trunk's 12x12x128 feature map
