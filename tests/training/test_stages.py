@@ -288,9 +288,12 @@ def test_default_build_stages_load_and_chain():
     assert (model.face_mesh, model.face_cnn, model.vision_head, model.audio_head) == ("packaged", "mesh", "valence3",
                                                                                         "valence3")
     audio_branch = {k: getattr(model, k) for k in ("audio_input", "audio_channels", "audio_bands")}
+    assert cfgs[3].model.face_expression == "packaged" and model.face_expression == "none"
     for k, (prev, cfg) in enumerate(zip([None, *STAGES], cfgs)):
-        # init_from needs one architecture, but for the audio branch of the text stages: stage 3 trains it anew
-        assert (cfg.model if k >= 2 else replace(cfg.model, **audio_branch)) == model
+        # init_from needs one architecture, but for the audio branch of the text stages (stage 3 trains it
+        # anew) and the expression network's projection in the face branch (stage 4 adds and trains it)
+        arch = replace(cfg.model, face_expression="none")
+        assert (arch if k >= 2 else replace(arch, **audio_branch)) == model
         assert cfg.checkpoint.bert_delta and cfg.checkpoint.half
         # a test split is only ever reported, never selected on
         assert cfg.select == "last" or all(s.split != "test" for s in cfg.data.valid)
