@@ -57,15 +57,12 @@ def presence_batches(rng, tokenizer, features=DEFAULT_FEATURES):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, tiny_bert):
     """Tiny checkpoints of the three fusions (late with the packaged face mesh and the valence head), and
-    ``whisper``: the default model's layout (Whisper's encoder statistics as the audio input, the face mesh's
-    map under the CNN and the expression network beside it, valence heads, the calibrated fusion with the
-    text gate and a text prior)."""
+    ``whisper``: the default model's layout (Whisper's encoder statistics as the audio input, valence heads,
+    the calibrated fusion with the text gate and a text prior)."""
     out = {}
     for key, fusion, extra in [("concat", "concat", {}), ("attention", "attention", {}),
                                ("late", "late", {"face_mesh": "packaged", "vision_head": "valence3"}),
                                ("whisper", "calibrated", {"audio_input": "whisper", "audio_head": "valence3",
-                                                          "face_mesh": "packaged", "face_cnn": "mesh",
-                                                          "face_expression": "packaged",
                                                           "vision_head": "valence3", "calibration": (0.7, 1.2, 1.0),
                                                           "fusion_gate": "text", "text_prior": (0.3, 0.2, 0.5)})]:
         torch.manual_seed(0)
