@@ -21,7 +21,8 @@ expression network trained on FER2013's 28,709 ``Training`` faces to the image e
   with it are held out from training, not from that one choice. On FER2013 ``Training`` faces its
   figures would not be held out at all (docs/default-model.md).
 * The port: Keras's ``same`` padding pads the extra row and column at the bottom/right
-  (TensorFlow's rule, as in ``facemesh``); BatchNorm epsilon 1e-3 (Keras's default, the file's).
+  (TensorFlow's rule, as in ``facemesh``; for its 3x3 convolutions that is 1 on every side, for its
+  stride-2 pools :func:`_max_pool_same`); BatchNorm epsilon 1e-3 (Keras's default, the file's).
   ``tests/model/test_expression.py`` checks it on real FER2013 faces: seven-class accuracy near
   the published 66 % (a port with a wrong transpose or padding falls to chance).
 * Input: our 48x48 gray crop in [0, 1] resized to 64x64 (bilinear, as the original pipeline's
@@ -52,14 +53,21 @@ FEATURE_DIM = POOLED_DIM + len(EMOTIONS)
 BN_EPS = 1e-3
 
 
-def _pad_same(x: torch.Tensor, kernel: int, stride: int, value: float = 0.0) -> torch.Tensor:
-    """TensorFlow's ``same`` padding: the odd extra row and column go at the bottom/right."""
-    pads = []
-    for n in (x.shape[-1], x.shape[-2]):  # F.pad's order: last dimension first
-        out = -(-n // stride)
-        total = max((out - 1) * stride + kernel - n, 0)
-        pads += [total // 2, total - total // 2]
-    return F.pad(x, pads, value=value)
+def _same(n: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's ``same`` padding of one axis of size ``n``: (before, after); the odd extra row
+    or column goes after (at the bottom/right)."""
+    total = max((-(-n // stride) - 1) * stride + kernel - n, 0)
+    return total // 2, total - total // 2
+
+
+def _max_pool_same(x: torch.Tensor, kernel: int = 3, stride: int = 2) -> torch.Tensor:
+    """Max pooling with ``same`` padding on square maps, without a padded copy: symmetric pads are
+    the pool's own (implicit -inf), one extra row and column after are ``ceil_mode``'s last window
+    (its missing row counts as -inf too). Equal to padding with -inf and pooling; in the exported
+    graph one MaxPool node instead of Pad + MaxPool (the pads were a fifth of this network's time
+    in ONNX Runtime)."""
+    before, after = _same(x.shape[-1], kernel, stride)
+    return F.max_pool2d(x, kernel, stride, padding=before, ceil_mode=after > before)
 
 
 class MiniXception(nn.Module):
@@ -118,11 +126,11 @@ class MiniXception(nn.Module):
             y = x
             for j in range(2):
                 dw, pw = getattr(self, f"d{i}{j}"), getattr(self, f"p{i}{j}")
-                y = self._bn(F.conv2d(F.conv2d(_pad_same(y, 3, 1), dw, groups=dw.shape[0]), pw), getattr(self, f"sb{i}{j}"))
+                y = self._bn(F.conv2d(F.conv2d(y, dw, padding=1, groups=dw.shape[0]), pw), getattr(self, f"sb{i}{j}"))
                 if j == 0:
                     y = F.relu(y)
-            x = F.max_pool2d(_pad_same(y, 3, 2, float("-inf")), 3, 2) + shortcut
-        logits = F.conv2d(_pad_same(x, 3, 1), self.c7, self.c7b).mean((2, 3))
+            x = _max_pool_same(y) + shortcut
+        logits = F.conv2d(x, self.c7, self.c7b, padding=1).mean((2, 3))  # a 3x3 stride-1 ``same`` pad is 1 on every side
         return torch.cat([x.mean((2, 3)), logits], 1)
 
     def features(self, faces: torch.Tensor) -> torch.Tensor:

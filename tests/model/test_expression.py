@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -68,6 +69,17 @@ def test_a_smile_reads_happy_and_features_are_135_wide(net):
     feats = net.features(torch.cat([face, torch.flip(face, dims=[3])]))
     assert feats.shape == (2, FEATURE_DIM) and torch.isfinite(feats).all()
     assert [EMOTIONS[i] for i in feats[:, -7:].argmax(1)] == ["happy", "happy"]
+
+
+@pytest.mark.parametrize("side", [4, 7, 8, 15, 30, 60, 61])
+def test_same_max_pooling_without_a_padded_copy_equals_the_padded_pool(side):
+    """``_max_pool_same`` (pool padding / ceil_mode) against its definition: pad with -inf by TensorFlow's
+    ``same`` rule, then pool; on even sides (one extra row after) and odd ones (one on each side)."""
+    x = torch.randn(3, 5, side, side)
+    before, after = expression._same(side, 3, 2)
+    want = F.max_pool2d(F.pad(x, (before, after, before, after), value=float("-inf")), 3, 2)
+    assert want.shape[-1] == -(-side // 2)
+    assert torch.equal(expression._max_pool_same(x), want)
 
 
 def test_a_corrupt_file_is_one_clear_error(tmp_path):
