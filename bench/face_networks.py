@@ -30,32 +30,22 @@ from benchlib import device_info, load_avg, say, write_json
 
 def padded_expression():
     """The expression network with its ``same`` pads as copies (the code before 2026-12-05)."""
-    import torch
     import torch.nn.functional as F
 
     from mmsa.model import expression as E
 
-    def pad(x, kernel, stride, value=0.0):
-        before, after = E._same(x.shape[-1], kernel, stride)
+    def pad(x, value=0.0, stride=1):
+        before, after = E._same(x.shape[-1], 3, stride)
         return F.pad(x, (before, after, before, after), value=value)
 
     class Padded(E.MiniXception):
-        def forward(self, faces: torch.Tensor) -> torch.Tensor:
-            x = F.interpolate(faces, size=(E.INPUT_SIZE, E.INPUT_SIZE), mode="bilinear", align_corners=False)
-            x = (x - 0.5) * 2.0
-            x = F.relu(self._bn(F.conv2d(x, self.c1), self.b1))
-            x = F.relu(self._bn(F.conv2d(x, self.c2), self.b2))
-            for i in range(4):
-                shortcut = self._bn(F.conv2d(x, getattr(self, f"r{i}"), stride=2), getattr(self, f"rb{i}"))
-                y = x
-                for j in range(2):
-                    dw, pw = getattr(self, f"d{i}{j}"), getattr(self, f"p{i}{j}")
-                    y = self._bn(F.conv2d(F.conv2d(pad(y, 3, 1), dw, groups=dw.shape[0]), pw), getattr(self, f"sb{i}{j}"))
-                    if j == 0:
-                        y = F.relu(y)
-                x = F.max_pool2d(pad(y, 3, 2, float("-inf")), 3, 2) + shortcut
-            logits = F.conv2d(pad(x, 3, 1), self.c7, self.c7b).mean((2, 3))
-            return torch.cat([x.mean((2, 3)), logits], 1)
+        @staticmethod
+        def _conv3_same(x, w, b=None, groups=1):
+            return F.conv2d(pad(x), w, b, groups=groups)
+
+        @staticmethod
+        def _pool_same(x):
+            return F.max_pool2d(pad(x, float("-inf"), 2), 3, 2)
 
     return Padded()
 

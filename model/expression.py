@@ -115,6 +115,16 @@ class MiniXception(nn.Module):
     def _bn(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         return F.batch_norm(x, p[2], p[3], p[0], p[1], False, 0.0, BN_EPS)
 
+    @staticmethod
+    def _conv3_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, groups: int = 1) -> torch.Tensor:
+        """A 3x3 stride-1 convolution with ``same`` padding: 1 on every side, the convolution's own."""
+        return F.conv2d(x, w, b, padding=1, groups=groups)
+
+    @staticmethod
+    def _pool_same(x: torch.Tensor) -> torch.Tensor:
+        """The 3x3 stride-2 max pool with ``same`` padding (:func:`_max_pool_same`)."""
+        return _max_pool_same(x)
+
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """(N, 1, S, S) gray crops in [0, 1] -> (N, FEATURE_DIM): the pooled last map and the 7 logits."""
         x = F.interpolate(faces, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
@@ -126,11 +136,11 @@ class MiniXception(nn.Module):
             y = x
             for j in range(2):
                 dw, pw = getattr(self, f"d{i}{j}"), getattr(self, f"p{i}{j}")
-                y = self._bn(F.conv2d(F.conv2d(y, dw, padding=1, groups=dw.shape[0]), pw), getattr(self, f"sb{i}{j}"))
+                y = self._bn(F.conv2d(self._conv3_same(y, dw, groups=dw.shape[0]), pw), getattr(self, f"sb{i}{j}"))
                 if j == 0:
                     y = F.relu(y)
-            x = _max_pool_same(y) + shortcut
-        logits = F.conv2d(x, self.c7, self.c7b, padding=1).mean((2, 3))  # a 3x3 stride-1 ``same`` pad is 1 on every side
+            x = self._pool_same(y) + shortcut
+        logits = self._conv3_same(x, self.c7, self.c7b).mean((2, 3))
         return torch.cat([x.mean((2, 3)), logits], 1)
 
     def features(self, faces: torch.Tensor) -> torch.Tensor:
