@@ -6,7 +6,11 @@
 The windows are real: the utterances of SESSION (text, 16 kHz audio, face crops) featurized
 with mmsa.media.window_sample. One call is ``Scorer.score(batch)``, what the monitor's scorer
 task runs: collate (tokenizer, padding) + forward + copying the scores back (which waits for
-the device). windows/s = batch / the median seconds of ``--repeat`` calls after one warm-up.
+the device). Every batch size scores the same pool of windows, the first ``max(--batch)`` of
+the session's (cycled when it has fewer), in consecutive batches of that size: windows/s = the
+pool's windows / the median seconds of ``--repeat`` passes over the pool after one warm-up pass,
+so the batch sizes are compared on the same windows (before 2026-12-05 batch n timed the first n
+windows, and batch 1 the session's shortest utterance alone).
 The process is in a monitor's state (Whisper loaded and run once). CPU is measured twice per
 runtime: with torch's default intra-op threads (one per core, as the monitor runs) and with one
 thread: torch (``cpu``, ``cpu_1_thread``) and the ONNX runtime (``[scorer] runtime = "onnx"``:
@@ -64,6 +68,7 @@ def main() -> int:
     if torch.cuda.is_available():
         runs.append(("cuda", "cuda", "torch", default_threads))
     faces = mon.features.frames_per_window
+    pool_n = max(args.batch)
     out: dict = {"model": model_info, "windows_per_s": {}, "s_per_batch": {}, "torch_threads_default": default_threads,
                  "faces_per_window": faces}
     # the monitor's runtime as it runs, on windows with other numbers of faces (after the rows above, same run)
@@ -80,12 +85,13 @@ def main() -> int:
             feats = window_features(mon.scorer.features, n_faces[0])
             rows = [window_sample(w["audio"], w["frames"], w["text"], det, feats) for w in windows]
         out["windows_per_s"][key], out["s_per_batch"][key] = {}, {}
+        pool = (rows * (pool_n // len(rows) + 1))[:pool_n]  # the same windows at every batch size
         for n in args.batch:
-            batch = (rows * (n // len(rows) + 1))[:n]
-            sec, _ = median_time(lambda b=batch, sc=scorer: sc.score(b), args.repeat)
-            out["windows_per_s"][key][str(n)] = round(n / sec, 1)
-            out["s_per_batch"][key][str(n)] = round(sec, 4)
-            say(f"scorer {key} batch {n}: {n / sec:.1f} windows/s ({sec * 1000:.0f} ms per batch)")
+            batches = [pool[i : i + n] for i in range(0, pool_n, n)]
+            sec, _ = median_time(lambda bs=batches, sc=scorer: [sc.score(b) for b in bs], args.repeat)
+            out["windows_per_s"][key][str(n)] = round(pool_n / sec, 1)
+            out["s_per_batch"][key][str(n)] = round(sec / len(batches), 4)
+            say(f"scorer {key} batch {n}: {pool_n / sec:.1f} windows/s ({sec / len(batches) * 1000:.0f} ms per batch)")
         if dev == "cuda":
             out["cuda_device"] = torch.cuda.get_device_name(0)
     torch.set_num_threads(default_threads)

@@ -15,6 +15,9 @@ Choices (measured on the 2-core CPU, docs/performance.md):
   and face count. The face mesh network works on 192x192 maps of every crop and its mirror, and
   per crop it ran 1.5 ms in runs of 8 crops against 2.7 ms in one run of 128 (the maps of a large
   run no longer fit the CPU's caches), so a batch of 8 windows runs fastest as 8 runs of one.
+  Since the monitor searches 4 frames per window (``[scorer] faces_per_window``) the budget is 4,
+  one such window per run: with 8 (two windows a run) batches of 8 scored 10-17 % fewer windows/s
+  in two interleaved pairs on 2026-12-05 (docs/performance.md, "Batches on the same windows").
 * Denormal floats are flushed to zero, as the torch path does (``flush_denormals``).
 * Idle intra-op threads sleep instead of spinning: the scorer shares the CPU with Whisper and
   featurization. On the busy 2-core machine a batch of 8 windows took 983 ms with spinning
@@ -41,8 +44,8 @@ GRAPH_INPUTS = (
 GRAPH_OUTPUTS = ("score", *(f"score_{m}" for m in MODALITIES))
 KEY_FIELD = "mmsa_graph_key"
 """The graph's metadata entry that records what it was built from (``export.graph_key``)."""
-FACES_PER_RUN = 8
-"""Face crops per run of the graph at most (one full window; see the module's docstring)."""
+FACES_PER_RUN = 4
+"""Face crops per run of the graph at most (one window of the monitor's; see the module's docstring)."""
 
 
 class RuntimeMissingError(ResourceError):
