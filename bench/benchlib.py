@@ -450,6 +450,7 @@ class Monitor:
 
         return {"asr": f"faster-whisper tiny.en, CTranslate2 {self.transcriber.compute_type} on {self.transcriber.device}",
                 "scorer": self.device, "scorer_runtime": self.scorer.runtime, "torch_threads": torch.get_num_threads(),
+                "scorer_threads": getattr(self.scorer.model, "threads", None),
                 "asr_threads": self.transcriber.cfg.cpu_threads, "word_timestamps": self.transcriber.word_timestamps,
                 "segment_timestamps": self.transcriber.timestamps, "trim_margin_s": self.transcriber.cfg.trim_margin_s,
                 "asr_prompt": self.transcriber.cfg.prompt, "asr_piece_min_s": self.transcriber.cfg.piece_min_s,

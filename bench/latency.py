@@ -107,6 +107,9 @@ def main() -> int:
                     help="[asr] timestamps = true (Whisper's segment timestamps, as before 2026-12-04)")
     ap.add_argument("--asr-prompt", help="override [asr] prompt (Whisper's initial prompt; '' for none)")
     ap.add_argument("--asr-piece-min-s", type=float, help="override [asr] piece_min_s (0: whole utterances)")
+    ap.add_argument("--scorer-threads", type=int,
+                    help="the ONNX scorer's threads (1: as the monitor ran before 2026-12-05, when loading Whisper "
+                         "left it torch's one thread; default: one per CPU)")
     ap.add_argument("--json")
     args = ap.parse_args()
     set_torch_threads(args.torch_threads)
@@ -122,6 +125,10 @@ def main() -> int:
                        prompt="" if args.before else args.asr_prompt,
                        piece_min_s=0.0 if args.before else args.asr_piece_min_s,
                        faces_per_window=8 if args.before else args.faces_per_window)
+    if args.scorer_threads and mon.scorer.runtime == "onnx":
+        from mmsa.model.onnxrt import OnnxModel
+
+        mon.scorer.model = OnnxModel(mon.scorer.model.path, args.scorer_threads)
     mon.warm_up()
     load0 = load_avg()
     with tempfile.TemporaryDirectory(prefix="mmsa-bench-") as tmp:

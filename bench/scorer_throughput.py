@@ -12,12 +12,15 @@ pool's windows / the median seconds of ``--repeat`` passes over the pool after o
 so the batch sizes are compared on the same windows (before 2026-12-05 batch n timed the first n
 windows, and batch 1 the session's shortest utterance alone).
 The process is in a monitor's state (Whisper loaded and run once). CPU is measured twice per
-runtime: with torch's default intra-op threads (one per core, as the monitor runs) and with one
-thread: torch (``cpu``, ``cpu_1_thread``) and the ONNX runtime (``[scorer] runtime = "onnx"``:
+runtime: with one thread per core (the CPUs the process may use) and with one thread: torch (``cpu``,
+``cpu_1_thread``; torch's threads set for the row: in the monitor process loading Whisper left torch
+one thread, ``torch_threads_in_monitor``) and the ONNX runtime (``[scorer] runtime = "onnx"``:
 ``onnx``, ``onnx_1_thread``; its graph comes from the user's graph cache, built first if missing,
 outside the timings). Windows are featurized as the monitor does (``[scorer] faces_per_window``
 frames searched for faces); ``--also-faces N`` adds a row of the monitor's runtime on windows of N
-faces (``onnx_faces8``: as before that setting) and their ratio (``faces_speedup``). The rows of one
+faces (``onnx_faces8``: as before that setting) and their ratio (``faces_speedup``); ``onnx_in_turn`` is the
+ONNX runtime running a batch's graph runs one at a time on every thread, as before 2026-12-05, and
+``parallel_runs_speedup`` the monitor's ``onnx`` over it (one run per thread at once). The rows of one
 run are measured in turn on the same windows, so their ratios hold on a busy machine where the
 absolute figures do not.
 """
@@ -30,6 +33,10 @@ from pathlib import Path
 
 from benchlib import Monitor, load_avg, median_time, resolve_model, say, write_json
 from stages import session_windows
+
+IN_TURN = "onnx_in_turn"
+"""The row of the ONNX runtime running a batch's graph runs one after another on the default intra-op
+threads, as it did before 2026-12-05 (``OnnxModel(parallel_runs=False)``); ``onnx`` runs them at once."""
 
 
 def main() -> int:
@@ -48,6 +55,8 @@ def main() -> int:
 
     from mmsa.media import FaceDetector, window_sample
     from mmsa.model import load_checkpoint
+    from mmsa.model.onnxrt import OnnxModel
+    from mmsa.model.runtime import cpu_threads
     from mmsa.monitor.engine import window_features
     from mmsa.monitor.scorer import Scorer
 
@@ -60,26 +69,31 @@ def main() -> int:
     mon = Monitor.load(model, "cpu")
     mon.warm_up()
     samples = [window_sample(w["audio"], w["frames"], w["text"], det, mon.features) for w in windows]
-    default_threads = torch.get_num_threads()
+    monitor_torch_threads = torch.get_num_threads()  # 1 once Whisper is loaded (CTranslate2 sets OpenMP's count)
+    default_threads = cpu_threads()
     # (result key, device, runtime, threads): the monitor as it runs (torch's default threads), then
     # limited to one thread, per runtime, then CUDA
     runs = [(key + suffix, "cpu", rt, n) for rt, key in (("torch", "cpu"), ("onnx", "onnx")) if rt in args.runtime
             for suffix, n in (("", default_threads), ("_1_thread", 1))]
+    if "onnx" in args.runtime and default_threads > 1:  # the ONNX runtime as before 2026-12-05: one run at a time
+        runs.insert(runs.index(("onnx", "cpu", "onnx", default_threads)) + 1, (IN_TURN, "cpu", "onnx", default_threads))
     if torch.cuda.is_available():
         runs.append(("cuda", "cuda", "torch", default_threads))
     faces = mon.features.frames_per_window
     pool_n = max(args.batch)
-    out: dict = {"model": model_info, "windows_per_s": {}, "s_per_batch": {}, "torch_threads_default": default_threads,
-                 "faces_per_window": faces}
+    out: dict = {"model": model_info, "windows_per_s": {}, "s_per_batch": {}, "threads_default": default_threads,
+                 "torch_threads_in_monitor": monitor_torch_threads, "faces_per_window": faces}
     # the monitor's runtime as it runs, on windows with other numbers of faces (after the rows above, same run)
     runs += [(f"{mon.scorer.runtime}_faces{n}", "cpu", mon.scorer.runtime, default_threads, n)
              for n in args.also_faces if n != faces and mon.device == "cpu"]
     for key, dev, rt, threads, *n_faces in runs:
         torch.set_num_threads(threads)  # the ONNX runtime's session takes torch's thread count when it is made
-        if dev == "cpu" and rt == mon.scorer.runtime and threads == default_threads:
+        if dev == "cpu" and rt == mon.scorer.runtime and threads == default_threads and key != IN_TURN:
             scorer = mon.scorer
         else:
             scorer = Scorer(load_checkpoint(model, device=dev), dev, runtime=rt)
+        if rt == "onnx" and scorer is not mon.scorer:  # the session's threads as the row says
+            scorer.model = OnnxModel(scorer.model.path, threads, parallel_runs=key != IN_TURN)
         rows = samples
         if n_faces:
             feats = window_features(mon.scorer.features, n_faces[0])
@@ -100,6 +114,8 @@ def main() -> int:
         if "cpu" + suffix in wps and "onnx" + suffix in wps:
             out.setdefault("onnx_over_torch", {})["cpu" + suffix] = {
                 n: round(wps["onnx" + suffix][n] / wps["cpu" + suffix][n], 2) for n in wps["cpu" + suffix]}
+    if IN_TURN in wps and "onnx" in wps:
+        out["parallel_runs_speedup"] = {n: round(wps["onnx"][n] / wps[IN_TURN][n], 2) for n in wps[IN_TURN]}
     for n in args.also_faces:
         other = wps.get(f"{mon.scorer.runtime}_faces{n}")
         mine = wps.get(mon.scorer.runtime if mon.scorer.runtime == "onnx" else "cpu")

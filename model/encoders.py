@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import expression
+from . import expression, memo
 from .augment import AugmentConfig, audio_view, map_view
 from .facemesh import FEATURE_DIM, FEATURES, MAP, MAP_CHANNELS, FaceMesh
 from .features import TextInputs
@@ -355,6 +355,7 @@ class ImageEncoder(nn.Module):
                 _FeatureNorm(FEATURE_DIM), nn.Dropout(self.MESH_DROPOUT), nn.Linear(FEATURE_DIM, out_dim)
             )
         self.expression: expression.MiniXception | None = None
+        self.frozen_memo: memo.RowMemo | None = None  # training only: remember()
         if expression_net:
             if not face_mesh:
                 raise ValueError("the expression network rides on the face mesh's pass: needs face_mesh")
@@ -388,28 +389,41 @@ class ImageEncoder(nn.Module):
                 x = x + self.expr_proj(mesh.expr)
         return x
 
-    def mesh_features(self, faces: torch.Tensor, train_view: bool = False) -> MeshFeatures:
-        """(N, 1, S, S) -> the trunk's outputs of each crop and its mirror (the mirror's map flipped
-        back first): averaged, or with ``train_view`` (``cnn_input = "mesh"`` in training) one of the
-        two at random per crop, so that training sees both orientations as two faces."""
+    def remember(self, budget_bytes: int = memo.BUDGET_BYTES) -> None:
+        """Keep the frozen networks' outputs of every crop seen (:mod:`mmsa.model.memo`): for
+        training, where the same crops come back every epoch. Scores are unchanged."""
+        self.frozen_memo = memo.RowMemo(budget_bytes)
+
+    def _frozen(self, faces: torch.Tensor) -> memo.Outputs:
+        """(N, 1, S, S) -> the frozen networks' outputs of the crops and of their mirrors: the trunk's
+        last features (two (N, FEATURE_DIM)), its map (two (N, C, 12, 12), the mirror's flipped back;
+        or None) and the expression network's features (two (N, E), or None)."""
         assert self.mesh is not None
         n = faces.shape[0]
         both = torch.cat([faces, torch.flip(faces, dims=[3])])
         out = self.mesh.outputs(both)
-        a, b = out[FEATURES][:n], out[FEATURES][n:]
-        ea = eb = None
+        ma = mb = ea = eb = None
+        if MAP in out:
+            ma, mb = out[MAP][:n], torch.flip(out[MAP][n:], dims=[3])
         if self.expression is not None:
             e = self.expression.features(both)
             ea, eb = e[:n], e[n:]
+        return out[FEATURES][:n], out[FEATURES][n:], ma, mb, ea, eb
+
+    def mesh_features(self, faces: torch.Tensor, train_view: bool = False) -> MeshFeatures:
+        """(N, 1, S, S) -> the trunk's outputs of each crop and its mirror (the mirror's map flipped
+        back first): averaged, or with ``train_view`` (``cnn_input = "mesh"`` in training) one of the
+        two at random per crop, so that training sees both orientations as two faces."""
+        frozen = self._frozen(faces) if self.frozen_memo is None else self.frozen_memo(self._frozen, faces)
+        a, b, ma, mb, ea, eb = frozen
         fmap = None
-        if MAP in out:
-            ma, mb = out[MAP][:n], torch.flip(out[MAP][n:], dims=[3])
+        if ma is not None and mb is not None:
             if train_view:
-                pick = torch.rand(n, device=faces.device) < 0.5
+                pick = torch.rand(faces.shape[0], device=faces.device) < 0.5
                 expr = None if ea is None else torch.where(pick[:, None], ea, eb)
                 return MeshFeatures(torch.where(pick[:, None], a, b), torch.where(pick[:, None, None, None], ma, mb), expr)
             fmap = (ma + mb) / 2
-        return MeshFeatures((a + b) / 2, fmap, None if ea is None else (ea + eb) / 2)
+        return MeshFeatures((a + b) / 2, fmap, None if ea is None or eb is None else (ea + eb) / 2)
 
     def window_mesh(self, whole: torch.Tensor, mask: torch.Tensor, train_view: bool = False) -> MeshFeatures | None:
         """(B, K, 1, S, S) uncut crops + (B, K) mask -> the valid crops' trunk outputs, once for every

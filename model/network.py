@@ -43,6 +43,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,8 @@ from .encoders import AudioEncoder, ImageEncoder, SpeechStatsEncoder, TextEncode
 from .features import MODALITIES, N_FREQ, SAMPLE_RATE_HZ, ModelInputs, TextInputs
 from .runtime import has_rows, put_rows
 from .speech import STATS_DIM
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -192,6 +195,16 @@ class MMSAModel(nn.Module):
             raise ValueError(f"unknown fusion {cfg.fusion!r}")
         # training-only view strengths (not part of the architecture or the checkpoint)
         self.augment_cfg: augment.AugmentConfig = augment.DEFAULT_AUGMENT
+
+    def for_training(self, augment_cfg: augment.AugmentConfig) -> None:
+        """Training-only set-up: the random views' strengths (``[augment]``), and the frozen face
+        networks' outputs remembered per crop (``ImageEncoder.remember``: the same faces come back
+        every epoch). Neither changes the architecture, the checkpoint or a score."""
+        self.augment_cfg = augment_cfg
+        if self.vision.mesh is not None:
+            self.vision.remember()
+        if self.vision.frozen_memo is not None:
+            log.info("the frozen face networks' outputs are kept per crop (up to %d MiB)", self.vision.frozen_memo.budget >> 20)
 
     @classmethod
     def build(cls, cfg: ModelConfig, bert_dir: Path, pretrained_bert: bool = True) -> MMSAModel:

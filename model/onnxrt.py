@@ -18,6 +18,15 @@ Choices (measured on the 2-core CPU, docs/performance.md):
   Since the monitor searches 4 frames per window (``[scorer] faces_per_window``) the budget is 4,
   one such window per run: with 8 (two windows a run) batches of 8 scored 10-17 % fewer windows/s
   in two interleaved pairs on 2026-12-05 (docs/performance.md, "Batches on the same windows").
+* **Threads: one per CPU, and a batch's runs at once** (``threads``, default every CPU the process may
+  use; ``parallel_runs``). A batch of one run (one window) runs on a session with ``threads`` intra-op
+  threads; a batch of several runs goes on a second session of one intra-op thread, made at the first
+  such batch (about 95 MB more for the default model), ``threads`` runs at a time. On the 2-core machine
+  (bench/scorer_throughput.py, 2026-12-05): one window 17-18 windows/s on one thread, 28 on two; batches
+  of 8 and 32 28-29 windows/s on two intra-op threads one run after another, 30-34 with the runs side
+  by side. ``parallel_runs=False`` keeps every batch on the first session, one run after another.
+  Before 2026-12-05 the default was torch's thread count, which loading Whisper sets to 1
+  (:func:`~mmsa.model.runtime.cpu_threads`), so the monitor's scorer ran on one thread.
 * Denormal floats are flushed to zero, as the torch path does (``flush_denormals``).
 * Idle intra-op threads sleep instead of spinning: the scorer shares the CPU with Whisper and
   featurization. On the busy 2-core machine a batch of 8 windows took 983 ms with spinning
@@ -27,6 +36,8 @@ Choices (measured on the 2-core CPU, docs/performance.md):
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +47,7 @@ import torch
 from .errors import ResourceError
 from .features import MODALITIES, ModelInputs
 from .network import ModelOutput
+from .runtime import cpu_threads
 
 GRAPH_INPUTS = (
     "input_ids", "attention_mask", "token_type_ids", "text_present",
@@ -102,33 +114,47 @@ def _trim(a: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
 class OnnxModel:
     """An exported graph run by ONNX Runtime on the CPU, called like an MMSAModel in evaluation.
 
-    ``threads``: intra-op threads (default: torch's, as the torch path uses). ``model(batch)``
+    ``threads``: CPU threads (default: the CPUs the process may use, :func:`~mmsa.model.runtime.cpu_threads`):
+    runs of the graph at once, each on one thread (``parallel_runs``), or the intra-op threads of one run
+    at a time. ``model(batch)``
     returns a :class:`ModelOutput` with ``score``, ``unimodal`` and ``presence``; ``views`` and
     ``logits`` are empty (training-only outputs).
     """
 
     training = False
 
-    def __init__(self, path: str | Path, threads: int | None = None, faces_per_run: int = FACES_PER_RUN) -> None:
-        ort = import_onnxruntime()
+    def __init__(self, path: str | Path, threads: int | None = None, faces_per_run: int = FACES_PER_RUN,
+                 parallel_runs: bool = True) -> None:
+        import_onnxruntime()
         self.path = Path(path)
         self.faces_per_run = faces_per_run
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3  # its warnings are about unused initializers; errors still raise
-        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-            raise GraphError(f"{self.path}: not a readable ONNX graph ({str(exc).splitlines()[0]})") from exc
+        self.threads = threads or cpu_threads()
+        self.parallel_runs = parallel_runs and self.threads > 1
+        self.session = self._session(self.threads)
         names = tuple(i.name for i in self.session.get_inputs())
         outs = tuple(o.name for o in self.session.get_outputs())
         if sorted(names) != sorted(GRAPH_INPUTS) or outs != GRAPH_OUTPUTS:
             raise GraphError(f"{self.path}: not a scorer graph (inputs {names}, outputs {outs})")
         raw = self.session.get_modelmeta().custom_metadata_map.get(KEY_FIELD)
         self.key: dict[str, Any] | None = json.loads(raw) if raw else None
+        # batches of several runs (parallel_runs): a one-thread session and a pool, made at first need
+        self._single: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _session(self, threads: int) -> Any:
+        """An ONNX Runtime session of the graph with ``threads`` intra-op threads."""
+        ort = import_onnxruntime()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # its warnings are about unused initializers; errors still raise
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            return ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
+            raise GraphError(f"{self.path}: not a readable ONNX graph ({str(exc).splitlines()[0]})") from exc
 
     def eval(self) -> OnnxModel:
         return self
@@ -140,6 +166,14 @@ class OnnxModel:
 
     def __call__(self, x: ModelInputs) -> ModelOutput:
         a = graph_arrays(x)
-        runs = [self.session.run(None, _trim(a, rows)) for rows in run_groups(a["face_mask"].sum(1), self.faces_per_run)]
+        feeds = [_trim(a, rows) for rows in run_groups(a["face_mask"].sum(1), self.faces_per_run)]
+        if self.parallel_runs and len(feeds) > 1:
+            with self._lock:
+                if self._pool is None:
+                    self._single = self._session(1)
+                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-run")
+            runs = list(self._pool.map(lambda feed: self._single.run(None, feed), feeds))
+        else:
+            runs = [self.session.run(None, feed) for feed in feeds]
         out = [torch.from_numpy(np.concatenate([r[j] for r in runs])) for j in range(len(GRAPH_OUTPUTS))]
         return ModelOutput(score=out[0], unimodal=dict(zip(MODALITIES, out[1:])), presence=x.presence(), views={})

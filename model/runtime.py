@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -16,6 +18,17 @@ def flush_denormals() -> bool:
     thread that runs the model. Returns False where the CPU has no such mode.
     """
     return bool(torch.set_flush_denormal(True))
+
+
+def cpu_threads() -> int:
+    """The CPUs this process may run on (its affinity), the default thread count of the ONNX scorer.
+
+    Not ``torch.get_num_threads()``: loading a CTranslate2 model (Whisper, the audio branch's encoder)
+    sets the process's OpenMP thread count to that model's threads, and torch reads it back (measured:
+    2 -> 1 on the 2-core machine once Whisper is loaded with ``cpu_threads = 1``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def has_rows(idx: torch.Tensor) -> bool:

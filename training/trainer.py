@@ -246,7 +246,7 @@ def _build_model(cfg: TrainConfig, device: torch.device):
     model = MMSAModel.build(cfg.model, bert_dir)
     earlier = init_from(model, opts.init_from, opts.trainable) if opts.init_from else None
     n_frozen, eval_modules = freeze(model, opts)
-    model.augment_cfg = cfg.augment  # training-only view strengths ([augment])
+    model.for_training(cfg.augment)  # view strengths ([augment]); the frozen face networks' outputs kept
     model.to(device)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model: %d trainable parameters, %d frozen%s", n_train, n_frozen,

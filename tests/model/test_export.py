@@ -90,10 +90,35 @@ def test_runs_split_by_faces_give_the_same_scores(checkpoints, cache, tokenizer)
     loaded = load_checkpoint(checkpoints["late"])
     rng = seeded(2)
     x = batch(tokenizer, [random_sample(rng, n_faces=k, seconds=1.0 + k / 4) for k in (8, 0, 3, 5, 1, 8)])
+    path = load_graph(loaded, cache).path
     for per_run in (1, 4, 8, 64):
-        assert_same_scores(OnnxModel(load_graph(loaded, cache).path, faces_per_run=per_run), loaded.model, x)
+        assert_same_scores(OnnxModel(path, faces_per_run=per_run), loaded.model, x)
+    # the runs of a batch at once on two threads, or one after another on two intra-op threads: torch's scores
+    # either way, and each other's within float rounding
+    at_once, in_turn = OnnxModel(path, threads=2), OnnxModel(path, threads=2, parallel_runs=False)
+    assert at_once.parallel_runs and not in_turn.parallel_runs and not OnnxModel(path, threads=1).parallel_runs
+    for graph in (at_once, in_turn):
+        assert_same_scores(graph, loaded.model, x)
+    assert torch.allclose(at_once(x).score, in_turn(x).score, atol=1e-6, equal_nan=True)
+    assert at_once._pool is not None and in_turn._pool is None
     assert run_groups(np.array([8, 0, 3, 5, 1, 8]), 8) == [slice(0, 2), slice(2, 4), slice(4, 5), slice(5, 6)]
     assert run_groups(np.array([9, 2]), 8) == [slice(0, 1), slice(1, 2)]
+
+
+def test_the_scorer_takes_every_cpu_even_after_whisper_set_torchs_threads(checkpoints, cache):
+    """Loading a CTranslate2 model (here the audio branch's Whisper encoder, one thread) sets the process's
+    OpenMP thread count, which torch reads back; the ONNX scorer's default is the CPUs the process may use."""
+    from mmsa.model.runtime import cpu_threads
+    from mmsa.model.speech import SpeechEncoder
+
+    before = torch.get_num_threads()
+    try:
+        SpeechEncoder(threads=1)
+        graph = OnnxModel(load_graph(load_checkpoint(checkpoints["late"]), cache).path)
+        assert graph.threads == cpu_threads() == len(os.sched_getaffinity(0))
+        assert graph.parallel_runs == (cpu_threads() > 1)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_graph_is_built_once_and_reused(checkpoints, cache):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mmsa.model import ConfigError, MMSAModel, collate, load_checkpoint, read_info
+from mmsa.model.encoders import ImageEncoder
 from mmsa.training.cache import SampleStore
 from mmsa.training.cli import train_main
 from mmsa.training.config import TrainConfig, TrainOptions, load_config
@@ -263,6 +264,14 @@ def test_a_face_stage_may_change_only_the_vision_branch(ravdess_like, fer_like, 
     assert not any(".mesh." in k for k in b)  # the frozen face mesh comes from the package, not the checkpoint
     log = (tmp_path / "r2" / "train.log").read_text()
     assert re.search(r"\d+ tensors of vision start fresh", log)
+    # the frozen networks' outputs were remembered per crop, and that changed no weight: the same stage with
+    # the frozen networks run on every step gives the same checkpoint bit for bit
+    assert "the frozen face networks' outputs are kept per crop (up to 2048 MiB)" in log
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ImageEncoder, "remember", lambda self, budget_bytes=0: None)
+        assert train_main([str(vision), "--out", str(tmp_path / "r2_every_step")]) == 0
+    plain = load_checkpoint(tmp_path / "r2_every_step" / "model.safetensors").model.state_dict()
+    assert plain.keys() == b.keys() and all(torch.equal(plain[k], b[k]) for k in b)
     # the shipped-style checkpoint scores faces with mmsa-eval (scores are class margins in [-3, 3])
     out = tmp_path / "fer.json"
     assert eval_main(["--model", str(tmp_path / "r2" / "model.safetensors"), "--dataset", "fer2013", "--labels",
