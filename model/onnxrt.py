@@ -22,9 +22,9 @@ Choices (measured on the 2-core CPU, docs/performance.md):
   use; ``parallel_runs``). A batch of one run (one window) runs on a session with ``threads`` intra-op
   threads; a batch of several runs goes on a second session of one intra-op thread, made at the first
   such batch (about 95 MB more for the default model), ``threads`` runs at a time. On the 2-core machine
-  (bench/scorer_throughput.py, 2026-12-05): one window 17-18 windows/s on one thread, 28 on two; batches
-  of 8 and 32 28-29 windows/s on two intra-op threads one run after another, 30-34 with the runs side
-  by side. ``parallel_runs=False`` keeps every batch on the first session, one run after another.
+  (bench/scorer_throughput.py, two runs, 2026-12-05): one window 17 windows/s on one thread, 27-28 on
+  two; batches of 8 and 32 26-28 windows/s on two intra-op threads one run after another, 28-30 with
+  the runs side by side. ``parallel_runs=False`` keeps every batch on the first session, one run after another.
   Before 2026-12-05 the default was torch's thread count, which loading Whisper sets to 1
   (:func:`~mmsa.model.runtime.cpu_threads`), so the monitor's scorer ran on one thread.
 * Denormal floats are flushed to zero, as the torch path does (``flush_denormals``).
