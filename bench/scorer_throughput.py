@@ -71,8 +71,8 @@ def main() -> int:
     samples = [window_sample(w["audio"], w["frames"], w["text"], det, mon.features) for w in windows]
     monitor_torch_threads = torch.get_num_threads()  # 1 once Whisper is loaded (CTranslate2 sets OpenMP's count)
     default_threads = cpu_threads()
-    # (result key, device, runtime, threads): the monitor as it runs (torch's default threads), then
-    # limited to one thread, per runtime, then CUDA
+    # (result key, device, runtime, threads): one thread per CPU (the monitor's ONNX scorer as it runs),
+    # then one thread, per runtime, then CUDA
     runs = [(key + suffix, "cpu", rt, n) for rt, key in (("torch", "cpu"), ("onnx", "onnx")) if rt in args.runtime
             for suffix, n in (("", default_threads), ("_1_thread", 1))]
     if "onnx" in args.runtime and default_threads > 1:  # the ONNX runtime as before 2026-12-05: one run at a time
@@ -87,7 +87,7 @@ def main() -> int:
     runs += [(f"{mon.scorer.runtime}_faces{n}", "cpu", mon.scorer.runtime, default_threads, n)
              for n in args.also_faces if n != faces and mon.device == "cpu"]
     for key, dev, rt, threads, *n_faces in runs:
-        torch.set_num_threads(threads)  # the ONNX runtime's session takes torch's thread count when it is made
+        torch.set_num_threads(threads)  # the torch rows' threads; the ONNX rows' sessions get theirs below
         if dev == "cpu" and rt == mon.scorer.runtime and threads == default_threads and key != IN_TURN:
             scorer = mon.scorer
         else:
