@@ -16,9 +16,16 @@ epoch on FER2013 valid and reports valence_uar3 on valid and test:
 * ``logits``: one head pass per orientation, the logits averaged;
 * ``one``: the face as given, no mirror pass.
 
+With ``--expression`` the frozen FER2013 expression network (``mmsa.model.expression``, the shipped
+branch's second network) also sees every face and its mirror, and its features join through the
+encoder's own projection, as in the shipped stage 4. The trunk's outputs are kept as float16 (as every
+earlier figure of this script); ``--float32`` keeps them as computed, as the trainer does. The two give
+different figures for the same seed (the runs are chaotic: the model card's "Why the trainer seemed to
+trail the standalone script").
+
 Run (about 2 minutes per seed on 2 cores, plus about 30 s for the trunk per jittered copy)::
 
-    .venv/bin/python examples/face_heads.py --seeds 1 2 3              # [--jitter 8] [--data ../shared/data]
+    .venv/bin/python examples/face_heads.py --seeds 1 2 3              # [--jitter 8] [--expression] [--float32]
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from mmsa.model.encoders import ImageEncoder, MeshFeatures
+from mmsa.model.expression import MiniXception
 from mmsa.model.facemesh import FEATURES, MAP, FaceMesh
 from mmsa.model.network import _head
 from mmsa.training.data import hash_split
@@ -85,14 +93,21 @@ def jitter(faces: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return ((out - mean) * contrast + mean + uniform(JITTER["brightness"]).view(n, 1, 1, 1)).clamp(0.0, 1.0)
 
 
-def trunk(mesh: FaceMesh, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, S, S) -> features (N, 2, 1152) and maps (N, 2, 128, 12, 12), float16; index 1 of the
-    second axis is the mirror (its map flipped back)."""
+def trunk(mesh: FaceMesh, faces: torch.Tensor, half: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, S, S) -> features (N, 2, 1152) and maps (N, 2, 128, 12, 12), float16 (``half``) or float32;
+    index 1 of the second axis is the mirror (its map flipped back)."""
     n = len(faces)
     out = mesh.outputs(torch.cat([faces, torch.flip(faces, dims=[3])]))
-    vec, fmap = out[FEATURES], out[MAP]
-    return (torch.stack([vec[:n], vec[n:]], 1).half(),
-            torch.stack([fmap[:n], torch.flip(fmap[n:], dims=[3])], 1).half())
+    vec = torch.stack([out[FEATURES][:n], out[FEATURES][n:]], 1)
+    fmap = torch.stack([out[MAP][:n], torch.flip(out[MAP][n:], dims=[3])], 1)
+    return (vec.half(), fmap.half()) if half else (vec, fmap)
+
+
+def expression_features(net: MiniXception, faces: torch.Tensor) -> torch.Tensor:
+    """(N, 1, S, S) -> the expression network's features (N, 2, 135) of each face and its mirror, float32."""
+    with torch.no_grad():
+        e = net.features(torch.cat([faces, torch.flip(faces, dims=[3])]))
+    return torch.stack([e[: len(faces)], e[len(faces):]], 1)
 
 
 def uar(pred: torch.Tensor, y: torch.Tensor) -> float:
@@ -101,13 +116,13 @@ def uar(pred: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train_head(vec: torch.Tensor, fmap: torch.Tensor, y: torch.Tensor,
-               evals: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-               seed: int, epochs: int = 20) -> dict[str, tuple[float, float, int]]:
-    """Train on ``vec`` (N, V, 2, D) / ``fmap`` (N, V, 2, C, H, W): V copies of each face, 2 orientations.
-    -> per mode, (valid, test, epoch) at the epoch with the best valid."""
+               evals: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]],
+               seed: int, epochs: int = 20, expr: torch.Tensor | None = None) -> dict[str, tuple[float, float, int]]:
+    """Train on ``vec`` (N, V, 2, D) / ``fmap`` (N, V, 2, C, H, W) / ``expr`` (N, V, 2, E) or None: V copies
+    of each face, 2 orientations. -> per mode, (valid, test, epoch) at the epoch with the best valid."""
     torch.manual_seed(seed)
-    enc = ImageEncoder((16, 32), 2, 16, 128, face_mesh=True, cnn_input="mesh")
-    enc.mesh = None  # the trunk's outputs are given
+    enc = ImageEncoder((16, 32), 2, 16, 128, face_mesh=True, cnn_input="mesh", expression_net=expr is not None)
+    enc.mesh = enc.expression = None  # the frozen networks' outputs are given
     head = _head(128, 128, 0.1, 3)
     params = [*enc.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=2e-3, weight_decay=1e-4)
@@ -127,7 +142,8 @@ def train_head(vec: torch.Tensor, fmap: torch.Tensor, y: torch.Tensor,
             if len(b) < 2:
                 continue
             copy, side = torch.randint(0, copies, (len(b),)), torch.randint(0, 2, (len(b),))
-            logits = head(enc(none, MeshFeatures(vec[b, copy, side].float(), fmap[b, copy, side].float()), True))
+            e = None if expr is None else expr[b, copy, side]
+            logits = head(enc(none, MeshFeatures(vec[b, copy, side].float(), fmap[b, copy, side].float(), e), True))
             loss = F.cross_entropy(logits, y[b], label_smoothing=0.1)
             opt.zero_grad()
             loss.backward()
@@ -137,11 +153,13 @@ def train_head(vec: torch.Tensor, fmap: torch.Tensor, y: torch.Tensor,
         enc.eval(), head.eval()
         scores: dict[str, dict[str, float]] = {m: {} for m in MODES}
         with torch.no_grad():
-            for split, (v, m, yy) in evals.items():
-                def logits_of(vv: torch.Tensor, mm: torch.Tensor) -> torch.Tensor:
-                    return head(enc(none, MeshFeatures(vv.float(), mm.float())))
-                own, mirror = logits_of(v[:, 0], m[:, 0]), logits_of(v[:, 1], m[:, 1])
-                scores["features"][split] = uar(logits_of(v.float().mean(1), m.float().mean(1)).argmax(1), yy)
+            for split, (v, m, ex, yy) in evals.items():
+                def logits_of(vv: torch.Tensor, mm: torch.Tensor, ee: torch.Tensor | None) -> torch.Tensor:
+                    return head(enc(none, MeshFeatures(vv.float(), mm.float(), ee)))
+                own = logits_of(v[:, 0], m[:, 0], None if ex is None else ex[:, 0])
+                mirror = logits_of(v[:, 1], m[:, 1], None if ex is None else ex[:, 1])
+                both = logits_of(v.float().mean(1), m.float().mean(1), None if ex is None else ex.mean(1))
+                scores["features"][split] = uar(both.argmax(1), yy)
                 scores["logits"][split] = uar((own + mirror).argmax(1), yy)
                 scores["one"][split] = uar(own.argmax(1), yy)
         for mode, s in scores.items():
@@ -156,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--jitter", type=int, default=0, help="jittered copies of each training face (default 0)")
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--expression", action="store_true", help="add the frozen expression network's features")
+    p.add_argument("--float32", action="store_true", help="keep the trunk's outputs as float32 (default float16)")
     p.add_argument("--limit", type=int, default=0, help="at most this many faces per split (tests)")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
@@ -166,13 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     faces = load_faces(root, args.limit)
     mesh = FaceMesh(outputs=(FEATURES, MAP)).eval()
     gen = torch.Generator().manual_seed(0)
-    out = {split: trunk(mesh, x) for split, (x, _) in faces.items()}
-    copies = [out["train"]] + [trunk(mesh, jitter(faces["train"][0], gen)) for _ in range(args.jitter)]
+    half = not args.float32
+    expr_net = MiniXception().eval() if args.expression else None
+    train_faces = [faces["train"][0]] + [jitter(faces["train"][0], gen) for _ in range(args.jitter)]
+    out = {split: trunk(mesh, x, half) for split, (x, _) in faces.items() if split != "train"}
+    copies = [trunk(mesh, x, half) for x in train_faces]
     vec, fmap = torch.stack([c[0] for c in copies], 1), torch.stack([c[1] for c in copies], 1)
-    evals = {s: (*out[s], faces[s][1]) for s in ("valid", "test")}
+    expr = None if expr_net is None else torch.stack([expression_features(expr_net, x) for x in train_faces], 1)
+    evals = {s: (*out[s], None if expr_net is None else expression_features(expr_net, faces[s][0]), faces[s][1])
+             for s in ("valid", "test")}
     runs = {}
     for seed in args.seeds:
-        runs[seed] = train_head(vec, fmap, faces["train"][1], evals, seed, args.epochs)
+        runs[seed] = train_head(vec, fmap, faces["train"][1], evals, seed, args.epochs, expr)
         for mode, (valid, test, epoch) in runs[seed].items():
             print(f"jitter {args.jitter} seed {seed} {mode:8s}: valid {valid:.3f} test {test:.3f} (epoch {epoch})")
     summary = {}
@@ -181,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         summary[mode] = {"valid": [float(v.mean()), float(v.std())], "test": [float(t.mean()), float(t.std())]}
         print(f"jitter {args.jitter} {mode:8s}: valid {v.mean():.3f} +- {v.std():.3f}  test {t.mean():.3f} +- {t.std():.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"jitter": args.jitter, "seeds": args.seeds, "n": {
+        Path(args.json).write_text(json.dumps({"jitter": args.jitter, "expression": args.expression,
+                                               "float32": args.float32, "seeds": args.seeds, "n": {
             s: len(faces[s][1]) for s in faces}, "modes": summary, "runs": {str(k): v for k, v in runs.items()}}, indent=1))
     return 0
 

@@ -50,3 +50,26 @@ def test_missing_data_is_one_line_and_exit_2(tmp_path, capsys):
     assert heads.main(["--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("face_heads: missing ") and len(err.splitlines()) == 1
+
+
+def test_expression_features_join_and_float32_keeps_the_trunk_as_computed(data_dir, tmp_path):
+    heads = load_example("face_heads")
+    torch.manual_seed(0)
+    faces = torch.rand(3, 1, 48, 48)
+    mesh = FaceMesh(outputs=(FEATURES, MAP)).eval()
+    vec32, fmap32 = heads.trunk(mesh, faces, half=False)
+    vec16, _ = heads.trunk(mesh, faces)
+    assert vec32.dtype == fmap32.dtype == torch.float32 and vec16.dtype == torch.float16
+    assert torch.allclose(vec32.half().float(), vec16.float())
+    expr = heads.expression_features(heads.MiniXception().eval(), faces)
+    assert expr.shape == (3, 2, 135)
+    assert torch.allclose(expr[:, 1], heads.expression_features(heads.MiniXception().eval(), torch.flip(faces, dims=[3]))[:, 0],
+                          atol=1e-5)  # the mirror's features are those of the flipped face
+    out = tmp_path / "faces.json"
+    assert heads.main(["--data", str(data_dir), "--seeds", "1", "--epochs", "2", "--limit", "48",
+                       "--expression", "--float32", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["expression"] is True and res["float32"] is True
+    for mode in heads.MODES:
+        valid, test, epoch = res["runs"]["1"][mode]
+        assert 0.0 < valid <= 1.0 and 0.0 <= test <= 1.0 and epoch in (1, 2)
