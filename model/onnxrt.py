@@ -125,7 +125,6 @@ class OnnxModel:
 
     def __init__(self, path: str | Path, threads: int | None = None, faces_per_run: int = FACES_PER_RUN,
                  parallel_runs: bool = True) -> None:
-        import_onnxruntime()
         self.path = Path(path)
         self.faces_per_run = faces_per_run
         self.threads = threads or cpu_threads()
