@@ -71,6 +71,24 @@ def curve(run: Path, key: str = "ravdess_test") -> list[float]:
     return [e["valid"][key]["valence_uar3"] for e in history if key in e["valid"]]
 
 
+def train_runs(runs: list[Path], jobs: int, threads: int, sets: list[str]) -> list[str]:
+    """Train each run folder from the config beside it (``<run>.toml``; log ``<run>.log``), ``jobs`` at once on
+    ``threads`` torch threads each, with the ``--set`` overrides; a folder that holds ``metrics.json`` is
+    skipped. Returns the names of the runs that failed."""
+
+    def train(run: Path) -> int:
+        if (run / "metrics.json").is_file():
+            return 0
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        with (run.parent / f"{run.name}.log").open("w") as log:
+            cmd = [sys.executable, "-c", "import sys; from mmsa.training.cli import train_main; sys.exit(train_main())",
+                   str(run.parent / f"{run.name}.toml"), "--out", str(run), *(a for kv in sets for a in ("--set", kv))]
+            return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        return [run.name for run, rc in zip(runs, pool.map(train, runs)) if rc != 0]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--init", required=True, help="the stage-2 checkpoint each fold starts from")
@@ -94,18 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             (run.parent / f"{run.name}.toml").write_text(fold_config(twin, held, loss, str(Path(args.init).resolve()), args.seed))
             runs.append((loss, k, run))
 
-    def train(item: tuple[float, int, Path]) -> int:
-        _, _, run = item
-        if (run / "metrics.json").is_file():
-            return 0
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        with (run.parent / f"{run.name}.log").open("w") as log:
-            cmd = [sys.executable, "-c", "import sys; from mmsa.training.cli import train_main; sys.exit(train_main())",
-                   str(run.parent / f"{run.name}.toml"), "--out", str(run), *(a for kv in args.set for a in ("--set", kv))]
-            return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-    with ThreadPoolExecutor(args.jobs) as pool:
-        failed = [r[2].name for r, rc in zip(runs, pool.map(train, runs)) if rc != 0]
+    failed = train_runs([run for _, _, run in runs], args.jobs, args.threads, args.set)
     if failed:
         print(f"audio_cv: training failed for {', '.join(failed)} (see their .log files in {args.out})", file=sys.stderr)
         return 1

@@ -71,6 +71,11 @@ class SourceConfig:
     """mosi/mosei/mmsa-raw: keep only the split's rows whose video falls in the ``train`` (70 %) or
     ``heldout`` (30 %) part of a fixed salted hash of ``video_id`` (``data.video_part``); e.g. MOSEI
     valid split by speaker into training rows and a held-out cross-check. Empty: every video."""
+    fold: str = ""
+    """Cross-validation, ``"k/n"``: keep only fold k of n of the split's rows (a salted hash of the row
+    id, ``data.hash_fold``), e.g. the held-out part of FER2013 train; empty: every row."""
+    exclude_fold: str = ""
+    """``"k/n"``: keep every fold of n but k (the training part of that fold); not with ``fold``."""
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -88,6 +93,22 @@ class SourceConfig:
             raise ValueError(f"videos: only for sources split by a mode column (mosi, mosei, mmsa-raw), not {self.reader}")
         if self.balance and self.reader not in EMOTION_READERS:
             raise ValueError(f"balance: only for emotion sources ({', '.join(sorted(EMOTION_READERS))}), not {self.reader}")
+        if self.fold and self.exclude_fold:
+            raise ValueError("fold, exclude_fold: give one of them (a fold, or every fold but one)")
+        self.folds_kept  # validates "k/n"
+
+    @property
+    def folds_kept(self) -> tuple[frozenset[int], int] | None:
+        """(the folds kept, n) from ``fold`` / ``exclude_fold``; None: no cross-validation filter."""
+        text = self.fold or self.exclude_fold
+        if not text:
+            return None
+        key = "fold" if self.fold else "exclude_fold"
+        k, sep, n = text.partition("/")
+        if not (sep and k.strip().isdigit() and n.strip().isdigit() and 2 <= int(n) and 1 <= int(k) <= int(n)):
+            raise ValueError(f"{key}: {text!r} must be \"k/n\" with 1 <= k <= n and n >= 2, e.g. \"3/5\"")
+        k_, n_ = int(k), int(n)
+        return (frozenset({k_}) if self.fold else frozenset(range(1, n_ + 1)) - {k_}), n_
 
     @property
     def key(self) -> str:
@@ -331,6 +352,9 @@ def _overlap(a: SourceConfig, b: SourceConfig) -> bool:
         return bool(actors(a) & actors(b))
     if a.videos and b.videos and a.videos != b.videos:
         return False  # the two parts of the videos never share a row
+    fa, fb = a.folds_kept, b.folds_kept
+    if fa and fb and fa[1] == fb[1] and not fa[0] & fb[0]:
+        return False  # other folds of one cross-validation never share a row
     return a.split.lower() == b.split.lower() or "all" in (a.split.lower(), b.split.lower())
 
 

@@ -123,6 +123,13 @@ def hash_split(key: str) -> str:
     return next(name for name, upto in HASH_SPLITS if u < upto)
 
 
+def hash_fold(key: str, folds: int) -> int:
+    """The cross-validation fold (1..``folds``) of a row id (``SourceConfig.fold``): a salted hash of its
+    own, independent of :func:`hash_split`, so the folds of any split are about equal and stable."""
+    u = int(hashlib.sha256(f"{HASH_SALT}:fold:{key}".encode()).hexdigest()[:12], 16) / float(1 << 48)
+    return int(u * folds) + 1
+
+
 # --------------------------------------------------------------------------- CSV
 
 
@@ -385,6 +392,9 @@ def read_source(cfg: SourceConfig, keep_unrated: bool = False) -> SourceData:
         )
     skipped: Counter = Counter()
     records = spec.read(cfg, mods, keep_unrated, skipped)
+    if cfg.folds_kept:
+        kept, n = cfg.folds_kept
+        records = [r for r in records if hash_fold(r.id, n) in kept]
     if cfg.limit:
         records = records[: cfg.limit]
     if not records:

@@ -8,7 +8,7 @@ import pytest
 from mmsa.common.settings import from_dict
 from mmsa.model.errors import ConfigError
 from mmsa.training.config import SourceConfig
-from mmsa.training.data import RAVDESS_ACTORS, VADER_SCALE, hash_split, read_source, video_part
+from mmsa.training.data import RAVDESS_ACTORS, VADER_SCALE, hash_fold, hash_split, read_source, video_part
 from mmsa.training.errors import DataError
 
 MOSI_HEADER = ["video_id", "clip_id", "text", "label", "annotation", "mode", "start", "end", "text_available"]
@@ -151,6 +151,52 @@ def test_fer_reader_unknown_emotion(fer_like, tmp_path):
     bad = write_csv(tmp_path / "labels.csv", ["path", "emotion"], [["a.jpg", "contempt"]])
     with pytest.raises(DataError, match=r"labels\.csv:2: column 2 \(emotion\): unknown emotion 'contempt'"):
         read_source(SourceConfig(reader="fer2013", labels=str(bad), split="all"))
+
+
+def test_cross_validation_folds_partition_a_split(fer_like):
+    """``fold = "k/n"`` keeps fold k of a split's rows, ``exclude_fold`` the others: each row is held out
+    exactly once over the n folds, never both trained on and held out in one fold; stable hashes."""
+    whole = {r.id for r in read_source(SourceConfig(reader="fer2013", labels=str(fer_like), split="all")).records}
+    held_out: list[str] = []
+    for k in (1, 2, 3):
+        held = {r.id for r in read_source(SourceConfig(reader="fer2013", labels=str(fer_like), split="all",
+                                                       fold=f"{k}/3")).records}
+        rest = {r.id for r in read_source(SourceConfig(reader="fer2013", labels=str(fer_like), split="all",
+                                                       exclude_fold=f"{k}/3")).records}
+        assert held and rest and not held & rest and held | rest == whole
+        assert all(hash_fold(i, 3) == k for i in held)
+        held_out += held
+    assert sorted(held_out) == sorted(whole)
+    assert [hash_fold(f"row{i}", 5) for i in range(8)] == [1, 3, 3, 4, 3, 2, 3, 2]  # the same on every machine
+    assert {hash_fold(f"row{i}", 5) for i in range(200)} == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    ({"fold": "0/5"}, r'fold: \'0/5\' must be "k/n" with 1 <= k <= n and n >= 2'),
+    ({"fold": "6/5"}, r"fold: \'6/5\' must be"),
+    ({"exclude_fold": "1/1"}, r"exclude_fold: \'1/1\' must be"),
+    ({"fold": "three"}, r"fold: \'three\' must be"),
+    ({"fold": "1/5", "exclude_fold": "2/5"}, "give one of them"),
+])
+def test_a_malformed_fold_names_the_key(keys, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(SourceConfig, {"reader": "fer2013", "labels": "x.csv", "split": "train", **keys})
+
+
+def test_a_held_out_fold_may_validate_beside_the_others_but_not_overlap_them(fer_like, tmp_path):
+    from mmsa.training.config import load_config
+
+    def config(train_part: str, valid_part: str) -> Path:
+        path = tmp_path / "cv.toml"
+        path.write_text(f"""[train]\nselect = "last"\n
+[[data.train]]\nreader = "fer2013"\nlabels = "{fer_like}"\nsplit = "train"\n{train_part}\n
+[[data.valid]]\nname = "held"\nreader = "fer2013"\nlabels = "{fer_like}"\nsplit = "train"\n{valid_part}\n""")
+        return path
+
+    cfg, _ = load_config(config('exclude_fold = "2/5"', 'fold = "2/5"'))
+    assert cfg.data.valid[0].folds_kept == (frozenset({2}), 5) and cfg.data.train[0].folds_kept[0] == {1, 3, 4, 5}
+    with pytest.raises(ConfigError, match="shares rows with training source"):
+        load_config(config('exclude_fold = "2/5"', 'fold = "3/5"'))
 
 
 def test_videos_split_a_fold_by_speaker(tmp_path):
