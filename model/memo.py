@@ -66,11 +66,11 @@ class RowMemo:
             computed = None
         fresh: dict[bytes, Outputs] = {}
         for j, i in enumerate(new):
-            row = tuple(None if t is None else t[j].detach().clone() for t in computed)  # type: ignore[union-attr]
+            row = tuple(None if t is None else t[j] for t in computed)  # type: ignore[union-attr]  # views
             fresh[keys[i]] = row
             size = sum(t.numel() * t.element_size() for t in row if t is not None)
             if self.bytes + size <= self.budget and keys[i] not in self.rows:
-                self.rows[keys[i]] = row
+                self.rows[keys[i]] = tuple(None if t is None else t.detach().clone() for t in row)  # copied only when kept
                 self.bytes += size
         if len(new) == len(keys):
             return computed  # type: ignore[return-value]

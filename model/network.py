@@ -196,12 +196,12 @@ class MMSAModel(nn.Module):
         # training-only view strengths (not part of the architecture or the checkpoint)
         self.augment_cfg: augment.AugmentConfig = augment.DEFAULT_AUGMENT
 
-    def for_training(self, augment_cfg: augment.AugmentConfig) -> None:
-        """Training-only set-up: the random views' strengths (``[augment]``), and the frozen face
-        networks' outputs remembered per crop (``ImageEncoder.remember``: the same faces come back
-        every epoch). Neither changes the architecture, the checkpoint or a score."""
+    def for_training(self, augment_cfg: augment.AugmentConfig, faces: bool = True) -> None:
+        """Training-only set-up: the random views' strengths (``[augment]``), and, where the data has
+        ``faces``, the frozen face networks' outputs remembered per crop (``ImageEncoder.remember``: the
+        same faces come back every epoch). Neither changes the architecture, the checkpoint or a score."""
         self.augment_cfg = augment_cfg
-        if self.vision.mesh is not None:
+        if faces and self.vision.mesh is not None:
             self.vision.remember()
         if self.vision.frozen_memo is not None:
             log.info("the frozen face networks' outputs are kept per crop (up to %d MiB)", self.vision.frozen_memo.budget >> 20)

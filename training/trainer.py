@@ -215,7 +215,7 @@ def _setup(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
     log.info("seed %d, device %s, %d process(es), select on %s", opts.seed, device, dist.world, cfg.select)
     train_sets = load_sources(cfg.data.train, cfg, features, dist, training=True)
     valid_sets = load_sources(cfg.data.valid, cfg, features, dist, training=False)
-    model, tokenizer, earlier, eval_modules = _build_model(cfg, device)
+    model, tokenizer, earlier, eval_modules = _build_model(cfg, device, train_sets + valid_sets)
     net: torch.nn.Module = model
     if dist.enabled:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -234,9 +234,9 @@ def _setup(cfg: TrainConfig, out_dir: Path, command: list[str], features: Featur
     return run
 
 
-def _build_model(cfg: TrainConfig, device: torch.device):
-    """The model on ``device`` (its weights from ``init_from`` where given), the tokenizer, the
-    stages it started from and the modules kept in eval mode."""
+def _build_model(cfg: TrainConfig, device: torch.device, sets: list):
+    """The model on ``device`` (its weights from ``init_from`` where given; the face memo only where
+    ``sets``, the data, have faces), the tokenizer, the stages it started from and the eval-mode modules."""
     from transformers import AutoTokenizer
 
     opts = cfg.train
@@ -246,7 +246,7 @@ def _build_model(cfg: TrainConfig, device: torch.device):
     model = MMSAModel.build(cfg.model, bert_dir)
     earlier = init_from(model, opts.init_from, opts.trainable) if opts.init_from else None
     n_frozen, eval_modules = freeze(model, opts)
-    model.for_training(cfg.augment)  # view strengths ([augment]); the frozen face networks' outputs kept
+    model.for_training(cfg.augment, faces=any("vision" in data.modalities for data, _ in sets))  # [augment]; memo
     model.to(device)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model: %d trainable parameters, %d frozen%s", n_train, n_frozen,

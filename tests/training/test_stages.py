@@ -283,6 +283,14 @@ def test_a_face_stage_may_change_only_the_vision_branch(ravdess_like, fer_like, 
     assert train_main([str(bad), "--out", str(tmp_path / "r3")]) != 0
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.match(r"error: train\.init_from: .* does not fit this model \(e\.g\. tensor audio\.", err)
+    # a stage without faces (the face model's audio branch on RAVDESS) keeps no face memo and says none
+    voice = write_config(tmp_path / "voice.toml", tiny_bert, **common, model={"fusion": "late", "face_mesh": "packaged",
+                                                                             "vision_head": "valence3"},
+                         sources=[{"name": "a", "reader": "ravdess", "labels": str(ravdess_like), "split": "train"}],
+                         valid=[{"name": "av", "reader": "ravdess", "labels": str(ravdess_like), "split": "valid"}],
+                         train={"epochs": 1, "batch_size": 2, "bert_lr": 0.0, "trainable": ["audio"], "select": "last"})
+    assert train_main([str(voice), "--out", str(tmp_path / "r4")]) == 0
+    assert "kept per crop" not in (tmp_path / "r4" / "train.log").read_text()
 
 
 # --------------------------------------------------------------------------- configs/train/default
