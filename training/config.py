@@ -95,7 +95,7 @@ class SourceConfig:
             raise ValueError(f"balance: only for emotion sources ({', '.join(sorted(EMOTION_READERS))}), not {self.reader}")
         if self.fold and self.exclude_fold:
             raise ValueError("fold, exclude_fold: give one of them (a fold, or every fold but one)")
-        self.folds_kept  # validates "k/n"
+        _ = self.folds_kept  # validates "k/n"
 
     @property
     def folds_kept(self) -> tuple[frozenset[int], int] | None:
@@ -289,7 +289,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             if _overlap(t, s):
                 raise ConfigError(
                     f"data.valid[{i}] ({s.key}): shares rows with training source {t.key} (same label file, "
-                    f"splits {t.split!r} and {s.split!r}); validation figures would be inflated"
+                    f"splits {_rows(t)} and {_rows(s)}); validation figures would be inflated"
                 )
     select = cfg.select
     if select == SELECT_LAST:
@@ -336,6 +336,11 @@ def _item(items: list[Any], part: str, text: str) -> Any:
     if not part.isdigit() or int(part) >= len(items):
         raise ConfigError(f"--set {text!r}: {part!r} is not an index of a list of {len(items)} tables")
     return items[int(part)]
+
+
+def _rows(s: SourceConfig) -> str:
+    """A source's row filter in words, e.g. ``'train' fold 2/5`` (for the overlap error)."""
+    return repr(s.split) + (f" fold {s.fold}" if s.fold else f" without fold {s.exclude_fold}" if s.exclude_fold else "")
 
 
 def _overlap(a: SourceConfig, b: SourceConfig) -> bool:
