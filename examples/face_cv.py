@@ -9,9 +9,13 @@ mean curve over the folds (about 2,000 faces in all) chooses the epoch count and
 valid and test stay untouched, so the final run's valid figure is a held-out figure, not a selected one.
 
     .venv/bin/python examples/face_cv.py --init runs/default-model/3_audio/model.safetensors \\
-        --out runs/face-cv/A --jobs 2 --threads 1
+        --out runs/face-cv/A --jobs 2 --threads 1 --set train.epochs=20
     .venv/bin/python examples/face_cv.py --init runs/default-model/3_audio/model.safetensors \\
-        --out runs/face-cv/E --jobs 2 --threads 1 --set train.ema=0.99
+        --out runs/face-cv/E --jobs 2 --threads 1 --set train.epochs=20 --set train.ema=0.99
+
+Every fold trains the recipe as the config has it, epochs included: stage 4 now trains the 7 epochs this
+chose, so a scan of epoch counts names 20 again (``--set train.epochs=20``, as above); without it each
+fold is the shipped recipe end to end, and the mean of the folds' last epochs compares whole recipes.
 
 ``--set KEY=VALUE`` (repeatable) is an override of the recipe for every fold (give each variant its own
 ``--out``); a fold whose run folder already holds ``metrics.json`` is not trained again (rerun to print
