@@ -42,17 +42,16 @@ STAGE4 = REPO / "configs" / "train" / "default" / "4_face.toml"
 
 
 def fold_config(base: Path, k: int, folds: int, init: str, seed: int = 1, sets: list[str] | None = None) -> str:
-    """Stage 4's config with fold k of FER2013 train held out: every FER2013 training source leaves the
+    """Stage 4's config with fold k of FER2013 train held out: its FER2013 training source leaves the
     fold out; the only validation set is that fold (``fer_fold<k>``); the last epoch is kept."""
     cfg, _ = load_config(base, [*(sets or []), f"train.seed={seed}", f"train.init_from={json.dumps(init)}",
                                 'train.select="last"'])
     fer = [s for s in cfg.data.train if s.reader == "fer2013"]
-    if not fer:
-        raise SystemExit(f"face_cv: {base.name} has no FER2013 training source")
+    if len(fer) != 1:
+        raise SystemExit(f"face_cv: {base.name} has {len(fer)} FER2013 training sources; one is cross-validated")
     part = f"{k}/{folds}"
     train = tuple(replace(s, exclude_fold=part) if s.reader == "fer2013" else s for s in cfg.data.train)
-    held = tuple(replace(s, name=f"fer_fold{k}" if len(fer) == 1 else f"{s.key}_fold{k}", fold=part, balance=False)
-                 for s in fer)
+    held = (replace(fer[0], name=f"fer_fold{k}", fold=part, balance=False),)
     return to_toml(validate(replace(cfg, data=replace(cfg.data, train=train, valid=held))))
 
 
