@@ -96,6 +96,10 @@ def test_card_quotes_the_recorded_evaluations():
     card = CARD.read_text()
     assert "CC BY-NC-SA" in card and "never trained on trimodal" in card.lower()
     tag = read_info("default").tag
+    opening = card.split("\n\n", 2)[1]  # the paragraph under the title names the shipped file and checkpoint
+    assert f"`{tag}`" in opening, f"the card's opening does not name the shipped checkpoint {tag}"
+    size = f"({DEFAULT_CHECKPOINT.stat().st_size / 2**20:.1f} MiB)"
+    assert size in opening, f"the card's opening does not give the shipped file's size {size}"
     for stem, name in [*((k, v[1]) for k, v in SETS.items()), *TWIN_SETS.items()]:
         path = EVAL_DIR / f"{stem}.json"
         assert path.is_file(), f"{path} is missing: run `make default-model-eval`"
