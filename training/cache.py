@@ -7,8 +7,11 @@ is stored per row as a small safetensors file::
 
     <cache.dir>/<feature fingerprint>/<key[:2]>/<key>.safetensors   tensors: audio (F, T), faces (n, 1, S, S)
 
-``key`` hashes the media path, size and mtime, the segment, the modalities and the face
-detector options, so a changed file or setting is featurized again. Files are written
+``key`` hashes the media file's *content* (sha256), the segment, the modalities and the face
+detector options, so a changed file or setting is featurized again, and a copy of the same data
+elsewhere (a fresh checkout of ``../shared/data``, a rebuilt folder of the same cut clips) is not.
+A file's content digest is itself remembered by path, size and mtime
+(``<cache.dir>/media-digests/``), so each file is read through once per copy, not once per run. Files are written
 atomically (temp file + rename): an interrupted run resumes where it stopped. Rows are decoded
 in parallel threads (ffmpeg and OpenCV release the GIL), with a progress bar. Text-only
 sources are not cached: their samples are built on the fly.
@@ -69,10 +72,32 @@ class SampleStore:
         return len(text.split()) if text else 0
 
 
-def _key(rec: Record, kind: str, mods: tuple[str, ...], detector: DetectorOptions) -> str:
-    st = rec.media.stat()
+def media_digest(path: Path, root: Path) -> str:
+    """The sha256 of the file's bytes, remembered under ``root`` by path, size and mtime (read once per copy)."""
+    st = path.stat()
+    where = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:32]
+    memo = root / where[:2] / where
+    try:
+        digest = memo.read_text().strip()
+        if len(digest) == 64:
+            return digest
+    except OSError:
+        pass
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    digest = h.hexdigest()
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f"{memo.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(digest)
+    os.replace(tmp, memo)
+    return digest
+
+
+def _key(rec: Record, kind: str, mods: tuple[str, ...], detector: DetectorOptions, digests: Path) -> str:
     ident = {
-        "v": 1, "kind": kind, "path": str(rec.media.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+        "v": 2, "kind": kind, "media": media_digest(rec.media, digests),
         "start": rec.start_s, "end": rec.end_s, "mods": sorted(m for m in mods if m != "text"),
         "detector": dataclasses.asdict(detector),
     }
@@ -132,7 +157,8 @@ def featurize(
         return SampleStore(data)
     detector = DetectorOptions()
     root = resolve_path(cache.dir) / features.fingerprint()
-    keys = [_key(r, kind, data.modalities, detector) for r in data.records]
+    digests = resolve_path(cache.dir) / "media-digests"
+    keys = [_key(r, kind, data.modalities, detector, digests) for r in data.records]
     files = [root / k[:2] / f"{k}.safetensors" for k in keys]
     todo = [i for i, f in enumerate(files) if not f.is_file()]
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Preprocessing cache: same features as the shared clip pipeline, resumable, keyed by file and settings."""
+"""Preprocessing cache: same features as the shared clip pipeline, resumable, keyed by file content and settings."""
 
 import csv
 import shutil
@@ -56,7 +56,15 @@ def test_modalities_and_changed_files_get_their_own_entries(mmsa_raw, tmp_path):
     assert audio_only[0].faces is None and audio_only[0].audio is not None
     assert len(cached_files(tmp_path / "cache")) == 4
     clip = read_source(src).records[0].media
-    clip.write_bytes(clip.read_bytes())  # same content, new mtime: featurized again
+    clip.write_bytes(clip.read_bytes())  # same content, new mtime: the cached features still hold
+    featurize(read_source(src), cache)
+    assert len(cached_files(tmp_path / "cache")) == 4
+    second = tmp_path / "second copy"  # the same data elsewhere (a fresh checkout): nothing featurized again
+    shutil.copytree(root, second)
+    again = featurize(read_source(SourceConfig(**{**src.__dict__, "labels": str(second / "label.csv")})), cache)
+    assert len(cached_files(tmp_path / "cache")) == 4 and torch.equal(again[0].audio, audio_only[0].audio)
+    with clip.open("ab") as fh:  # changed content (one more byte): featurized again
+        fh.write(b"\0")
     featurize(read_source(src), cache)
     assert len(cached_files(tmp_path / "cache")) == 5
 
