@@ -73,11 +73,12 @@ def curve(run: Path, key: str = "ravdess_test") -> list[float]:
 
 def train_runs(runs: list[Path], jobs: int, threads: int, sets: list[str]) -> list[str]:
     """Train each run folder from the config beside it (``<run>.toml``; log ``<run>.log``), ``jobs`` at once on
-    ``threads`` torch threads each, with the ``--set`` overrides; a folder that holds ``metrics.json`` is
-    skipped. Returns the names of the runs that failed."""
+    ``threads`` torch threads each, with the ``--set`` overrides; a folder that holds ``metrics.json`` (or,
+    for a soup or an ensemble of seeds, ``soup.json`` / ``ensemble.json``) is skipped. Returns the names of
+    the runs that failed."""
 
     def train(run: Path) -> int:
-        if (run / "metrics.json").is_file():
+        if any((run / done).is_file() for done in ("metrics.json", "soup.json", "ensemble.json")):
             return 0
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         with (run.parent / f"{run.name}.log").open("w") as log:

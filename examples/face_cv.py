@@ -17,6 +17,11 @@ Every fold trains the recipe as the config has it, epochs included: stage 4 now 
 chose, so a scan of epoch counts names 20 again (``--set train.epochs=20``, as above); without it each
 fold is the shipped recipe end to end, and the mean of the folds' last epochs compares whole recipes.
 
+A recipe that trains several seeds and combines them (``[train] ensemble``, as stage 4 now does, or
+``soup``) is cross-validated whole: each fold trains every seed on its four folds and scores the
+combined model on the fifth (``<how>.json``); the summary gives it beside the mean of its seeds' last
+epochs on the same fold, and the mean curve is that of the seeds.
+
 ``--set KEY=VALUE`` (repeatable) is an override of the recipe for every fold (give each variant its own
 ``--out``); a fold whose run folder already holds ``metrics.json`` is not trained again (rerun to print
 the summary). ``--json`` writes the per-fold curves and the summary.
@@ -85,18 +90,33 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"face_cv: training failed for {', '.join(failed)} (see their .log files in {args.out})", file=sys.stderr)
         return 1
-    curves = np.array([curve(run, f"fer_fold{k}") for k, run in enumerate(runs, 1)])
+    recipe, _ = load_config(runs[0].parent / f"{runs[0].name}.toml")
+    how = "ensemble" if recipe.train.ensemble else "soup" if recipe.train.soup else ""
+    seeds = list(recipe.train.ensemble or recipe.train.soup)
+    # per fold: the run's curve, or with several seeds the mean of the seeds' curves
+    per_seed = [[curve(run / f"seed{s}", f"fer_fold{k}") for s in seeds] if how else [curve(run, f"fer_fold{k}")]
+                for k, run in enumerate(runs, 1)]
+    curves = np.array([np.mean(c, 0) for c in per_seed])
     mean, last = curves.mean(0), curves[:, -1]
     best = int(mean.argmax())
-    print(f"{args.out}: last epoch " + " ".join(f"fold{k} {v:.3f}" for k, v in enumerate(last, 1))
+    summary = {"folds": args.folds, "seed": seeds or args.seed, "set": args.set, "curves": curves.round(4).tolist(),
+               "mean_curve": mean.round(4).tolist(), "best_epoch": best + 1, "best_mean": round(float(mean[best]), 4),
+               "last_mean": round(float(last.mean()), 4), "last_std": round(float(last.std(ddof=1)), 4)}
+    label = f"the mean of seeds {seeds}' " if how else ""
+    print(f"{args.out}: {label}last epoch " + " ".join(f"fold{k} {v:.3f}" for k, v in enumerate(last, 1))
           + f" | mean {last.mean():.3f} +- {last.std(ddof=1):.3f}")
     print(f"  mean curve: best {mean[best]:.3f} at epoch {best + 1}; by epoch: " + " ".join(f"{v:.3f}" for v in mean))
+    if how:
+        combined = np.array([json.loads((run / f"{how}.json").read_text())["valid"][f"fer_fold{k}"]["valence_uar3"]
+                             for k, run in enumerate(runs, 1)])
+        gain = combined - last
+        print(f"  the {how}: " + " ".join(f"fold{k} {v:.3f}" for k, v in enumerate(combined, 1))
+              + f" | mean {combined.mean():.3f} +- {combined.std(ddof=1):.3f}; over its seeds' mean {gain.mean():+.3f}"
+              f" (higher on {int((gain >= 0).sum())} of {len(gain)} folds)")
+        summary |= {how: combined.round(4).tolist(), f"{how}_mean": round(float(combined.mean()), 4),
+                    f"{how}_std": round(float(combined.std(ddof=1)), 4), "gain_mean": round(float(gain.mean()), 4)}
     if args.json:
-        args.json.write_text(json.dumps({
-            "folds": args.folds, "seed": args.seed, "set": args.set, "curves": curves.round(4).tolist(),
-            "mean_curve": mean.round(4).tolist(), "best_epoch": best + 1, "best_mean": round(float(mean[best]), 4),
-            "last_mean": round(float(last.mean()), 4), "last_std": round(float(last.std(ddof=1)), 4),
-        }, indent=1))
+        args.json.write_text(json.dumps(summary, indent=1))
     return 0
 
 

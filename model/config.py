@@ -64,6 +64,11 @@ class ModelConfig:
     score is the class margin of ``network.valence_score``."""
     audio_head: Head = "score"
     """The same choice for the audio head."""
+    vision_members: int = 1
+    """Face branches whose class probabilities are averaged (an ensemble; ``vision_head = "valence3"``):
+    members 2.. have their own CNN, projections and head, and read the frozen networks' outputs of
+    member 1 (computed once). Assembled from runs of one recipe with different seeds by ``[train]
+    ensemble`` (``mmsa.training.soup``), not trained together."""
     fusion: Fusion = "concat"
     """``concat``: Eq. 9 concat -> FC. ``attention``: transformer over modality tokens. ``late``: weighted mean
     of unimodal scores with fixed weights. ``calibrated``: the product of the heads' calibrated polarity
@@ -101,6 +106,8 @@ class ModelConfig:
             raise ValueError(f"audio_channels: 1 to {len(AudioEncoder.KERNELS)} layers, got {len(self.audio_channels)}")
         if not 0 <= self.audio_bands <= N_FREQ:
             raise ValueError(f"audio_bands: 0 (every STFT bin) or 1 to {N_FREQ} bands, got {self.audio_bands}")
+        if self.vision_members < 1 or (self.vision_members > 1 and self.vision_head != "valence3"):
+            raise ValueError(f'vision_members: 1, or more with vision_head = "valence3", got {self.vision_members}')
         if self.face_cnn == "mesh" and self.face_mesh != "packaged":
             raise ValueError('face_cnn = "mesh" runs the CNN on the face-mesh trunk\'s map: set face_mesh = "packaged"')
         if self.face_expression == "packaged" and self.face_mesh != "packaged":

@@ -328,8 +328,11 @@ class ImageEncoder(nn.Module):
 
     def __init__(
         self, channels: tuple[int, int], d: int, attention_dim: int, out_dim: int, face_mesh: bool = False,
-        cnn_input: str = "pixels", expression_net: bool = False,
+        cnn_input: str = "pixels", expression_net: bool = False, frozen_nets: bool = True,
     ) -> None:
+        """``frozen_nets=False``: the trainable parts only, for a further member of an ensemble whose frozen
+        networks' outputs (:meth:`window_mesh`) come from the first member's (``MMSAModel``,
+        ``[model] vision_members``)."""
         super().__init__()
         c1, c2 = channels
         self.cnn_input = cnn_input
@@ -350,7 +353,8 @@ class ImageEncoder(nn.Module):
         self.dim = out_dim
         self.mesh: FaceMesh | None = None
         if face_mesh:
-            self.mesh = FaceMesh(outputs=(FEATURES, MAP) if cnn_input == "mesh" else (FEATURES,))
+            if frozen_nets:
+                self.mesh = FaceMesh(outputs=(FEATURES, MAP) if cnn_input == "mesh" else (FEATURES,))
             self.mesh_proj = nn.Sequential(
                 _FeatureNorm(FEATURE_DIM), nn.Dropout(self.MESH_DROPOUT), nn.Linear(FEATURE_DIM, out_dim)
             )
@@ -359,7 +363,8 @@ class ImageEncoder(nn.Module):
         if expression_net:
             if not face_mesh:
                 raise ValueError("the expression network rides on the face mesh's pass: needs face_mesh")
-            self.expression = expression.MiniXception()
+            if frozen_nets:
+                self.expression = expression.MiniXception()
             self.expr_proj = nn.Sequential(
                 _FeatureNorm(expression.FEATURE_DIM), nn.Dropout(self.MESH_DROPOUT),
                 nn.Linear(expression.FEATURE_DIM, out_dim),

@@ -33,6 +33,13 @@
   better than any threshold on a regressed score (docs/default-model.md). Its score is
   :func:`valence_score` of the class probabilities: continuous, in [-score_range, score_range],
   and always in the arg-max class's band of the polarity rule (``mmsa.model.scale``).
+* ``[model] vision_members = N`` (with ``vision_head = "valence3"``): an ensemble of N face branches. Member
+  1 is ``vision`` + ``heads["vision"]``; members 2..N (``vision_members``) have their own CNN, projections
+  and head and read member 1's frozen-network outputs (one pass of the face mesh and the expression
+  network for all). The face logits are the log of the members' mean class probabilities (so a
+  temperature and :func:`valence_score` apply as to one head); the face *embedding* (the ``concat`` and
+  ``attention`` fusions, the InfoNCE views) stays member 1's. Members are assembled from separate runs
+  (``[train] ensemble``), not trained together; in training a member sees the uncut crops' mesh outputs.
 * Views: in training the two image views are random crops and the audio views random
   crops/masks (``augment.py``); the text views are segment 1 / segment 2 aspect features
   when aspects are given, else two dropout passes of BERT (Eq. 6). The second pass of a
@@ -44,6 +51,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +182,13 @@ class MMSAModel(nn.Module):
         self.heads = nn.ModuleDict({
             m: _head(self.dims[m], H, cfg.dropout, self.classes.get(m, 1)) for m in MODALITIES
         })
+        # further face branches of an ensemble (cfg.vision_members): own CNN, projections and head each
+        self.vision_members = nn.ModuleList(nn.ModuleDict({
+            "encoder": ImageEncoder(
+                cfg.inception_channels, cfg.inception_width, cfg.attention_dim, H, face_mesh=cfg.face_mesh == "packaged",
+                cnn_input=cfg.face_cnn, expression_net=cfg.face_expression == "packaged", frozen_nets=False),
+            "head": _head(H, H, cfg.dropout, 3),
+        }) for _ in range(cfg.vision_members - 1))
         if cfg.fusion == "concat":
             self.fusion = _head(d_text + 3 * H + len(MODALITIES), H, cfg.dropout)
         elif cfg.fusion == "attention":
@@ -216,7 +231,8 @@ class MMSAModel(nn.Module):
         return {
             "text": text + list(self.heads["text"].parameters()),
             "audio": list(self.audio.parameters()) + list(self.heads["audio"].parameters()),
-            "vision": list(self.vision.parameters()) + list(self.heads["vision"].parameters()),
+            "vision": list(self.vision.parameters()) + list(self.heads["vision"].parameters())
+            + list(self.vision_members.parameters()),
         }
 
     def _squash(self, raw: torch.Tensor) -> torch.Tensor:
@@ -271,6 +287,7 @@ class MMSAModel(nn.Module):
         # image: two views h_img1, h_img2 (Eq. 7 and 9)
         h_v1 = torch.zeros(B, self.dims["vision"], device=dev)
         h_v2 = torch.zeros_like(h_v1)
+        members = [torch.zeros_like(h_v1) for _ in self.vision_members]  # further members' features (ensemble)
         idx = x.vision_present.nonzero().squeeze(1)
         if has_rows(idx):
             faces, fmask = x.faces[idx], x.face_mask[idx]
@@ -283,6 +300,8 @@ class MMSAModel(nn.Module):
                 return self.vision.encode_windows(pixels.reshape(shape), fmask, mesh, train)
 
             v1 = view()
+            for h_k, member in zip(members, self.vision_members):
+                put_rows(h_k, idx, member["encoder"].encode_windows(faces, fmask, mesh, train))
             if train and "vision" in views:
                 v2 = view()
                 pairs["vision"] = (v1, v2)
@@ -299,7 +318,12 @@ class MMSAModel(nn.Module):
             if m in self.classes:
                 z = torch.full((B, self.classes[m]), float("nan"), device=dev)
                 if has_rows(rows_m):
-                    put_rows(z, rows_m, self.heads[m](feats[m][rows_m]))
+                    z_m = self.heads[m](feats[m][rows_m])
+                    if m == "vision" and members:  # the ensemble: log of the members' mean class probabilities
+                        z_m = torch.stack([z_m.log_softmax(-1), *(
+                            k["head"](f[rows_m]).log_softmax(-1) for k, f in zip(self.vision_members, members))]).logsumexp(0) \
+                            - math.log(1 + len(members))
+                    put_rows(z, rows_m, z_m)
                     s[rows_m] = valence_score(z[rows_m].softmax(-1), self.cfg.score_range)
                 logits[m] = z
             elif has_rows(rows_m):

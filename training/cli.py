@@ -140,9 +140,9 @@ def _train(argv: list[str] | None) -> int:
     cfg, _ = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     command = ["mmsa-train", *(argv if argv is not None else sys.argv[1:])]
-    if args.seeds and cfg.train.soup:
-        raise ConfigError("--seeds and train.soup: use one (train.soup trains its own seeds and averages them)")
-    if cfg.train.soup:
+    if args.seeds and (cfg.train.soup or cfg.train.ensemble):
+        raise ConfigError("--seeds and train.soup / train.ensemble: use one (they train their own seeds)")
+    if cfg.train.soup or cfg.train.ensemble:
         train_soup(cfg, out, command)
     elif args.seeds:
         train_seeds(cfg, args.seeds, out, command)

@@ -198,6 +198,9 @@ class TrainOptions:
     """Train one run per seed listed here (``OUT/seed<k>``, each selected as ``select`` says) and save the
     average of their trained weights, a uniform model soup, as ``OUT/model.safetensors`` (:mod:`mmsa.training.soup`);
     empty: one run of ``seed``."""
+    ensemble: tuple[int, ...] = ()
+    """Train one run per seed listed here, as ``soup`` does, and keep every run's face branch: the saved model
+    averages their class probabilities (``[model] vision_members``; ``trainable = ["vision"]`` only); empty: off."""
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -221,8 +224,15 @@ class TrainOptions:
             raise ValueError(f"trainable: unknown part {bad[0]!r} (known: {', '.join(PARTS)})")
         if len(set(self.trainable)) != len(self.trainable):
             raise ValueError("trainable: a part is named twice")
-        if len(self.soup) == 1 or len(set(self.soup)) != len(self.soup):
-            raise ValueError("soup: needs two different seeds or more (empty: off)")
+        for key in ("soup", "ensemble"):
+            seeds = getattr(self, key)
+            if len(seeds) == 1 or len(set(seeds)) != len(seeds):
+                raise ValueError(f"{key}: needs two different seeds or more (empty: off)")
+        if self.soup and self.ensemble:
+            raise ValueError("soup and ensemble: use one (a soup averages the runs' weights, an ensemble keeps them all)")
+        if self.ensemble and tuple(self.trainable) != ("vision",):
+            raise ValueError('ensemble: only of face branches (trainable = ["vision"]), got trainable = '
+                             f"{list(self.trainable)}")
 
 
 @dataclass(frozen=True)
@@ -271,6 +281,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("data.train: at least one training source ([[data.train]]) is required")
     if not cfg.data.valid:
         raise ConfigError("data.valid: at least one validation set ([[data.valid]]) is required for model selection")
+    if cfg.train.ensemble and cfg.model.vision_head != "valence3":
+        raise ConfigError('train.ensemble: averages class probabilities: needs model.vision_head = "valence3"')
     for group, sources in (("train", cfg.data.train), ("valid", cfg.data.valid)):
         names = [s.key for s in sources]
         dup = {n for n in names if names.count(n) > 1}

@@ -18,7 +18,7 @@ from mmsa.model.errors import ConfigError
 
 from .config import TrainConfig
 
-BRANCHES = {"text": "text", "text_proj": "text", "audio": "audio", "vision": "vision"}
+BRANCHES = {"text": "text", "text_proj": "text", "audio": "audio", "vision": "vision", "vision_members": "vision"}
 
 
 def part_of(name: str) -> str:

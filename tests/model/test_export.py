@@ -58,13 +58,14 @@ def presence_batches(rng, tokenizer, features=DEFAULT_FEATURES):
 def checkpoints(tmp_path_factory, tiny_bert):
     """Tiny checkpoints of the three fusions (late with the packaged face mesh and the valence head), and
     ``whisper``: the default model's layout (Whisper's encoder statistics as the audio input, valence heads,
-    the calibrated fusion with the text gate and a text prior)."""
+    the calibrated fusion with the text gate and a text prior, an ensemble of two face branches)."""
     out = {}
     for key, fusion, extra in [("concat", "concat", {}), ("attention", "attention", {}),
                                ("late", "late", {"face_mesh": "packaged", "vision_head": "valence3"}),
                                ("whisper", "calibrated", {"audio_input": "whisper", "audio_head": "valence3",
                                                           "vision_head": "valence3", "calibration": (0.7, 1.2, 1.0),
-                                                          "fusion_gate": "text", "text_prior": (0.3, 0.2, 0.5)})]:
+                                                          "fusion_gate": "text", "text_prior": (0.3, 0.2, 0.5),
+                                                          "vision_members": 2})]:
         torch.manual_seed(0)
         model = MMSAModel.build(tiny_config(tiny_bert, fusion=fusion, **extra), tiny_bert).eval()
         out[key] = save_checkpoint(tmp_path_factory.mktemp(key) / "m.safetensors", model, name=f"tiny-{key}")

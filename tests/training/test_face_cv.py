@@ -40,3 +40,30 @@ def test_a_missing_stage_3_checkpoint_is_one_line_and_exit_2(face_cv, tmp_path, 
     assert face_cv.main(["--init", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "cv")]) == 2
     err = capsys.readouterr().err.strip()
     assert "none.safetensors: no such checkpoint" in err and len(err.splitlines()) == 1
+
+
+def test_an_ensemble_recipe_is_cross_validated_whole(face_cv, fer_like, tiny_bert, tmp_path, capsys):
+    """Stage 4 trains an ensemble of seeds: every fold trains each seed and scores their ensemble on the held fold."""
+    import json
+
+    from mmsa.model import MMSAModel, save_checkpoint
+    from tests.model.helpers import tiny_config
+    from tests.training.test_ensemble import face_config
+
+    recipe = face_config(tmp_path, fer_like, tiny_bert, ensemble=[1, 2])
+    init = save_checkpoint(tmp_path / "stage3.safetensors", MMSAModel.build(
+        tiny_config(tiny_bert, fusion="late", face_mesh="packaged", face_cnn="mesh", vision_head="valence3"), tiny_bert),
+        name="stage3")
+    summary = tmp_path / "cv.json"
+    assert face_cv.main(["--init", str(init), "--config", str(recipe), "--out", str(tmp_path / "cv"), "--folds", "2",
+                         "--threads", "1", "--json", str(summary)]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(summary.read_text())
+    for k in (1, 2):
+        fold = tmp_path / "cv" / f"fold{k}"
+        assert (fold / "seed1" / "model.safetensors").is_file() and (fold / "seed2" / "model.safetensors").is_file()
+        assert report["ensemble"][k - 1] == round(json.loads((fold / "ensemble.json").read_text())[
+            "valid"][f"fer_fold{k}"]["valence_uar3"], 4)
+        seeds = [face_cv.curve(fold / f"seed{s}", f"fer_fold{k}")[-1] for s in (1, 2)]
+        assert report["curves"][k - 1][-1] == round(sum(seeds) / 2, 4)  # the curve: the mean of the seeds'
+    assert report["seed"] == [1, 2] and "the ensemble: fold1" in out and "over its seeds' mean" in out
