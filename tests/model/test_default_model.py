@@ -72,6 +72,8 @@ def test_default_loads_offline_and_records_its_stages(monkeypatch):
     cfg = loaded.model.cfg
     assert (cfg.face_mesh, cfg.face_cnn, cfg.face_expression, cfg.vision_head, cfg.audio_head) == (
         "packaged", "mesh", "packaged", "valence3", "valence3")
+    # the face branch: an ensemble of stage 4's three seeds (each run's branch kept, the frozen networks shared)
+    assert cfg.vision_members == 3 and [r["seed"] for r in stages[3]["ensemble"]] == [1, 2, 3]
     # the audio branch reads Whisper's encoder statistics, and the features it loads with say so
     assert cfg.audio_input == "whisper" and loaded.features.audio_input == "whisper"
     assert info.face_mesh == {"file": facemesh.ASSET.name, "digest": facemesh.ASSET_SHA256[:12],

@@ -316,6 +316,8 @@ def test_default_build_stages_load_and_chain():
         assert cfg.select == "last" or all(s.split != "test" for s in cfg.data.valid)
         assert cfg.train.init_from == ("" if prev is None else f"runs/default-model/{prev.stem}/model.safetensors")
     assert [c.train.trainable for c in cfgs] == [("text",), ("text",), ("audio",), ("vision",)]
+    # stage 4: three seeds of the face recipe kept as an ensemble (the others: one run each)
+    assert [c.train.ensemble for c in cfgs] == [(), (), (), (1, 2, 3)] and not any(c.train.soup for c in cfgs)
     assert [[s.reader for s in c.data.train] for c in cfgs] == [["vader"], ["mosi", "mosei"], ["ravdess", "ravdess"],
                                                                 ["fer2013"]]
     assert cfgs[0].data.train[0].split == "all"  # VADER: every sentence (rescaled [-4, 4] -> [-3, 3] by the reader)
