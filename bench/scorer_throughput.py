@@ -20,7 +20,10 @@ outside the timings). Windows are featurized as the monitor does (``[scorer] fac
 frames searched for faces); ``--also-faces N`` adds a row of the monitor's runtime on windows of N
 faces (``onnx_faces8``: as before that setting) and their ratio (``faces_speedup``); ``onnx_in_turn`` is the
 ONNX runtime running a batch's graph runs one at a time on every thread, as before 2026-12-05, and
-``parallel_runs_speedup`` the monitor's ``onnx`` over it (one run per thread at once). The rows of one
+``parallel_runs_speedup`` the monitor's ``onnx`` over it (one run per thread at once). With a checkpoint
+whose face branch is an ensemble (the default model: 3 members), ``--also-members N`` adds a row of the
+monitor's runtime scoring with the first N alone (``[scorer] face_members``: ``onnx_members1``) and its ratio
+over all of them (``members_speedup``). The rows of one
 run are measured in turn on the same windows, so their ratios hold on a busy machine where the
 absolute figures do not.
 """
@@ -49,6 +52,9 @@ def main() -> int:
     ap.add_argument("--also-faces", type=int, nargs="*", default=[8],
                     help="also time the monitor's runtime on windows with this many frames searched for faces "
                          "(the monitor's [scorer] faces_per_window is timed anyway; 8: as before it was 4)")
+    ap.add_argument("--also-members", type=int, nargs="*", default=[1],
+                    help="also time the monitor's runtime scoring with only this many of an ensemble checkpoint's face "
+                         "branches ([scorer] face_members; the default model has 3)")
     ap.add_argument("--json")
     args = ap.parse_args()
     import torch
@@ -86,12 +92,16 @@ def main() -> int:
     # the monitor's runtime as it runs, on windows with other numbers of faces (after the rows above, same run)
     runs += [(f"{mon.scorer.runtime}_faces{n}", "cpu", mon.scorer.runtime, default_threads, n)
              for n in args.also_faces if n != faces and mon.device == "cpu"]
+    members = mon.scorer.face_members  # the face branches the monitor scores with (an ensemble's: [model] vision_members)
+    runs += [(f"{mon.scorer.runtime}_members{n}", "cpu", mon.scorer.runtime, default_threads)
+             for n in args.also_members if 0 < n < members and mon.device == "cpu"]
     for key, dev, rt, threads, *n_faces in runs:
         torch.set_num_threads(threads)  # the torch rows' threads; the ONNX rows' sessions get theirs below
         if dev == "cpu" and rt == mon.scorer.runtime and threads == default_threads and key != IN_TURN:
             scorer = mon.scorer
         else:
-            scorer = Scorer(load_checkpoint(model, device=dev), dev, runtime=rt)
+            n_members = int(key.rpartition("_members")[2]) if "_members" in key else 0
+            scorer = Scorer(load_checkpoint(model, device=dev), dev, runtime=rt, face_members=n_members)
         if rt == "onnx" and scorer is not mon.scorer:  # the session's threads as the row says
             scorer.model = OnnxModel(scorer.model.path, threads, parallel_runs=key != IN_TURN)
         rows = samples
@@ -121,6 +131,12 @@ def main() -> int:
         mine = wps.get(mon.scorer.runtime if mon.scorer.runtime == "onnx" else "cpu")
         if other and mine:
             out.setdefault("faces_speedup", {})[f"{faces}_over_{n}"] = {b: round(mine[b] / other[b], 2) for b in other}
+    for n in args.also_members:
+        other = wps.get(f"{mon.scorer.runtime}_members{n}")
+        mine = wps.get(mon.scorer.runtime if mon.scorer.runtime == "onnx" else "cpu")
+        if other and mine:
+            out.setdefault("members_speedup", {})[f"{n}_over_{members}"] = {b: round(other[b] / mine[b], 2) for b in other}
+    out["face_members"] = members
     out["load_before"], out["load_after"] = load0, load_avg()
     write_json(args.json, out)
     return 0

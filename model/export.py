@@ -193,9 +193,15 @@ def _stem(name: str) -> str:
 
 
 def graph_path(loaded: LoadedModel, cache: str | Path | None = None, key: dict[str, Any] | None = None) -> Path:
+    """``<cache>/<checkpoint name>-<key digest>.onnx``; a model scoring with fewer face branches than its
+    checkpoint holds (``[scorer] face_members``) is named ``<name>-faces<N>-...``, so that its graph and the
+    whole model's live side by side (a new graph replaces only the older graphs of its own name)."""
     key = key or graph_key(loaded)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cache or default_cache()).expanduser() / f"{_stem(loaded.info.name)}-{digest}.onnx"
+    name = loaded.info.name
+    if loaded.model.cfg.vision_members != loaded.info.model_config.vision_members:
+        name = f"{name}-faces{loaded.model.cfg.vision_members}"
+    return Path(cache or default_cache()).expanduser() / f"{_stem(name)}-{digest}.onnx"
 
 
 def _writable(folder: Path) -> bool:

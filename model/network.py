@@ -53,7 +53,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -220,6 +220,15 @@ class MMSAModel(nn.Module):
             self.vision.remember()
         if self.vision.frozen_memo is not None:
             log.info("the frozen face networks' outputs are kept per crop (up to %d MiB)", self.vision.frozen_memo.budget >> 20)
+
+    def keep_face_members(self, n: int) -> MMSAModel:
+        """Score with the first ``n`` face branches of an ensemble only (``[scorer] face_members``: speed
+        before the last point of face accuracy); 0, or ``n`` at least ``vision_members``: all of them. In place;
+        returns the model. The face temperature stays the one fitted for the whole ensemble."""
+        if 0 < n < self.cfg.vision_members:
+            self.vision_members = nn.ModuleList(list(self.vision_members)[: n - 1])
+            self.cfg = replace(self.cfg, vision_members=n)
+        return self
 
     @classmethod
     def build(cls, cfg: ModelConfig, bert_dir: Path, pretrained_bert: bool = True) -> MMSAModel:

@@ -155,7 +155,7 @@ def _engine(args: argparse.Namespace, cfg: MonitorConfig, n_streams: int):
     _say(f"loading the models on {device} ...")
     sc = cfg.scorer
     scorer = Scorer(load_checkpoint(args.model, device=device, bert=sc.bert or None), device, runtime=sc.runtime,
-                    graph_cache=sc.graph_cache or None, graph_build=sc.graph_build)
+                    graph_cache=sc.graph_cache or None, graph_build=sc.graph_build, face_members=sc.face_members)
     engine = Engine(Transcriber(cfg.asr, args.device, workers=workers), scorer, cfg.scorer)
     engine.warm_up()
     return engine

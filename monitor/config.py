@@ -171,7 +171,14 @@ class ScorerConfig:
     checkpoint's ``frames_per_window`` (8). 4 halves the face work per window for a face score within a few hundredths
     of 8's (docs/default-model.md, "Faces per window and the mirror pass")."""
 
+    face_members: int = 0
+    """Face branches of an ensemble checkpoint scored (the default model has 3, ``[model] vision_members``): 0, all;
+    1 scores with the first alone, about a sixth more windows per second on a 2-core CPU for about 1.7 points of
+    FER2013 test (docs/default-model.md, "Stage 4 as an ensemble of three seeds")."""
+
     def __post_init__(self) -> None:
+        if self.face_members < 0:
+            raise ValueError("face_members: 0 (all of the checkpoint's face branches) or more")
         if self.faces_per_window < 0:
             raise ValueError("faces_per_window: 0 (the checkpoint's) or more")
 

@@ -42,12 +42,13 @@ class Scorer:
 
     ``runtime``: ``torch``, or ``onnx`` (``[scorer] runtime``): the checkpoint's graph exported to
     ONNX and run by ONNX Runtime (``mmsa.model.export``; built into ``graph_cache`` at first use
-    unless ``graph_build`` is false).
+    unless ``graph_build`` is false). ``face_members`` (``[scorer] face_members``): score with the first N
+    face branches of a checkpoint whose face branch is an ensemble (0: all); its own graph.
     The ONNX runtime is for the CPU: on CUDA the scorer runs torch. ``self.runtime`` is the one in use.
     """
 
     def __init__(self, loaded: LoadedModel, device: str = "cpu", runtime: str = "torch",
-                 graph_cache: str | None = None, graph_build: bool = True) -> None:
+                 graph_cache: str | None = None, graph_build: bool = True, face_members: int = 0) -> None:
         flush_denormals()
         if runtime not in ("torch", "onnx"):
             raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
@@ -58,6 +59,11 @@ class Scorer:
         self.runtime = runtime if device == "cpu" else "torch"
         if self.runtime != runtime:
             log.info("the onnx runtime is for the CPU; the scorer runs torch on %s", device)
+        members = loaded.model.cfg.vision_members
+        if 0 < face_members < members:  # [scorer] face_members: the first of an ensemble's face branches only
+            loaded.model.keep_face_members(face_members)
+            log.info("scoring faces with %d of the checkpoint's %d face branches ([scorer] face_members)", face_members, members)
+        self.face_members = loaded.model.cfg.vision_members
         self.model: MMSAModel | OnnxModel
         if self.runtime == "onnx":
             from mmsa.model.export import load_graph
