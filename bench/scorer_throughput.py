@@ -126,14 +126,13 @@ def main() -> int:
                 n: round(wps["onnx" + suffix][n] / wps["cpu" + suffix][n], 2) for n in wps["cpu" + suffix]}
     if IN_TURN in wps and "onnx" in wps:
         out["parallel_runs_speedup"] = {n: round(wps["onnx"][n] / wps[IN_TURN][n], 2) for n in wps[IN_TURN]}
+    mine = wps.get(mon.scorer.runtime if mon.scorer.runtime == "onnx" else "cpu")  # the monitor's row
     for n in args.also_faces:
         other = wps.get(f"{mon.scorer.runtime}_faces{n}")
-        mine = wps.get(mon.scorer.runtime if mon.scorer.runtime == "onnx" else "cpu")
         if other and mine:
             out.setdefault("faces_speedup", {})[f"{faces}_over_{n}"] = {b: round(mine[b] / other[b], 2) for b in other}
     for n in args.also_members:
         other = wps.get(f"{mon.scorer.runtime}_members{n}")
-        mine = wps.get(mon.scorer.runtime if mon.scorer.runtime == "onnx" else "cpu")
         if other and mine:
             out.setdefault("members_speedup", {})[f"{n}_over_{members}"] = {b: round(other[b] / mine[b], 2) for b in other}
     out["face_members"] = members

@@ -59,11 +59,10 @@ class Scorer:
         self.runtime = runtime if device == "cpu" else "torch"
         if self.runtime != runtime:
             log.info("the onnx runtime is for the CPU; the scorer runs torch on %s", device)
-        members = loaded.model.cfg.vision_members
-        if 0 < face_members < members:  # [scorer] face_members: the first of an ensemble's face branches only
-            loaded.model.keep_face_members(face_members)
-            log.info("scoring faces with %d of the checkpoint's %d face branches ([scorer] face_members)", face_members, members)
-        self.face_members = loaded.model.cfg.vision_members
+        members = loaded.model.cfg.vision_members  # [scorer] face_members: the first of an ensemble's face branches only
+        self.face_members = loaded.model.keep_face_members(face_members).cfg.vision_members
+        if self.face_members < members:
+            log.info("scoring faces with %d of the checkpoint's %d face branches ([scorer] face_members)", self.face_members, members)
         self.model: MMSAModel | OnnxModel
         if self.runtime == "onnx":
             from mmsa.model.export import load_graph

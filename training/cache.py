@@ -37,6 +37,7 @@ from mmsa.media import MediaError, clip_sample
 from mmsa.media.faces import DetectorOptions, FaceDetector
 from mmsa.model.errors import MMSAError
 from mmsa.model.features import DEFAULT_FEATURES, FeatureConfig, Sample, face_crop, face_window
+from mmsa.model.resources import file_digest
 
 from .config import CacheConfig, resolve_path
 from .data import Record, SourceData
@@ -83,11 +84,7 @@ def media_digest(path: Path, root: Path) -> str:
             return digest
     except OSError:
         pass
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = file_digest(path, 64)
     memo.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo.with_name(f"{memo.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(digest)
