@@ -415,6 +415,7 @@ class Monitor:
     scorer: Any
     device: str
     faces_per_window: int  # ``[scorer] faces_per_window`` (0: the checkpoint's)
+    faces_ahead: bool = True  # ``[scorer] faces_ahead``
 
     @property
     def features(self) -> Any:
@@ -454,17 +455,22 @@ class Monitor:
                 "asr_threads": self.transcriber.cfg.cpu_threads, "word_timestamps": self.transcriber.word_timestamps,
                 "segment_timestamps": self.transcriber.timestamps, "trim_margin_s": self.transcriber.cfg.trim_margin_s,
                 "asr_prompt": self.transcriber.cfg.prompt, "asr_piece_min_s": self.transcriber.cfg.piece_min_s,
-                "faces_per_window": self.features.frames_per_window}
+                "faces_per_window": self.features.frames_per_window, "faces_ahead": self.faces_ahead,
+                "scorer_graph_split": getattr(self.scorer.model, "split", None)}
 
     def warm_up(self) -> None:
         """One transcription and one forward pass, so first-call costs stay out of the timings."""
+        import torch
+
         from mmsa.model import Sample
         from mmsa.model.features import audio_features
 
         rng = np.random.default_rng(0)
         audio = (rng.standard_normal(16_000 * 2) * 0.05).astype(np.float32)
         self.transcriber.transcribe(audio)
-        self.scorer.score([Sample(text="warm up", audio=audio_features(audio, self.scorer.features))])
+        crops = torch.from_numpy(rng.random((1, 1, 48, 48), np.float32))
+        self.scorer.prepare(crops)
+        self.scorer.score([Sample(text="warm up", audio=audio_features(audio, self.scorer.features), faces=crops)])
 
     def pipeline(self, media_path: Path, workdir: Path, *, fast: bool, mqtt: tuple[str, int, str] | None = None,
                  block_ms: int | None = None, **segmenter):
@@ -485,7 +491,7 @@ class Monitor:
         from mmsa.monitor.sources import audio_block
 
         cfg = MonitorConfig().replace("segmenter", **{k: v for k, v in segmenter.items() if v is not None})
-        cfg = cfg.replace("scorer", faces_per_window=self.faces_per_window)
+        cfg = cfg.replace("scorer", faces_per_window=self.faces_per_window, faces_ahead=self.faces_ahead)
         if block_ms is not None:
             cfg = cfg.replace("audio", block_ms=block_ms)
         if mqtt is not None:

@@ -110,6 +110,9 @@ def main() -> int:
     ap.add_argument("--scorer-threads", type=int,
                     help="the ONNX scorer's threads (1: as the monitor ran before 2026-12-05, when loading Whisper "
                          "left it torch's one thread; default: one per CPU)")
+    ap.add_argument("--no-faces-ahead", action="store_true",
+                    help="[scorer] faces_ahead = false (the frozen face networks run when the window is scored, "
+                         "as before 2026-12-05 evening)")
     ap.add_argument("--json")
     args = ap.parse_args()
     set_torch_threads(args.torch_threads)
@@ -129,6 +132,7 @@ def main() -> int:
         from mmsa.model.onnxrt import OnnxModel
 
         mon.scorer.model = OnnxModel(mon.scorer.model.path, args.scorer_threads)
+    mon.faces_ahead = not args.no_faces_ahead
     mon.warm_up()
     load0 = load_avg()
     with tempfile.TemporaryDirectory(prefix="mmsa-bench-") as tmp:

@@ -291,6 +291,19 @@ class MeshFeatures:
     map: torch.Tensor | None  # (N, MAP_CHANNELS, 12, 12) the last 12x12 map, p_re_lu_12 (face_cnn = "mesh")
     expr: torch.Tensor | None = None  # (N, expression.FEATURE_DIM) the expression network's (face_expression)
 
+    def window_rows(self, rows: torch.Tensor, mask: torch.Tensor) -> MeshFeatures:
+        """Outputs laid out per window, (B, K, ...) -> the valid crops' (N, ...) of the windows ``rows``
+        (``mask``: their (b, K) valid crops), as :meth:`ImageEncoder.window_mesh` returns them."""
+        idx = mask.reshape(-1).nonzero().squeeze(1)
+        has_rows(idx)  # (tells the exporter that the crops are not none: the CNN's convolutions would branch on it)
+
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[rows].flatten(0, 1)[idx]
+
+        vec = pick(self.vec)
+        assert vec is not None
+        return MeshFeatures(vec, pick(self.map), pick(self.expr))
+
 
 class ImageEncoder(nn.Module):
     """Face crops (N, 1, 48, 48) -> (N, out_dim): two 2D-Inception blocks + self-attention.

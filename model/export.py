@@ -10,6 +10,15 @@ keeps two rules for this (``mmsa.model.runtime.has_rows``): a branch's "no rows,
 eager-mode shortcut, and no size passes through ``int()``. A graph whose axes came out fixed is
 refused (:class:`GraphError`).
 
+**Split graphs** (:func:`splits_faces`: the default model's layout, the CNN on the Face Mesh trunk's map
+beside the expression network): the frozen face networks are exported as a graph of their own, the
+*faces graph* (crops -> the trunk's features and map and the expression network's features, each crop
+averaged with its mirror), and the rest takes their outputs per crop (``onnxrt.MESH_INPUTS``) in place of
+the crops. ``OnnxModel`` runs the two in turn, with the same scores as one graph; the monitor runs the
+faces graph on a window's crops as soon as they are cut (``[scorer] faces_ahead``), while Whisper
+transcribes, and the pass at the close runs the rest only (docs/performance.md, "The face networks
+ahead"). The faces graph is written beside the graph, ``<graph>.faces.onnx``, with the same key.
+
 Cache: one graph per checkpoint in ``cache`` (``[scorer] graph_cache``; default
 ``$MMSA_GRAPH_CACHE``, else ``$XDG_CACHE_HOME/mmsa-monitor/graphs``, else
 ``~/.cache/mmsa-monitor/graphs``), named ``<checkpoint name>-<key digest>.onnx``. The key
@@ -40,22 +49,27 @@ from typing import Any
 import torch
 
 from .checkpoint import LoadedModel
+from .encoders import MeshFeatures
 from .features import FACE_SIZE, MODALITIES, ModelInputs, TextInputs
 from .network import MMSAModel
 from .onnxrt import (
+    FACES_INPUTS,
+    FACES_OUTPUTS,
     GRAPH_INPUTS,
     GRAPH_OUTPUTS,
     KEY_FIELD,
+    MESH_INPUTS,
     GraphError,
     OnnxModel,
     RuntimeMissingError,
+    faces_graph,
     import_onnxruntime,
 )
 from .resources import file_digest
 
 log = logging.getLogger(__name__)
 
-EXPORTER_VERSION = 1
+EXPORTER_VERSION = 2
 """Bumped whenever this module exports a different graph for the same model."""
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -75,14 +89,67 @@ class _Flat(torch.nn.Module):
         return (out.score, *(out.unimodal[m] for m in MODALITIES))
 
 
+class _FlatMesh(torch.nn.Module):
+    """The split graph: MMSAModel on flat tensors with the frozen face networks' outputs per crop (B, K, ...)
+    in place of the crops (:func:`splits_faces`), returning the scores only."""
+
+    def __init__(self, model: MMSAModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids, text_present, audio, audio_mask, audio_present,
+                mesh_vec, mesh_map, mesh_expr, face_mask, vision_present):
+        faces = face_mask[:, :, None, None, None].to(mesh_vec.dtype)  # stands in for the crops: only its shape is read
+        x = ModelInputs(TextInputs(input_ids, attention_mask, token_type_ids, None, None), text_present,
+                        audio, audio_mask, audio_present, faces, face_mask, vision_present,
+                        MeshFeatures(mesh_vec, mesh_map, mesh_expr))
+        out = self.model(x)
+        return (out.score, *(out.unimodal[m] for m in MODALITIES))
+
+
+class _FlatFaces(torch.nn.Module):
+    """The faces graph of a split model: crops (N, 1, S, S) -> the frozen networks' outputs (each crop's averaged
+    with its mirror's, as the model uses them in evaluation)."""
+
+    def __init__(self, model: MMSAModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, faces):
+        mesh = self.model.vision.mesh_features(faces)
+        return mesh.vec, mesh.map, mesh.expr
+
+
+def splits_faces(model: MMSAModel) -> bool:
+    """Whether the model's graph is split in two (``OnnxModel.split``): the frozen face networks (Face Mesh trunk
+    and expression network) in a faces graph of their own, so that the monitor can run them on a window's crops
+    while Whisper transcribes it (``OnnxModel.prepare``). Models whose CNN reads the trunk's map and which have
+    the expression network (the default's layout); others export one graph, as before."""
+    v = model.vision
+    return v.mesh is not None and v.cnn_input == "mesh" and v.expression is not None
+
+
+def graph_inputs(model: MMSAModel) -> tuple[str, ...]:
+    if not splits_faces(model):
+        return GRAPH_INPUTS
+    return (*GRAPH_INPUTS[: GRAPH_INPUTS.index("faces")], *MESH_INPUTS, *GRAPH_INPUTS[GRAPH_INPUTS.index("faces") + 1:])
+
+
 def _example(model: MMSAModel) -> tuple[torch.Tensor, ...]:
     """A batch to trace with: every axis a size of its own and above 1 (export fixes sizes 0 and 1),
     and every input a tensor of its own (export would take two inputs given one tensor for one)."""
     g = torch.Generator().manual_seed(0)
     B, L, T, K, S, n_freq = 3, 7, 41, 2, FACE_SIZE, model.cfg.features().audio_dim
+    faces = torch.rand(B, K, 1, S, S, generator=g)
+    if splits_faces(model):  # the crops' frozen outputs, laid out per window
+        with torch.no_grad():
+            mesh = model.vision.mesh_features(faces.reshape(B * K, 1, S, S))
+        face_inputs = tuple(t.reshape(B, K, *t.shape[1:]).clone() for t in (mesh.vec, mesh.map, mesh.expr))
+    else:
+        face_inputs = (faces,)
     return (torch.randint(1000, 2000, (B, L), generator=g), torch.ones(B, L, dtype=torch.long),
             torch.zeros(B, L, dtype=torch.long), torch.ones(B, dtype=torch.bool), torch.randn(B, n_freq, T, generator=g),
-            torch.ones(B, T, dtype=torch.bool), torch.ones(B, dtype=torch.bool), torch.rand(B, K, 1, S, S, generator=g),
+            torch.ones(B, T, dtype=torch.bool), torch.ones(B, dtype=torch.bool), *face_inputs,
             torch.ones(B, K, dtype=torch.bool), torch.ones(B, dtype=torch.bool))
 
 
@@ -92,8 +159,9 @@ def _dynamic_shapes(model: MMSAModel) -> dict[str, dict[int, Any]]:
     positions = getattr(getattr(model.text.bert, "config", None), "max_position_embeddings", None)
     B, L, T, K = Dim("batch"), Dim("tokens", max=positions or 512), Dim("frames"), Dim("crops")
     axes = {"input_ids": {0: B, 1: L}, "attention_mask": {0: B, 1: L}, "token_type_ids": {0: B, 1: L},
-            "audio": {0: B, 2: T}, "audio_mask": {0: B, 1: T}, "faces": {0: B, 1: K}, "face_mask": {0: B, 1: K}}
-    return {name: axes.get(name, {0: B}) for name in GRAPH_INPUTS}
+            "audio": {0: B, 2: T}, "audio_mask": {0: B, 1: T}, "faces": {0: B, 1: K}, "face_mask": {0: B, 1: K},
+            **{name: {0: B, 1: K} for name in MESH_INPUTS}}
+    return {name: axes.get(name, {0: B}) for name in graph_inputs(model)}
 
 
 @contextlib.contextmanager
@@ -112,8 +180,33 @@ def _quiet():
                 lg.setLevel(lvl)
 
 
+def _save(module: torch.nn.Module, example: tuple[torch.Tensor, ...], shapes: dict[str, Any],
+          inputs: tuple[str, ...], outputs: tuple[str, ...], path: Path, key: dict[str, Any] | None) -> None:
+    """Export ``module`` on ``example`` with the dynamic ``shapes`` to ``path`` (one file, ``key`` in its metadata)."""
+    try:
+        with _quiet(), torch.inference_mode(False), torch.no_grad():
+            program = torch.onnx.export(
+                module, example, dynamo=True, dynamic_shapes=shapes, input_names=list(inputs),
+                output_names=list(outputs), external_data=False, verbose=False,
+            )
+    except Exception as exc:  # torch.export raises many kinds; the first line says which op and why
+        raise GraphError(f"exporting the model to ONNX failed: {str(exc).strip().splitlines()[0]}") from exc
+    fixed = [f"{v.name} {v.shape}" for v in program.model.graph.inputs if isinstance(v.shape[0], int)]
+    if fixed:
+        raise GraphError(f"the exported graph has a fixed batch size ({', '.join(fixed)}): a size went through int()")
+    program.model.metadata_props[KEY_FIELD] = json.dumps(key or {}, sort_keys=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        program.save(str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export_graph(model: MMSAModel, path: str | Path, key: dict[str, Any] | None = None) -> Path:
-    """Write ``model``'s evaluation forward pass to ``path`` (ONNX, one file), ``key`` in its metadata."""
+    """Write ``model``'s evaluation forward pass to ``path`` (ONNX, one file), ``key`` in its metadata; a split
+    model (:func:`splits_faces`) also its faces graph, beside it (``onnxrt.faces_graph``), written first."""
     path = Path(path)
     try:  # torch imports them itself; checked first for a one-line error
         import onnx  # noqa: F401
@@ -127,26 +220,18 @@ def export_graph(model: MMSAModel, path: str | Path, key: dict[str, Any] | None 
     was_training = model.training
     model.eval()
     try:
-        with _quiet(), torch.inference_mode(False), torch.no_grad():
-            program = torch.onnx.export(
-                _Flat(model), _example(model), dynamo=True, dynamic_shapes=_dynamic_shapes(model), input_names=list(GRAPH_INPUTS),
-                output_names=list(GRAPH_OUTPUTS), external_data=False, verbose=False,
-            )
-    except Exception as exc:  # torch.export raises many kinds; the first line says which op and why
-        raise GraphError(f"exporting the model to ONNX failed: {str(exc).strip().splitlines()[0]}") from exc
+        if splits_faces(model):
+            from torch.export import Dim
+
+            crops = torch.rand(6, 1, FACE_SIZE, FACE_SIZE, generator=torch.Generator().manual_seed(0))
+            _save(_FlatFaces(model), (crops,), {"faces": {0: Dim("crops")}}, FACES_INPUTS, FACES_OUTPUTS,
+                  faces_graph(path), key)
+            flat: torch.nn.Module = _FlatMesh(model)
+        else:
+            flat = _Flat(model)
+        _save(flat, _example(model), _dynamic_shapes(model), graph_inputs(model), GRAPH_OUTPUTS, path, key)
     finally:
         model.train(was_training)
-    fixed = [f"{v.name} {v.shape}" for v in program.model.graph.inputs if isinstance(v.shape[0], int)]
-    if fixed:
-        raise GraphError(f"the exported graph has a fixed batch size ({', '.join(fixed)}): a size went through int()")
-    program.model.metadata_props[KEY_FIELD] = json.dumps(key or {}, sort_keys=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        program.save(str(tmp))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -211,9 +296,11 @@ def _writable(folder: Path) -> bool:
 
 
 def _old_graphs(path: Path) -> list[Path]:
-    """Graphs of earlier keys of the same checkpoint name in the same cache (replaced by ``path``)."""
+    """Graphs of earlier keys of the same checkpoint name in the same cache (replaced by ``path``), and their
+    faces graphs."""
     prefix = path.name.rsplit("-", 1)[0] + "-"
-    return [p for p in path.parent.glob(f"{prefix}*.onnx") if p != path and len(p.name) == len(path.name)]
+    old = [p for p in path.parent.glob(f"{prefix}*.onnx") if p != path and len(p.name) == len(path.name)]
+    return old + [faces_graph(p) for p in old if faces_graph(p).is_file()]
 
 
 def load_graph(
@@ -228,6 +315,7 @@ def load_graph(
     import_onnxruntime()  # before any work: a missing runtime is one line, not a graph built in vain
     key = graph_key(loaded)
     path = graph_path(loaded, cache, key)
+    problem = ""  # what is wrong with the graph found, for the refusal below
     if path.is_file():
         try:
             model = OnnxModel(path, threads)
@@ -235,11 +323,11 @@ def load_graph(
                 return model
             why = f"{path}: built from other weights or code (key {model.key})"
         except GraphError as exc:
-            why = str(exc)
+            why = problem = str(exc)
         log.warning("%s; rebuilding it", why)
     if not build or not _writable(path.parent):
         stale = [p.name for p in _old_graphs(path)] + ([path.name] if path.is_file() else [])
-        found = f"{stale[0]} is stale (built from another checkpoint, weights or code), " if stale else ""
+        found = f"{problem}: " if problem else f"{stale[0]} is stale (built from another checkpoint, weights or code), " if stale else ""
         why = "building at run time is off" if not build else "the folder is read-only"
         raise GraphError(
             f"{path.parent}: {found}no graph for {loaded.info.tag} and {why}; build it with "

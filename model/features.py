@@ -367,6 +367,9 @@ class ModelInputs:
     faces: torch.Tensor  # (B, K, 1, S, S) float, zero padded
     face_mask: torch.Tensor  # (B, K) bool, valid crops
     vision_present: torch.Tensor  # (B,) bool
+    # the frozen face networks' outputs of the crops, computed beforehand (B, K, ...): the model then skips them
+    # (the ONNX runtime's split graphs, mmsa.model.export); None: computed from ``faces``
+    mesh: Any = None  # encoders.MeshFeatures | None
 
     @property
     def batch_size(self) -> int:

@@ -302,7 +302,10 @@ class MMSAModel(nn.Module):
             faces, fmask = x.faces[idx], x.face_mask[idx]
             shape = faces.shape
             flat = faces.reshape(-1, *shape[2:])
-            mesh = self.vision.window_mesh(faces, fmask, train)  # uncut crops, shared by both views
+            if x.mesh is None:
+                mesh = self.vision.window_mesh(faces, fmask, train)  # uncut crops, shared by both views
+            else:  # the frozen networks' outputs given (per window)
+                mesh = x.mesh.window_rows(idx, fmask)
 
             def view() -> torch.Tensor:  # one random view: a crop of the pixels or a shift of the trunk's map
                 pixels = faces if self.vision.cnn_input == "mesh" else augment.image_view(flat, train, self.augment_cfg)

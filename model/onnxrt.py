@@ -27,6 +27,13 @@ Choices (measured on the 2-core CPU, docs/performance.md):
   the runs side by side. ``parallel_runs=False`` keeps every batch on the first session, one run after another.
   Before 2026-12-05 the default was torch's thread count, which loading Whisper sets to 1
   (:func:`~mmsa.model.runtime.cpu_threads`), so the monitor's scorer ran on one thread.
+* **Split graphs** (the default model's layout; ``mmsa.model.export.splits_faces``): the frozen face
+  networks, most of a window's pass (45 of 59 ms of one window here), are a graph of their own, and
+  :meth:`OnnxModel.prepare` runs it on a window's crops ahead of the scoring, on one thread, keeping the
+  outputs of the :data:`MEMO_CROPS` latest crops (keyed by the crop's bytes). Scoring looks them up and
+  runs the faces graph on the others only. One graph or two, the same scores (0 difference measured) and
+  the same time when nothing was prepared (58.0 against 59.0 ms); prepared, the pass is 26 ms
+  (``bench/faces_ahead.py``, docs/performance.md, "The face networks ahead").
 * Denormal floats are flushed to zero, as the torch path does (``flush_denormals``).
 * Idle intra-op threads sleep instead of spinning: the scorer shares the CPU with Whisper and
   featurization. On the busy 2-core machine a batch of 8 windows took 983 ms with spinning
@@ -35,8 +42,10 @@ Choices (measured on the 2-core CPU, docs/performance.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -53,11 +62,18 @@ GRAPH_INPUTS = (
     "input_ids", "attention_mask", "token_type_ids", "text_present",
     "audio", "audio_mask", "audio_present", "faces", "face_mask", "vision_present",
 )
+MESH_INPUTS = ("mesh_vec", "mesh_map", "mesh_expr")
+"""A split graph's inputs in place of ``faces``: the frozen face networks' outputs per crop (B, K, ...)."""
 GRAPH_OUTPUTS = ("score", *(f"score_{m}" for m in MODALITIES))
+FACES_INPUTS = ("faces",)
+FACES_OUTPUTS = MESH_INPUTS
+"""The faces graph: crops (N, 1, S, S) -> the frozen networks' outputs (N, ...) (``mmsa.model.export``)."""
 KEY_FIELD = "mmsa_graph_key"
 """The graph's metadata entry that records what it was built from (``export.graph_key``)."""
 FACES_PER_RUN = 4
 """Face crops per run of the graph at most (one window of the monitor's; see the module's docstring)."""
+MEMO_CROPS = 128
+"""Crops whose frozen outputs :meth:`OnnxModel.prepare` keeps (about 79 KB each with the default model)."""
 
 
 class RuntimeMissingError(ResourceError):
@@ -77,6 +93,16 @@ def import_onnxruntime() -> Any:
             "or choose the torch runtime ([scorer] runtime = \"torch\", mmsa-eval --runtime torch)"
         ) from exc
     return onnxruntime
+
+
+def faces_graph(path: Path) -> Path:
+    """The faces graph beside a split graph: ``<name>-<key>.faces.onnx``."""
+    return path.with_name(f"{path.stem}.faces.onnx")
+
+
+def crop_key(crop: np.ndarray) -> bytes:
+    """A crop's digest (its float32 values): the key of the frozen outputs kept by :meth:`OnnxModel.prepare`."""
+    return hashlib.blake2b(np.ascontiguousarray(crop, np.float32).tobytes(), digest_size=16).digest()
 
 
 def graph_arrays(x: ModelInputs) -> dict[str, np.ndarray]:
@@ -107,7 +133,10 @@ def _trim(a: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
     K = max(int(g["face_mask"].sum(1).max()), 1)
     for k in ("input_ids", "attention_mask", "token_type_ids", "audio_mask", "face_mask"):
         g[k] = g[k][:, : {"audio_mask": T, "face_mask": K}.get(k, L)]
-    g["audio"], g["faces"] = g["audio"][:, :, :T], g["faces"][:, :K]
+    g["audio"] = g["audio"][:, :, :T]
+    for k in ("faces", *MESH_INPUTS):
+        if k in g:
+            g[k] = g[k][:, :K]
     return {k: np.ascontiguousarray(v) for k, v in g.items()}
 
 
@@ -119,6 +148,11 @@ class OnnxModel:
     at a time. ``model(batch)``
     returns a :class:`ModelOutput` with ``score``, ``unimodal`` and ``presence``; ``views`` and
     ``logits`` are empty (training-only outputs).
+
+    A **split** graph (``split``: inputs :data:`MESH_INPUTS` instead of ``faces``) comes with its faces graph
+    (:func:`faces_graph`): the frozen face networks, run first on the batch's crops. :meth:`prepare` runs them
+    ahead on a window's crops (the monitor does it as soon as the crops exist, while Whisper transcribes) and
+    keeps their outputs for the :data:`MEMO_CROPS` latest crops, so that scoring the window runs the rest only.
     """
 
     training = False
@@ -129,20 +163,42 @@ class OnnxModel:
         self.faces_per_run = faces_per_run
         self.threads = threads or cpu_threads()
         self.parallel_runs = parallel_runs and self.threads > 1
-        self.session = self._session(self.threads)
+        self.session = self._session(self.path, self.threads)
         names = tuple(i.name for i in self.session.get_inputs())
         outs = tuple(o.name for o in self.session.get_outputs())
-        if sorted(names) != sorted(GRAPH_INPUTS) or outs != GRAPH_OUTPUTS:
+        split_inputs = tuple(n for n in GRAPH_INPUTS if n != "faces") + MESH_INPUTS
+        if sorted(names) not in (sorted(GRAPH_INPUTS), sorted(split_inputs)) or outs != GRAPH_OUTPUTS:
             raise GraphError(f"{self.path}: not a scorer graph (inputs {names}, outputs {outs})")
-        raw = self.session.get_modelmeta().custom_metadata_map.get(KEY_FIELD)
-        self.key: dict[str, Any] | None = json.loads(raw) if raw else None
-        # batches of several runs (parallel_runs): a one-thread session and a pool, made at first need
+        self.key = self._key(self.session)
+        self.split = "faces" not in names
+        self.faces: Any = None  # the faces graph's session of a split graph
+        if self.split:
+            fpath = faces_graph(self.path)
+            if not fpath.is_file():
+                raise GraphError(f"{self.path}: its faces graph {fpath.name} is missing")
+            self.faces = self._session(fpath, self.threads)
+            got = (tuple(i.name for i in self.faces.get_inputs()), tuple(o.name for o in self.faces.get_outputs()))
+            if got != (FACES_INPUTS, FACES_OUTPUTS):
+                raise GraphError(f"{fpath}: not a faces graph (inputs {got[0]}, outputs {got[1]})")
+            if self._key(self.faces) != self.key:
+                raise GraphError(f"{fpath}: built from other weights or code than {self.path.name}")
+        # batches of several runs (parallel_runs): one-thread sessions and a pool, made at first need
         self._single: Any = None
+        self._single_faces: Any = None
+        self._prepare_faces: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._memo: OrderedDict[bytes, tuple[np.ndarray, ...]] = OrderedDict()  # crop -> frozen outputs (prepare)
+        self._memo_lock = threading.Lock()
+        self.memo_hits = 0
 
-    def _session(self, threads: int) -> Any:
-        """An ONNX Runtime session of the graph with ``threads`` intra-op threads."""
+    @staticmethod
+    def _key(session: Any) -> dict[str, Any] | None:
+        raw = session.get_modelmeta().custom_metadata_map.get(KEY_FIELD)
+        return json.loads(raw) if raw else None
+
+    def _session(self, path: Path, threads: int) -> Any:
+        """An ONNX Runtime session of the graph at ``path`` with ``threads`` intra-op threads."""
         ort = import_onnxruntime()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -151,9 +207,9 @@ class OnnxModel:
         opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            return ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
-            raise GraphError(f"{self.path}: not a readable ONNX graph ({str(exc).splitlines()[0]})") from exc
+            raise GraphError(f"{path}: not a readable ONNX graph ({str(exc).splitlines()[0]})") from exc
 
     def eval(self) -> OnnxModel:
         return self
@@ -163,16 +219,86 @@ class OnnxModel:
             raise RuntimeError("an exported graph cannot train; use the torch model")
         return self
 
+    def _singles(self) -> ThreadPoolExecutor:
+        """The one-thread sessions and the pool of ``threads`` runs at once (made at first need)."""
+        with self._lock:
+            if self._pool is None:
+                self._single = self._session(self.path, 1)
+                if self.faces is not None:
+                    self._single_faces = self._session(faces_graph(self.path), 1)
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-run")
+        return self._pool
+
+    def _runs(self, feeds: list[dict[str, np.ndarray]], faces: bool = False) -> list[list[np.ndarray]]:
+        """Each feed through the graph (``faces``: the faces graph), side by side where there are several."""
+        if self.parallel_runs and len(feeds) > 1:
+            self._singles()
+            assert self._pool is not None
+            session = self._single_faces if faces else self._single
+            return list(self._pool.map(lambda feed: session.run(None, feed), feeds))
+        session = self.faces if faces else self.session
+        return [session.run(None, feed) for feed in feeds]
+
+    def _faces_one_thread(self) -> Any:
+        """The faces graph on one intra-op thread (:meth:`prepare`'s; made at first need)."""
+        with self._lock:
+            if self._prepare_faces is None:
+                self._prepare_faces = self._session(faces_graph(self.path), 1)
+        return self._prepare_faces
+
+    def face_outputs(self, crops: np.ndarray, keep: bool = False) -> list[np.ndarray]:
+        """(N, 1, S, S) crops -> the faces graph's outputs (N, ...) each; crops :meth:`prepare` saw are looked up.
+        ``keep``: run on one thread, in the caller's (:meth:`prepare`), and keep the outputs."""
+        keys = [crop_key(c) for c in crops]
+        with self._memo_lock:
+            found = [self._memo.get(k) for k in keys]
+        todo = [i for i, f in enumerate(found) if f is None]
+        self.memo_hits += len(keys) - len(todo)
+        if todo:
+            n = self.faces_per_run
+            feeds = [{"faces": np.ascontiguousarray(crops[todo[j: j + n]])} for j in range(0, len(todo), n)]
+            if keep:
+                session = self._faces_one_thread()
+                runs = [session.run(None, feed) for feed in feeds]
+            else:
+                runs = self._runs(feeds, faces=True)
+            rows = [tuple(np.concatenate([r[o] for r in runs])[j] for o in range(len(FACES_OUTPUTS)))
+                    for j in range(len(todo))]
+            for i, row in zip(todo, rows):
+                found[i] = row
+            if keep:
+                with self._memo_lock:
+                    for i, row in zip(todo, rows):
+                        self._memo[keys[i]] = row
+                    while len(self._memo) > MEMO_CROPS:
+                        self._memo.popitem(last=False)
+        return [np.stack([f[o] for f in found]) for o in range(len(FACES_OUTPUTS))]  # type: ignore[index]
+
+    def prepare(self, crops: np.ndarray | torch.Tensor) -> None:
+        """Run the frozen face networks on a window's (N, 1, S, S) crops now, on one thread (the caller's: the
+        monitor's featurize thread, beside Whisper on the other core), and keep their outputs: scoring the window
+        later skips them. Nothing to do for a graph that is not split. Safe beside a scoring thread."""
+        if self.faces is not None and len(crops):
+            self.face_outputs(crops.numpy() if isinstance(crops, torch.Tensor) else np.asarray(crops, np.float32), keep=True)
+
+    def _with_mesh(self, a: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A batch's arrays with its crops replaced by their frozen outputs, laid out per window (B, K, ...)."""
+        mask = a["face_mask"]
+        crops = a.pop("faces")[mask]
+        outs = self.face_outputs(crops) if len(crops) else [None] * len(MESH_INPUTS)
+        shapes = {o.name: o.shape[2:] for o in self.session.get_inputs() if o.name in MESH_INPUTS}
+        for name, out in zip(MESH_INPUTS, outs):
+            full = np.zeros((*mask.shape, *shapes[name]), np.float32)
+            if out is not None:
+                full[mask] = out
+            a[name] = full
+        return a
+
     def __call__(self, x: ModelInputs) -> ModelOutput:
         a = graph_arrays(x)
+        if self.split:
+            a = self._with_mesh(a)
         feeds = [_trim(a, rows) for rows in run_groups(a["face_mask"].sum(1), self.faces_per_run)]
-        if self.parallel_runs and len(feeds) > 1:
-            with self._lock:
-                if self._pool is None:
-                    self._single = self._session(1)
-                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-run")
-            runs = list(self._pool.map(lambda feed: self._single.run(None, feed), feeds))
-        else:
-            runs = [self.session.run(None, feed) for feed in feeds]
+        runs = self._runs(feeds)
         out = [torch.from_numpy(np.concatenate([r[j] for r in runs])) for j in range(len(GRAPH_OUTPUTS))]
         return ModelOutput(score=out[0], unimodal=dict(zip(MODALITIES, out[1:])), presence=x.presence(), views={})

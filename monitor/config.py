@@ -171,6 +171,11 @@ class ScorerConfig:
     checkpoint's ``frames_per_window`` (8). 4 halves the face work per window for a face score within a few hundredths
     of 8's (docs/default-model.md, "Faces per window and the mirror pass")."""
 
+    faces_ahead: bool = True
+    """Run the frozen face networks (the Face Mesh trunk, the expression network) on a window's crops as soon as
+    they are cut, on the featurize thread while Whisper transcribes the window, so that scoring it runs the rest
+    only (the ONNX runtime and a model whose graph is split: the default; docs/performance.md, "The face networks
+    ahead"); false: all of it when the window is scored. The same scores either way."""
     face_members: int = 0
     """Face branches of an ensemble checkpoint scored (the default model has 3, ``[model] vision_members``): 0, all;
     1 scores with the first alone, about a sixth more windows per second on a 2-core CPU for about 1.7 points of

@@ -19,19 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 
 from mmsa.media import FaceDetector, window_sample
 from mmsa.model import Sample
-from mmsa.model.features import FeatureConfig
+from mmsa.model.features import FACE_SIZE, FeatureConfig
 
 from .asr import Transcriber, Transcript
 from .config import ScorerConfig
 from .scorer import Scorer
 from .scoring import ScoreService
+
+log = logging.getLogger(__name__)
 
 
 def window_features(features: FeatureConfig, frames_per_window: int | None) -> FeatureConfig:
@@ -55,6 +59,7 @@ class Engine:
         self.faces_per_window = cfg.faces_per_window or None  # the setting (None: the checkpoint's)
         self.frames_per_window = self.faces_per_window  # now (load shedding lowers it)
         self.vision = True  # False: windows are featurized without faces (load shedding)
+        self.faces_ahead = cfg.faces_ahead  # the frozen face networks on the featurize thread ([scorer] faces_ahead)
 
     @property
     def tag(self) -> str:
@@ -82,7 +87,13 @@ class Engine:
         detector = getattr(self._detectors, "detector", None)
         if detector is None:
             detector = self._detectors.detector = FaceDetector()
-        return window_sample(audio, frames, None, detector, features)
+        sample = window_sample(audio, frames, None, detector, features)
+        if self.faces_ahead and sample.faces is not None:
+            try:
+                self.scorer.prepare(sample.faces)
+            except Exception as exc:  # noqa: BLE001 - only a head start: scoring computes them anyway
+                log.warning("the face networks ahead failed (%s: %s); the scorer computes them", type(exc).__name__, exc)
+        return sample
 
     def warm_up(self) -> None:
         """One transcription per Whisper worker (at once) and one forward pass, so the first utterance of a
@@ -91,7 +102,9 @@ class Engine:
 
         audio = (np.random.default_rng(0).standard_normal(16_000 * 2) * 0.05).astype(np.float32)
         list(self._asr.map(self.transcriber.transcribe, [audio] * getattr(self.transcriber, "workers", 1)))
-        self.scorer.score([Sample(text="warm up", audio=audio_features(audio, self.scorer.features))])
+        crops = torch.from_numpy(np.random.default_rng(0).random((1, 1, FACE_SIZE, FACE_SIZE), np.float32))
+        self.scorer.prepare(crops)
+        self.scorer.score([Sample(text="warm up", audio=audio_features(audio, self.scorer.features), faces=crops)])
 
     async def serve(self) -> None:
         """The scoring service's loop, until cancelled."""

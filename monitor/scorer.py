@@ -71,6 +71,12 @@ class Scorer:
         else:
             self.model = loaded.model.to(device).eval()
 
+    def prepare(self, crops: torch.Tensor) -> None:
+        """A window's face crops ahead of its scoring: the ONNX runtime runs the frozen face networks on them now
+        (``OnnxModel.prepare``); nothing for torch or a graph that is not split. Any thread."""
+        if isinstance(self.model, OnnxModel):
+            self.model.prepare(crops)
+
     def score(self, samples: list[Sample]) -> list[Scores]:
         flush_denormals()  # per thread: the monitor scores on a worker thread
         batch = collate(samples, self.tokenizer, self.features).to(self.device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ import torch
 
 from mmsa.model import DEFAULT_FEATURES, MODALITIES, MMSAModel, load_checkpoint, save_checkpoint
 from mmsa.model.export import graph_key, graph_path, load_graph
-from mmsa.model.onnxrt import GraphError, OnnxModel, RuntimeMissingError, run_groups
+from mmsa.model.onnxrt import MEMO_CROPS, GraphError, OnnxModel, RuntimeMissingError, faces_graph, run_groups
 from tests.conftest import REPO
 from tests.model.helpers import batch, random_sample, seeded, tiny_config
 
@@ -58,14 +59,16 @@ def presence_batches(rng, tokenizer, features=DEFAULT_FEATURES):
 def checkpoints(tmp_path_factory, tiny_bert):
     """Tiny checkpoints of the three fusions (late with the packaged face mesh and the valence head), and
     ``whisper``: the default model's layout (Whisper's encoder statistics as the audio input, valence heads,
-    the calibrated fusion with the text gate and a text prior, an ensemble of two face branches)."""
+    the calibrated fusion with the text gate and a text prior, the CNN on the face mesh's map beside the
+    expression network, an ensemble of two face branches: a split graph)."""
     out = {}
     for key, fusion, extra in [("concat", "concat", {}), ("attention", "attention", {}),
                                ("late", "late", {"face_mesh": "packaged", "vision_head": "valence3"}),
                                ("whisper", "calibrated", {"audio_input": "whisper", "audio_head": "valence3",
                                                           "vision_head": "valence3", "calibration": (0.7, 1.2, 1.0),
                                                           "fusion_gate": "text", "text_prior": (0.3, 0.2, 0.5),
-                                                          "vision_members": 2})]:
+                                                          "vision_members": 2, "face_mesh": "packaged",
+                                                          "face_cnn": "mesh", "face_expression": "packaged"})]:
         torch.manual_seed(0)
         model = MMSAModel.build(tiny_config(tiny_bert, fusion=fusion, **extra), tiny_bert).eval()
         out[key] = save_checkpoint(tmp_path_factory.mktemp(key) / "m.safetensors", model, name=f"tiny-{key}")
@@ -81,10 +84,58 @@ def cache(tmp_path_factory):
 def test_exported_graph_matches_torch_on_every_presence_pattern(fusion, checkpoints, cache, tokenizer):
     loaded = load_checkpoint(checkpoints[fusion])
     graph = load_graph(loaded, cache)
-    assert [d for i in graph.session.get_inputs() for d in i.shape if not isinstance(d, str)] \
-        == [loaded.features.audio_dim, 1, 48, 48], "only the feature sizes are fixed; batch, tokens, frames and crops are axes"
+    fixed = [loaded.features.audio_dim, 1152, 128, 12, 12, 135] if fusion == "whisper" else [loaded.features.audio_dim, 1, 48, 48]
+    assert [d for i in graph.session.get_inputs() for d in i.shape if not isinstance(d, str)] == fixed, \
+        "only the feature sizes are fixed; batch, tokens, frames and crops are axes"
+    assert graph.split == (fusion == "whisper") and faces_graph(graph.path).is_file() == graph.split
     for x in presence_batches(seeded(1), tokenizer, loaded.features):
         assert_same_scores(graph, loaded.model, x)
+
+
+def test_split_graph_runs_the_face_networks_ahead(checkpoints, cache, tokenizer):
+    """The default's layout: its faces graph gives the trunk's and the expression network's outputs as torch does;
+    a window's crops prepared ahead are looked up when it is scored (the same scores), and the others computed."""
+    loaded = load_checkpoint(checkpoints["whisper"])
+    graph = load_graph(loaded, cache)
+    rng = seeded(4)
+    samples = [random_sample(rng, n_faces=k, features=loaded.features) for k in (4, 3, 0, 5)]
+    x = batch(tokenizer, samples, loaded.features)
+    crops = samples[0].faces
+    with torch.inference_mode():
+        want = loaded.model.vision.mesh_features(crops)
+    got = graph.face_outputs(crops.numpy())
+    for g, w in zip(got, (want.vec, want.map, want.expr)):
+        assert g.shape == tuple(w.shape) and np.abs(g - w.numpy()).max() <= TOL
+    before = graph(x).score
+    assert graph.memo_hits == 0
+    graph.prepare(samples[0].faces)
+    graph.prepare(samples[3].faces[:2])  # part of a window: the rest is computed when it is scored
+    assert_same_scores(graph, loaded.model, x)
+    assert graph.memo_hits == 4 + 2
+    assert torch.equal(graph(x).score, before)
+    assert graph.memo_hits == 2 * (4 + 2)
+    graph.prepare(np.zeros((0, 1, 48, 48), np.float32))  # nothing to do
+    for k in range(MEMO_CROPS + 3):  # the memo keeps the latest crops only
+        graph.prepare(np.full((1, 1, 48, 48), k / 1000, np.float32))
+    assert len(graph._memo) == MEMO_CROPS
+
+
+def test_split_graph_without_its_faces_graph_is_rebuilt_or_refused(checkpoints, cache, tmp_path):
+    loaded = load_checkpoint(checkpoints["whisper"])
+    built = load_graph(loaded, cache).path
+    path = tmp_path / built.name  # a copy of the graph alone, without its faces graph
+    shutil.copy(built, path)
+    with pytest.raises(GraphError, match="faces graph .* is missing"):
+        OnnxModel(path)
+    with pytest.raises(GraphError, match="faces graph .* is missing") as err:
+        load_graph(loaded, tmp_path, build=False)
+    assert "\n" not in str(err.value)
+    graph = load_graph(loaded, tmp_path)  # rebuilt
+    assert graph.path == path and graph.split and faces_graph(path).is_file()
+    faces_graph(path).write_bytes(load_graph(load_checkpoint(checkpoints["late"]), cache).path.read_bytes())
+    with pytest.raises(GraphError, match="not a faces graph") as err:
+        OnnxModel(path)
+    assert "\n" not in str(err.value)
 
 
 def test_runs_split_by_faces_give_the_same_scores(checkpoints, cache, tokenizer):

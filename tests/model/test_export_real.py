@@ -4,6 +4,7 @@ speech, FER2013 faces and the real MOSI video clip, against torch (the reference
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import cv2
 import numpy as np
@@ -43,9 +44,17 @@ def real_samples(data, features) -> list[Sample]:
     return out
 
 
-def test_default_model_runtime_matches_torch_on_real_inputs(data_dir, tmp_path):
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    """A cache folder with the default model's graphs, built once for the tests of this module."""
+    folder = tmp_path_factory.mktemp("graphs")
+    load_graph(load_checkpoint("default"), folder)
+    return folder
+
+
+def test_default_model_runtime_matches_torch_on_real_inputs(data_dir, graphs):
     loaded = load_checkpoint("default")
-    graph = load_graph(loaded, tmp_path)
+    graph = load_graph(loaded, graphs)
     samples = real_samples(data_dir, loaded.features)
     for rows in (samples, samples[:1], samples[4:7], samples[7:11]):  # mixed, text only, audio only, faces only
         x = collate(rows, loaded.tokenizer, loaded.features)
@@ -55,3 +64,37 @@ def test_default_model_runtime_matches_torch_on_real_inputs(data_dir, tmp_path):
         for g, w in [(got.score, want.score)] + [(got.unimodal[m], want.unimodal[m]) for m in MODALITIES]:
             assert torch.equal(torch.isnan(g), torch.isnan(w))
             assert np.nanmax(np.abs(g.numpy() - w.numpy()), initial=0.0) <= TOL
+
+    # the default's graph is split: its face networks can run ahead, and prepared crops change no score
+    assert graph.split
+    x = collate(samples, loaded.tokenizer, loaded.features)
+    before = graph(x).score
+    for s in samples:
+        if s.faces is not None:
+            graph.prepare(s.faces)
+    hits = graph.memo_hits
+    assert torch.equal(graph(x).score, before)
+    assert graph.memo_hits - hits == int(x.face_mask.sum())
+
+
+def test_the_monitor_runs_the_face_networks_ahead_on_the_featurize_thread(data_dir, graphs):
+    """The engine's featurization of a window of the real MOSI clip prepares its crops (``[scorer] faces_ahead``):
+    its scoring then finds every crop's frozen outputs, and scores as without the head start."""
+    from mmsa.media import read_frames
+    from mmsa.monitor.config import ScorerConfig
+    from mmsa.monitor.engine import Engine
+    from mmsa.monitor.scorer import Scorer
+
+    clip = data_dir / "mosi" / "clips" / "Oz06ZWiO20M_6.mp4"
+    audio, frames = load_audio(clip), [f for _, f in read_frames(clip)]
+    scores = {}
+    for ahead in (True, False):
+        scorer = Scorer(load_checkpoint("default"), "cpu", runtime="onnx", graph_cache=str(graphs))
+        engine = Engine(None, scorer, ScorerConfig(faces_ahead=ahead))
+        sample = engine._featurize_window(audio, frames, engine.features)
+        n = len(sample.faces)
+        assert n == ScorerConfig().faces_per_window and len(scorer.model._memo) == (n if ahead else 0)
+        scores[ahead] = scorer.score([dataclasses.replace(sample, text="it was fine")])[0]
+        assert scorer.model.memo_hits == (n if ahead else 0)
+        engine.close()
+    assert scores[True] == scores[False]
