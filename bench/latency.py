@@ -100,6 +100,9 @@ def main() -> int:
     ap.add_argument("--end-pad-ms", type=int, help="override [segmenter] end_pad_ms (the window's closing silence)")
     ap.add_argument("--block-ms", type=int, help="override [audio] block_ms (the microphone's block, 64 ms)")
     ap.add_argument("--no-partials", action="store_true", help="[segmenter] partials = false")
+    ap.add_argument("--partial-asr-ms", type=int,
+                    help="override [segmenter] partial_asr_ms (0: open-utterance partials whatever Whisper's speed, "
+                         "as before 2026-12-05 evening)")
     ap.add_argument("--faces-per-window", type=int,
                     help="override [scorer] faces_per_window (8: as before this setting; --before implies 8)")
     ap.add_argument("--asr-margin-s", type=float, help="override [asr] trim_margin_s (5: as before 2026-12-04)")
@@ -151,7 +154,8 @@ def main() -> int:
                                            asr_pad_ms=200 if args.before else args.asr_pad_ms,
                                            min_silence_ms=args.min_silence_ms,
                                            end_pad_ms=200 if args.before else args.end_pad_ms, block_ms=args.block_ms,
-                                           partials=False if args.no_partials else None)
+                                           partials=False if args.no_partials else None,
+                                           partial_asr_ms=args.partial_asr_ms)
             replay = pipe.sources[0]
             say(f"latency: paced replay of {args.session.name} ({replay.media.duration_s:.0f} s, "
                 f"{len(script)} utterances) ...")
@@ -224,7 +228,7 @@ def main() -> int:
         "min_silence_ms": pipe.cfg.segmenter.min_silence_ms,
         "end_pad_ms": pipe.cfg.segmenter.end_pad_ms,
         "block_ms": pipe.cfg.audio.block_ms,
-        "partials": pipe.partials,
+        "partials": pipe.partials, "partial_asr_ms": pipe.cfg.segmenter.partial_asr_ms,
         "speculation": dataclasses.asdict(pipe.speculation),
         "utterances": rows,
         "runtime": mon.describe(),

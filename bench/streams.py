@@ -97,10 +97,11 @@ def expected_events(media: list[dict], model: str, workdir: Path) -> tuple[dict[
 
 
 def run_once(mode: str, n: int, media: list[dict], expected: dict, model: str, broker: Broker, workdir: Path,
-             pad_s: float) -> dict:
-    """N streams in one process or in N processes; -> the run's figures."""
+             pad_s: float, scorer: dict | None = None) -> dict:
+    """N streams in one process or in N processes (``scorer``: ``[scorer]`` keys of their config); -> the run's
+    figures."""
     prefix = f"bench/{uuid.uuid4().hex[:8]}"
-    run_dir = workdir / f"{mode}-{n}"
+    run_dir = workdir / f"{mode}-{n}-{uuid.uuid4().hex[:4]}"
     run_dir.mkdir()
     names = [f"s{i}" for i in range(n)]
     mine = [media[i % len(media)] for i in range(n)]
@@ -111,13 +112,14 @@ def run_once(mode: str, n: int, media: list[dict], expected: dict, model: str, b
         wait_subscribed(broker.host, broker.port, prefix, arrivals)
         load0, cpu0, t0 = load_avg(), children_cpu_s(), time.monotonic()
         if mode == "in_process":
-            cfg = write_config(run_dir / "monitor.toml", run_dir / "sessions", prefix)
+            cfg = write_config(run_dir / "monitor.toml", run_dir / "sessions", prefix, scorer=scorer)
             streams = [a for name, m in zip(names, mine) for a in ("--stream", f"{name}={m['path']}")]
             procs = [start_monitor(f"n{n}", [*streams, *mqtt, "--config", str(cfg)], run_dir)]
         else:
             procs = []
             for name, m in zip(names, mine):
-                cfg = write_config(run_dir / f"{name}.toml", run_dir / "sessions", f"{prefix}/{name}", f"bench-{name}")
+                cfg = write_config(run_dir / f"{name}.toml", run_dir / "sessions", f"{prefix}/{name}", f"bench-{name}",
+                                   scorer=scorer)
                 procs.append(start_monitor(name, ["--replay", str(m["path"]), *mqtt, "--config", str(cfg)], run_dir))
         waited = wait_all(procs, cpu0, t0, timeout_s=3 * max(m["seconds"] for m in mine) + 240)
         time.sleep(0.5)  # the last messages reach the subscriber
@@ -159,8 +161,13 @@ def ratios(runs: dict[str, dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
-def max_realtime_n(runs: dict[str, dict]) -> int:
-    return max((int(n) for n, r in runs.items() if r["realtime"]), default=0)
+def max_realtime_n(runs: dict[str, dict]) -> int | dict[str, int]:
+    """The largest N in real time; with both ``--faces-ahead`` settings (keys ``N-faces-ahead-on|off``), per setting."""
+    if all("-" not in k for k in runs):
+        return max((int(n) for n, r in runs.items() if r["realtime"]), default=0)
+    settings = sorted({k.split("-", 1)[1] for k in runs})
+    return {s: max((int(k.split("-")[0]) for k, r in runs.items() if k.endswith(s) and r["realtime"]), default=0)
+            for s in settings}
 
 
 def main() -> int:
@@ -169,6 +176,8 @@ def main() -> int:
     ap.add_argument("--n", type=int, nargs="+", help="the stream counts (default 1 2 4 8; --quick 1 2 4)")
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--model", default="auto")
+    ap.add_argument("--faces-ahead", nargs="+", choices=("on", "off"), default=["on"],
+                    help="[scorer] faces_ahead of the monitors; both: each run with it off, then on (docs/performance.md)")
     ap.add_argument("--json")
     args = ap.parse_args()
     from mmsa.monitor.config import SegmenterConfig
@@ -187,9 +196,12 @@ def main() -> int:
         say("streams: expected events per media (--fast): " + ", ".join(f"{k} {len(v)}" for k, v in expected.items()))
         broker = Broker(workdir)
         try:
-            for n in ns:  # the modes alternate, so a change in the machine's load falls on both
+            for n in ns:  # the modes (and settings) alternate, so a change in the machine's load falls on all
                 for mode in args.modes:
-                    runs[mode][str(n)] = run_once(mode, n, media, expected, model, broker, workdir, pad_s)
+                    for ahead in args.faces_ahead:
+                        key = str(n) if len(args.faces_ahead) == 1 else f"{n}-faces-ahead-{ahead}"
+                        runs[mode][key] = run_once(mode, n, media, expected, model, broker, workdir, pad_s,
+                                                   scorer={"faces_ahead": ahead == "on"})
         finally:
             broker.stop()
     results = {

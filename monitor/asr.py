@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -189,6 +190,9 @@ class Transcriber:
         self.set_trim(cfg.trim_encoder)
         self._pieces: OrderedDict[tuple, Transcript] = OrderedDict()
         self._pieces_lock = threading.Lock()
+        # Whisper's ms per second of audio, an exponential average (weight 0.3 on the newest) over its passes of
+        # 0.5 s or more (remembered pieces excluded): what ``segmenter.partial_asr_ms`` is checked against
+        self.ms_per_s: float | None = None
 
     def set_trim(self, on: bool) -> None:
         """Switch the trimmed encoder input on or off (for measurements)."""
@@ -246,6 +250,7 @@ class Transcriber:
         if audio.size < SAMPLE_RATE_HZ // 10:
             return Transcript("", ())
         duration_s = audio.size / SAMPLE_RATE_HZ
+        t0 = time.perf_counter()
         prompt = f"{self.cfg.prompt} {before}".strip()
         segments, _ = self.model.transcribe(
             audio,
@@ -272,6 +277,9 @@ class Transcriber:
                 if w.start >= duration_s:
                     continue
                 words.append(Word(w.word.strip(), float(w.start), float(min(w.end, duration_s)), float(w.probability)))
+        if duration_s >= 0.5:  # Whisper's speed here; shorter passes are mostly fixed costs
+            rate = (time.perf_counter() - t0) * 1000 / duration_s
+            self.ms_per_s = rate if self.ms_per_s is None else 0.7 * self.ms_per_s + 0.3 * rate
         if words:
             words = [words[j] for j in kept_words([w.text for w in words])]
             text = " ".join(w.text for w in words)

@@ -90,6 +90,11 @@ class SegmenterConfig:
     """Publish partial scores of the open utterance (dashboard, MQTT ``<prefix>/partial``); never in ``--fast``."""
     partial_every_s: float = 2.0
     """With ``partials``: also score the open utterance every this many seconds of speech (when ASR is idle); 0: off."""
+    partial_asr_ms: int = 250
+    """With ``partial_every_s``: skip an open-utterance partial whose transcription would take longer than this
+    (Whisper's measured time per second of audio times the window's seconds): a run still in Whisper when the
+    speech ends holds back the final's transcription by what is left of it (docs/performance.md, "Partials on a
+    slow CPU"); 0: no limit."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.neg_threshold <= self.threshold < 1.0:
@@ -106,6 +111,8 @@ class SegmenterConfig:
             raise ValueError("early_close_ms: 0 (off) or from end_pad_ms to min_silence_ms")
         if self.partial_every_s < 0:
             raise ValueError("need partial_every_s >= 0 (0: no periodic partial scores)")
+        if self.partial_asr_ms < 0:
+            raise ValueError("need partial_asr_ms >= 0 (0: no limit)")
 
 
 @dataclass(frozen=True)

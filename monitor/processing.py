@@ -130,6 +130,8 @@ class Processor:
             await asyncio.wait([after])
         t = time.perf_counter()
         transcript = await self.engine.transcribe(audio, pauses)
+        if self.speculator is not None:  # Whisper's speed, for the open-window partials (segmenter.partial_asr_ms)
+            self.speculator.asr_ms_per_s = getattr(self.engine.transcriber, "ms_per_s", None)
         return transcript, (time.perf_counter() - t) * 1000
 
     def _start_heard(self, heard: Heard) -> None:

@@ -32,6 +32,13 @@ processing stage first; the processing stage starts its transcription at once, i
 takes that transcript (:meth:`Speculator.transcript_for`) instead of running Whisper again. A
 stream still has at most one transcription in the ``asr`` pool at a time.
 
+On a slow CPU an open-window run can take longer than the silence that closes the utterance, and one still
+in Whisper when the speech ends holds back the final's transcription (one transcription of a stream at a
+time, and a Whisper call cannot be interrupted). So an open-window partial is skipped when its transcription
+would take more than ``segmenter.partial_asr_ms``: Whisper's measured time per second of audio
+(``Transcriber.ms_per_s``, which the processing stage passes on after each transcription of the stream) times
+the window's length. Until the first transcription nothing is skipped.
+
 Adaptive close (``segmenter.early_close_ms``): when the transcript ahead ends a sentence (``.``,
 ``!`` or ``?``, not ``...``), the speculator lets the segmenter close the utterance with its
 tentative window after ``early_close_ms`` of silence instead of ``min_silence_ms``
@@ -75,6 +82,7 @@ class SpeculationStats:
     late: int = 0  # utterances whose transcript ended a sentence too late: they had closed with the long wait
     heard: int = 0  # transcriptions started ahead (``asr_pad_ms`` into a closing silence)
     heard_used: int = 0  # ... whose transcript a window took (the others: speech resumed)
+    partials_skipped: int = 0  # open-utterance partials not run: Whisper would take too long (``partial_asr_ms``)
 
 
 @dataclass(eq=False)
@@ -139,6 +147,7 @@ class Speculator:
         self._open: Ahead | None = None  # the latest open-window partial request
         self._open_utt: int | None = None  # speech_start of the utterance the open-window requests follow
         self._open_next = 0.0  # seconds of its speech at which the next open-window request is due
+        self.asr_ms_per_s: float | None = None  # Whisper's ms per second of audio (``Transcriber.ms_per_s``), as last seen
 
     # ------------------------------------------------------------------ hooks (assembler's task)
 
@@ -303,6 +312,10 @@ class Speculator:
         self._open_next = (math.floor(spoken / every) + 1) * every
         window = seg.open_window()
         if window is None:
+            return
+        budget, rate = self.cfg.partial_asr_ms, self.asr_ms_per_s
+        if budget and rate is not None and rate * (window.end - window.start) / SAMPLE_RATE_HZ > budget:
+            self.stats.partials_skipped += 1  # it could hold Whisper when the speech ends (docstring)
             return
         self._drop_open()
         req = self._open = Ahead(window, False, arrived)

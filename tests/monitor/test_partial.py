@@ -77,9 +77,10 @@ async def replay_with_broker(broker, make_pipeline, path, prefix: str, fast: boo
 
 async def test_paced_replay_publishes_partials_before_the_final_event(broker, make_pipeline, long_clip):
     # 2 s of silence close an utterance here (default 0.5 s): room enough for the speculative
-    # run on the tentative window to end before the close, however busy the shared CPU is
+    # run on the tentative window to end before the close, however busy the shared CPU is; open-window
+    # partials whatever Whisper's speed (partial_asr_ms = 0: the test below checks the limit)
     pipe, seen, sub, folder, pub = await replay_with_broker(
-        broker, make_pipeline, long_clip[0] / "speech.mp4", "test/partial", min_silence_ms=2000)
+        broker, make_pipeline, long_clip[0] / "speech.mp4", "test/partial", min_silence_ms=2000, partial_asr_ms=0)
     script = long_clip[1]
     assert pipe.partials and pipe.speculative
     events = seen.events
@@ -177,6 +178,23 @@ async def test_partial_every_s_0_leaves_only_the_speculative_partials(broker, ma
     # no open-window partials during the long utterance: at most one per speculative run
     assert 1 <= pipe.n_partials <= pipe.speculation.ran
     assert len(sub.on("test/specpartial/partial")) == pub.n_partials <= pipe.n_partials
+
+
+async def test_open_window_partials_are_skipped_where_whisper_would_take_too_long(broker, make_pipeline, long_clip):
+    """``partial_asr_ms``: once a transcription has measured Whisper's speed, an open-window partial whose
+    transcription would take longer is skipped (counted), so only the first of the long utterance runs (nothing is
+    measured before it); with no limit, as in the first test, every 2 s of speech has its partial."""
+    limited, seen, _, _, _ = await replay_with_broker(
+        broker, make_pipeline, long_clip[0] / "speech.wav", "test/partiallimit", min_silence_ms=2000, partial_asr_ms=1)
+    free, seen_free, _, _, _ = await replay_with_broker(
+        broker, make_pipeline, long_clip[0] / "speech.wav", "test/partialfree", min_silence_ms=2000, partial_asr_ms=0)
+    assert len(seen.events) == len(seen_free.events) == len(long_clip[1])
+    first = seen.events[0]
+    open_limited = [p for p in seen.partials if p.seq == first.seq and p.t_end < first.t_end - 0.5]
+    open_free = [p for p in seen_free.partials if p.seq == first.seq and p.t_end < first.t_end - 0.5]
+    assert len(open_limited) <= 1 <= len(open_free)
+    assert limited.speculation.partials_skipped >= 1 and free.speculation.partials_skipped == 0
+    assert limited.speculator.asr_ms_per_s > 1  # ms of Whisper per second of audio, measured
 
 
 async def test_fast_replay_publishes_no_partials(broker, make_pipeline, long_clip):
