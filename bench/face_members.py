@@ -15,47 +15,28 @@ scores of the two are compared too (mean and largest difference), since they dif
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from benchlib import load_avg, resolve_model, say, write_json
-from stages import session_windows
+from stages import monitor_pool, monitor_scorer, rounds_parser
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("session", type=Path)
-    ap.add_argument("--model", default="default")
+    ap = rounds_parser(__doc__)
     ap.add_argument("--members", type=int, default=1, help="the face branches of the cheaper scorer")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--pool", type=int, default=16, help="windows per pass (the session's first, cycled)")
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--json")
     args = ap.parse_args()
-    from mmsa.media import FaceDetector, window_sample
-    from mmsa.model import load_checkpoint
-    from mmsa.monitor.config import ScorerConfig
-    from mmsa.monitor.engine import window_features
-    from mmsa.monitor.scorer import Scorer
-
     load0 = load_avg()
     model, info = resolve_model(args.model)
-    sc = ScorerConfig()
-    every = Scorer(load_checkpoint(model), "cpu", runtime=sc.runtime, graph_cache=sc.graph_cache or None)
+    every = monitor_scorer(model)
     if not 0 < args.members < every.face_members:
         print(f"face_members: {info['tag']} has {every.face_members} face branch(es); --members {args.members} "
               "leaves nothing to compare", file=sys.stderr)
         return 2
-    fewer = Scorer(load_checkpoint(model), "cpu", runtime=sc.runtime, graph_cache=sc.graph_cache or None,
-                   face_members=args.members)
-    _, _, windows = session_windows(args.session)
-    det = FaceDetector()
-    feats = window_features(every.features, sc.faces_per_window or None)
-    samples = [window_sample(w["audio"], w["frames"], w["text"], det, feats) for w in windows]
-    pool = (samples * (args.pool // len(samples) + 1))[: args.pool]
+    fewer = monitor_scorer(model, face_members=args.members)
+    pool = monitor_pool(args.session, every.features, args.pool)
     scorers = {f"members{every.face_members}": every, f"members{args.members}": fewer}
     times: dict[str, dict[int, list[float]]] = {k: {n: [] for n in args.batch} for k in scorers}
     for s in scorers.values():  # warm-up

@@ -22,7 +22,6 @@ against the single graph's (largest difference printed).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import tempfile
@@ -32,36 +31,21 @@ from unittest import mock
 
 import numpy as np
 from benchlib import load_avg, resolve_model, say, write_json
-from stages import session_windows
+from stages import monitor_pool, monitor_scorer, rounds_parser
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("session", type=Path)
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--pool", type=int, default=16, help="windows per pass (the session's first, cycled)")
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--json")
-    args = ap.parse_args()
-    from mmsa.media import FaceDetector, window_sample
+    args = rounds_parser(__doc__).parse_args()
     from mmsa.model import export, load_checkpoint
     from mmsa.model.onnxrt import MEMO_CROPS, OnnxModel
-    from mmsa.monitor.config import ScorerConfig
-    from mmsa.monitor.engine import window_features
-    from mmsa.monitor.scorer import Scorer
 
     load0 = load_avg()
     model, info = resolve_model(args.model)
-    sc = ScorerConfig()
-    split = Scorer(load_checkpoint(model), "cpu", runtime="onnx", graph_cache=sc.graph_cache or None)
+    split = monitor_scorer(model)
     if not getattr(split.model, "split", False):
         print(f"faces_ahead: {info['tag']}'s graph is not split (export.splits_faces): nothing to compare", file=sys.stderr)
         return 2
-    _, _, windows = session_windows(args.session)
-    det = FaceDetector()
-    feats = window_features(split.features, sc.faces_per_window or None)
-    samples = [window_sample(w["audio"], w["frames"], w["text"], det, feats) for w in windows]
-    pool = (samples * (args.pool // len(samples) + 1))[: args.pool]
+    pool = monitor_pool(args.session, split.features, args.pool)
     crops = sum(len(s.faces) for s in pool if s.faces is not None)
     if crops > MEMO_CROPS:
         print(f"faces_ahead: {crops} crops in the pool, more than the {MEMO_CROPS} kept: use a smaller --pool", file=sys.stderr)

@@ -57,6 +57,44 @@ def session_windows(folder: Path) -> tuple[np.ndarray, list[tuple[float, np.ndar
     return audio, frames, windows
 
 
+
+def rounds_parser(doc: str):
+    """The arguments of the benches that time scorers in alternating rounds on a session's pool of windows
+    (face_members.py, faces_ahead.py); each adds its own."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("session", type=Path)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--pool", type=int, default=16, help="windows per pass (the session's first, cycled)")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--json")
+    return ap
+
+
+def monitor_scorer(model: str, **kw):
+    """The fusion scorer as the monitor loads it on the CPU (``[scorer]`` defaults; ``kw``: Scorer's other keywords)."""
+    from mmsa.model import load_checkpoint
+    from mmsa.monitor.config import ScorerConfig
+    from mmsa.monitor.scorer import Scorer
+
+    sc = ScorerConfig()
+    return Scorer(load_checkpoint(model), "cpu", runtime=sc.runtime, graph_cache=sc.graph_cache or None, **kw)
+
+
+def monitor_pool(folder: Path, features, n: int) -> list:
+    """A session's windows featurized as the monitor does (``[scorer] faces_per_window`` frames searched for
+    faces; ``features``: the scorer's), the first ones cycled to ``n``: the pool the scorer benches score."""
+    from mmsa.media import FaceDetector, window_sample
+    from mmsa.monitor.config import ScorerConfig
+    from mmsa.monitor.engine import window_features
+
+    _, _, windows = session_windows(folder)
+    det = FaceDetector()
+    feats = window_features(features, ScorerConfig().faces_per_window or None)
+    samples = [window_sample(w["audio"], w["frames"], w["text"], det, feats) for w in windows]
+    return (samples * (n // len(samples) + 1))[:n]
+
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 

@@ -68,6 +68,8 @@ class Processor:
         self.errors = errors
         self.speculator = speculator
         self._heard: asyncio.Future | None = None  # the transcription ahead started last (may still run)
+        if speculator is not None:  # Whisper's speed, for the open-window partials (segmenter.partial_asr_ms)
+            speculator.asr_speed = lambda: getattr(engine.transcriber, "ms_per_s", None)
 
     async def run(self, windows: Channel[Window], results: Channel[WindowResult]) -> None:
         """Until ``windows`` is closed and drained; then close ``results``."""
@@ -130,8 +132,6 @@ class Processor:
             await asyncio.wait([after])
         t = time.perf_counter()
         transcript = await self.engine.transcribe(audio, pauses)
-        if self.speculator is not None:  # Whisper's speed, for the open-window partials (segmenter.partial_asr_ms)
-            self.speculator.asr_ms_per_s = getattr(self.engine.transcriber, "ms_per_s", None)
         return transcript, (time.perf_counter() - t) * 1000
 
     def _start_heard(self, heard: Heard) -> None:

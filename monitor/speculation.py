@@ -36,8 +36,8 @@ On a slow CPU an open-window run can take longer than the silence that closes th
 in Whisper when the speech ends holds back the final's transcription (one transcription of a stream at a
 time, and a Whisper call cannot be interrupted). So an open-window partial is skipped when its transcription
 would take more than ``segmenter.partial_asr_ms``: Whisper's measured time per second of audio
-(``Transcriber.ms_per_s``, which the processing stage passes on after each transcription of the stream) times
-the window's length. Until the first transcription nothing is skipped.
+(``Transcriber.ms_per_s``, over its passes since it was loaded, the warm-up's included) times the window's
+length. Until Whisper has been timed nothing is skipped.
 
 Adaptive close (``segmenter.early_close_ms``): when the transcript ahead ends a sentence (``.``,
 ``!`` or ``?``, not ``...``), the speculator lets the segmenter close the utterance with its
@@ -147,7 +147,9 @@ class Speculator:
         self._open: Ahead | None = None  # the latest open-window partial request
         self._open_utt: int | None = None  # speech_start of the utterance the open-window requests follow
         self._open_next = 0.0  # seconds of its speech at which the next open-window request is due
-        self.asr_ms_per_s: float | None = None  # Whisper's ms per second of audio (``Transcriber.ms_per_s``), as last seen
+        # Whisper's ms per second of audio now (None: not measured yet); the processing stage points it at
+        # ``Transcriber.ms_per_s``
+        self.asr_speed: Callable[[], float | None] = lambda: None
 
     # ------------------------------------------------------------------ hooks (assembler's task)
 
@@ -313,7 +315,7 @@ class Speculator:
         window = seg.open_window()
         if window is None:
             return
-        budget, rate = self.cfg.partial_asr_ms, self.asr_ms_per_s
+        budget, rate = self.cfg.partial_asr_ms, self.asr_speed()
         if budget and rate is not None and rate * (window.end - window.start) / SAMPLE_RATE_HZ > budget:
             self.stats.partials_skipped += 1  # it could hold Whisper when the speech ends (docstring)
             return
