@@ -8,6 +8,8 @@ segmenter offers a tentative window at each, then withdraws it when speech resum
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mmsa.monitor.config import MonitorConfig
@@ -47,7 +49,9 @@ def without_timing(event) -> dict:
 async def test_speculative_run_publishes_exactly_the_events_of_a_plain_run(make_pipeline, paused_clip):
     plain_pipe, plain = await paced_run(make_pipeline, paused_clip, speculative=False)
     spec_pipe, spec = await paced_run(make_pipeline, paused_clip, speculative=True)
-    assert not plain_pipe.speculative and plain_pipe.speculation == SpeculationStats()
+    # no speculative work (the open-window partials, which a plain run has too, may have been skipped)
+    assert not plain_pipe.speculative
+    assert dataclasses.replace(plain_pipe.speculation, partials_skipped=0) == SpeculationStats()
     assert len(plain) == len(PAUSED_SENTENCES)
     # windows, texts, scores (bit for bit), modalities, face frames, confidence, seq
     assert [without_timing(e) for e in spec] == [without_timing(e) for e in plain]
