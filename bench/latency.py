@@ -4,7 +4,7 @@
 
 SESSION is a generated session folder (benchlib.make_session: script.json gives each
 sentence's ``speech_end``). It is replayed paced (in real time, as a live microphone delivers
-audio: each 64 ms block is released when its media time comes) through the monitor's wiring
+audio: each ``[audio] block_ms`` block is released when its media time comes) through the monitor's wiring
 with MQTT on, to a mosquitto started on a free 127.0.0.1 port. ``mosquitto_sub`` (a separate
 process) stamps each message's arrival (``-F %U``: Unix time, ns).
 
@@ -97,8 +97,9 @@ def main() -> int:
     ap.add_argument("--asr-pad-ms", type=int, help="override [segmenter] asr_pad_ms (200: as before this setting)")
     ap.add_argument("--early-close-ms", type=int, help="override [segmenter] early_close_ms")
     ap.add_argument("--min-silence-ms", type=int, help="override [segmenter] min_silence_ms")
+    ap.add_argument("--phrase-close-ms", type=int, help="override [segmenter] phrase_close_ms (0: off)")
     ap.add_argument("--end-pad-ms", type=int, help="override [segmenter] end_pad_ms (the window's closing silence)")
-    ap.add_argument("--block-ms", type=int, help="override [audio] block_ms (the microphone's block, 64 ms)")
+    ap.add_argument("--block-ms", type=int, help="override [audio] block_ms (the microphone's block)")
     ap.add_argument("--no-partials", action="store_true", help="[segmenter] partials = false")
     ap.add_argument("--partial-asr-ms", type=int,
                     help="override [segmenter] partial_asr_ms (0: open-utterance partials whatever Whisper's speed, "
@@ -152,7 +153,7 @@ def main() -> int:
                                            speculative=False if args.no_speculative else None,
                                            early_close_ms=0 if args.before else args.early_close_ms,
                                            asr_pad_ms=200 if args.before else args.asr_pad_ms,
-                                           min_silence_ms=args.min_silence_ms,
+                                           min_silence_ms=args.min_silence_ms, phrase_close_ms=args.phrase_close_ms,
                                            end_pad_ms=200 if args.before else args.end_pad_ms, block_ms=args.block_ms,
                                            partials=False if args.no_partials else None,
                                            partial_asr_ms=args.partial_asr_ms)
@@ -226,6 +227,7 @@ def main() -> int:
         "early_close_ms": pipe.cfg.segmenter.early_close_ms,
         "asr_pad_ms": pipe.cfg.segmenter.asr_pad_ms,
         "min_silence_ms": pipe.cfg.segmenter.min_silence_ms,
+        "phrase_close_ms": pipe.cfg.segmenter.phrase_close_ms,
         "end_pad_ms": pipe.cfg.segmenter.end_pad_ms,
         "block_ms": pipe.cfg.audio.block_ms,
         "partials": pipe.partials, "partial_asr_ms": pipe.cfg.segmenter.partial_asr_ms,

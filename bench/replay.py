@@ -40,8 +40,8 @@ from benchlib import (
 
 
 def replay_once(mon: Monitor, media: Path, workdir: Path, mqtt: tuple[str, int, str] | None = None,
-                rss: bool = False) -> dict:
-    pipe, publisher = mon.pipeline(media, workdir, fast=True, mqtt=mqtt)
+                rss: bool = False, block_ms: int | None = None) -> dict:
+    pipe, publisher = mon.pipeline(media, workdir, fast=True, mqtt=mqtt, block_ms=block_ms)
     duration_s = pipe.sources[0].media.duration_s
     sampler = RssSampler(0.5) if rss else None
     t = time.perf_counter()
@@ -80,6 +80,7 @@ def main() -> int:
     ap.add_argument("--mqtt", action="store_true", help="publish to a local mosquitto during the run")
     ap.add_argument("--torch-threads", type=int, default=0,
                     help="torch intra-op threads (0: torch's default, as the monitor runs)")
+    ap.add_argument("--block-ms", type=int, help="override [audio] block_ms (the replay's audio block)")
     ap.add_argument("--json")
     args = ap.parse_args()
     set_torch_threads(args.torch_threads)
@@ -96,12 +97,12 @@ def main() -> int:
                 load0 = load_avg()
                 if args.rss:
                     say(f"RSS: fast replay of {media.name} ...")
-                    results["runs"][str(media)] = {**replay_once(mon, media, workdir, mqtt, rss=True),
+                    results["runs"][str(media)] = {**replay_once(mon, media, workdir, mqtt, rss=True, block_ms=args.block_ms),
                                                    "load_before": load0, "load_after": load_avg()}
                     break
                 runs = []
                 for i in range(args.repeat):
-                    runs.append(replay_once(mon, media, workdir, mqtt))
+                    runs.append(replay_once(mon, media, workdir, mqtt, block_ms=args.block_ms))
                     say(f"replay {media.name} #{i + 1}: {runs[-1]['wall_s']:.1f} s for {runs[-1]['media_s']:.1f} s "
                         f"of media (RTF {runs[-1]['rtf']:.3f}, {runs[-1]['n_events']} events)")
                 best = dict(runs[0])

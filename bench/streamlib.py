@@ -102,14 +102,14 @@ def media_seconds(path: Path) -> float:
 
 
 def write_config(path: Path, sessions: Path, mqtt_prefix: str | None = None, node_id: str = "bench",
-                 scorer: dict[str, Any] | None = None) -> Path:
-    """A monitor config: the session folders under ``sessions``; MQTT node id and topic prefix; ``scorer``: keys
-    of ``[scorer]`` (booleans and numbers)."""
+                 sections: dict[str, dict[str, Any]] | None = None) -> Path:
+    """A monitor config: the session folders under ``sessions``; MQTT node id and topic prefix; ``sections``:
+    section -> keys (booleans and numbers), e.g. ``{"scorer": {"faces_ahead": False}, "audio": {"block_ms": 32}}``."""
     lines = ["[session]", f'dir = "{sessions}"']
     if mqtt_prefix is not None:
         lines += ["", "[mqtt]", f'node_id = "{node_id}"', f'prefix = "{mqtt_prefix}"']
-    if scorer:
-        lines += ["", "[scorer]", *(f"{k} = {json.dumps(v)}" for k, v in scorer.items())]
+    for section, keys in (sections or {}).items():
+        lines += ["", f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in keys.items())]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 

@@ -97,9 +97,9 @@ def expected_events(media: list[dict], model: str, workdir: Path) -> tuple[dict[
 
 
 def run_once(mode: str, n: int, media: list[dict], expected: dict, model: str, broker: Broker, workdir: Path,
-             pad_s: float, scorer: dict | None = None) -> dict:
-    """N streams in one process or in N processes (``scorer``: ``[scorer]`` keys of their config); -> the run's
-    figures."""
+             pad_s: float, sections: dict | None = None) -> dict:
+    """N streams in one process or in N processes (``sections``: keys of their config, ``streamlib.write_config``);
+    -> the run's figures."""
     prefix = f"bench/{uuid.uuid4().hex[:8]}"
     run_dir = workdir / f"{mode}-{n}-{uuid.uuid4().hex[:4]}"
     run_dir.mkdir()
@@ -112,14 +112,14 @@ def run_once(mode: str, n: int, media: list[dict], expected: dict, model: str, b
         wait_subscribed(broker.host, broker.port, prefix, arrivals)
         load0, cpu0, t0 = load_avg(), children_cpu_s(), time.monotonic()
         if mode == "in_process":
-            cfg = write_config(run_dir / "monitor.toml", run_dir / "sessions", prefix, scorer=scorer)
+            cfg = write_config(run_dir / "monitor.toml", run_dir / "sessions", prefix, sections=sections)
             streams = [a for name, m in zip(names, mine) for a in ("--stream", f"{name}={m['path']}")]
             procs = [start_monitor(f"n{n}", [*streams, *mqtt, "--config", str(cfg)], run_dir)]
         else:
             procs = []
             for name, m in zip(names, mine):
                 cfg = write_config(run_dir / f"{name}.toml", run_dir / "sessions", f"{prefix}/{name}", f"bench-{name}",
-                                   scorer=scorer)
+                                   sections=sections)
                 procs.append(start_monitor(name, ["--replay", str(m["path"]), *mqtt, "--config", str(cfg)], run_dir))
         waited = wait_all(procs, cpu0, t0, timeout_s=3 * max(m["seconds"] for m in mine) + 240)
         time.sleep(0.5)  # the last messages reach the subscriber
@@ -162,12 +162,22 @@ def ratios(runs: dict[str, dict[str, dict]]) -> dict[str, dict]:
 
 
 def max_realtime_n(runs: dict[str, dict]) -> int | dict[str, int]:
-    """The largest N in real time; with both ``--faces-ahead`` settings (keys ``N-faces-ahead-on|off``), per setting."""
+    """The largest N in real time; with several settings (keys ``N-<label>``, :func:`variants`), per setting."""
     if all("-" not in k for k in runs):
         return max((int(n) for n, r in runs.items() if r["realtime"]), default=0)
     settings = sorted({k.split("-", 1)[1] for k in runs})
     return {s: max((int(k.split("-")[0]) for k, r in runs.items() if k.endswith(s) and r["realtime"]), default=0)
             for s in settings}
+
+
+def variants(faces_ahead: list[str], block_ms: list[int]) -> list[tuple[str, dict]]:
+    """(label, config sections) of each setting compared; the label names only what varies ("" for one setting)."""
+    out = []
+    for ahead in faces_ahead:
+        for block in block_ms:
+            parts = ([f"faces-ahead-{ahead}"] if len(faces_ahead) > 1 else []) + ([f"block-{block}"] if len(block_ms) > 1 else [])
+            out.append(("-".join(parts), {"scorer": {"faces_ahead": ahead == "on"}, "audio": {"block_ms": block}}))
+    return out
 
 
 def main() -> int:
@@ -178,9 +188,14 @@ def main() -> int:
     ap.add_argument("--model", default="auto")
     ap.add_argument("--faces-ahead", nargs="+", choices=("on", "off"), default=["on"],
                     help="[scorer] faces_ahead of the monitors; both: each run with it off, then on (docs/performance.md)")
+    ap.add_argument("--block-ms", type=int, nargs="+",
+                    help="[audio] block_ms of the monitors (the microphone's block; default the config's); several: "
+                         "each run with each")
     ap.add_argument("--json")
     args = ap.parse_args()
-    from mmsa.monitor.config import SegmenterConfig
+    from mmsa.monitor.config import AudioConfig, SegmenterConfig
+
+    args.block_ms = args.block_ms or [AudioConfig().block_ms]
 
     need_mosquitto_sub()
     ns = args.n or ([1, 2, 4] if args.quick else [1, 2, 4, 8])
@@ -198,10 +213,9 @@ def main() -> int:
         try:
             for n in ns:  # the modes (and settings) alternate, so a change in the machine's load falls on all
                 for mode in args.modes:
-                    for ahead in args.faces_ahead:
-                        key = str(n) if len(args.faces_ahead) == 1 else f"{n}-faces-ahead-{ahead}"
-                        runs[mode][key] = run_once(mode, n, media, expected, model, broker, workdir, pad_s,
-                                                   scorer={"faces_ahead": ahead == "on"})
+                    for label, sections in variants(args.faces_ahead, args.block_ms):
+                        key = f"{n}-{label}" if label else str(n)
+                        runs[mode][key] = run_once(mode, n, media, expected, model, broker, workdir, pad_s, sections)
         finally:
             broker.stop()
     results = {

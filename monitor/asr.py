@@ -138,6 +138,27 @@ def ends_sentence(text: str) -> bool:
     return bool(SENTENCE_END.search(text.strip()))
 
 
+CONTINUES = frozenset("""
+a an the this that these those my your his her its our their some any every each no
+and or but so because if when while although though since unless until than as whether nor yet then
+of to in on at for with from by about into onto over under after before between through without like near
+is are was were be been being am have has had do does did will would can could should may might must shall
+i we they he she very really quite not just um uh er ah hmm
+it's i'm you're we're they're he's she's that's there's what's i've we've you've they've i'd i'll we'll you'll
+""".split())
+"""Last words after which a sentence goes on (articles and determiners, conjunctions, prepositions,
+auxiliaries, subject pronouns and their contractions, intensifiers, fillers): :func:`ends_phrase` is false after them."""
+
+
+def ends_phrase(text: str) -> bool:
+    """Whether a transcript without end punctuation may still end an utterance: it ends on a word (no comma,
+    colon, dash or ellipsis after it) that is not one of :data:`CONTINUES`. Whisper tiny.en leaves the full stop
+    off many short complete utterances ("I love it", "terrible service")."""
+    t = text.strip().rstrip("\"')]")
+    words = re.findall(r"[a-z0-9']+", t.lower())
+    return bool(words) and t[-1].isalnum() and words[-1].strip("'") not in CONTINUES
+
+
 def piece_cuts(n: int, pauses: Sequence[int], min_piece: int, min_tail: int) -> list[int]:
     """Where audio of ``n`` samples is cut into pieces: at the ``pauses`` (sample offsets) that leave at least
     ``min_piece`` samples since the previous cut and ``min_tail`` before the end, earliest first."""

@@ -47,8 +47,9 @@ class FrameConfig:
 class AudioConfig:
     """Microphone capture and the audio queue."""
 
-    block_ms: int = 64
-    """Microphone callback block (1024 samples at 16 kHz); replay uses the same chunking."""
+    block_ms: int = 32
+    """Microphone callback block (512 samples at 16 kHz: one VAD window, so an utterance's close is seen as soon as its
+    silence has run; 64 until 2026-12-05: docs/performance.md, "Closing on phrases"); replay uses the same chunking."""
     queue_s: float = 5.0
     """Hard cap, in seconds, of audio waiting for the segmenter; beyond it the oldest blocks are dropped."""
 
@@ -82,10 +83,15 @@ class SegmenterConfig:
     speculative: bool = True
     """Start ASR ``asr_pad_ms`` and features ``end_pad_ms`` into an utterance's closing silence (same scores, earlier
     events)."""
-    early_close_ms: int = 300
+    early_close_ms: int = 320
     """With ``speculative``: an utterance whose transcript (started ``asr_pad_ms`` into the silence) ends a sentence
     (. ! ?) closes after this much silence instead of ``min_silence_ms`` (mid-sentence the long wait stays); 0: always
-    the long wait."""
+    the long wait. Silences count in whole 32 ms VAD windows: 320 is 10 (written 300 until 2026-12-05, which acted
+    as 320); 288 cuts the sample session's "What a wonderful surprise! Thank you ..." in two (docs/performance.md)."""
+    phrase_close_ms: int = 350
+    """With ``early_close_ms``: an utterance whose transcript has no end punctuation but ends on a word that closes a
+    phrase (not an article, conjunction, preposition, auxiliary, filler, nor a comma: ``mmsa.monitor.asr.ends_phrase``)
+    closes after this much silence (never sooner than ``early_close_ms``); 0: the long wait for them."""
     partials: bool = True
     """Publish partial scores of the open utterance (dashboard, MQTT ``<prefix>/partial``); never in ``--fast``."""
     partial_every_s: float = 2.0
@@ -109,6 +115,8 @@ class SegmenterConfig:
             raise ValueError("asr_pad_ms: from 0 to end_pad_ms")
         if self.early_close_ms and not self.end_pad_ms <= self.early_close_ms <= self.min_silence_ms:
             raise ValueError("early_close_ms: 0 (off) or from end_pad_ms to min_silence_ms")
+        if self.phrase_close_ms and not self.end_pad_ms <= self.phrase_close_ms <= self.min_silence_ms:
+            raise ValueError("phrase_close_ms: 0 (off) or from end_pad_ms to min_silence_ms")
         if self.partial_every_s < 0:
             raise ValueError("need partial_every_s >= 0 (0: no periodic partial scores)")
         if self.partial_asr_ms < 0:

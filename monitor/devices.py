@@ -206,7 +206,7 @@ class MicSource(DeviceSource):
         device: str | int | None,
         clock: Callable[[], float],
         *,
-        block: int = 1024,
+        block: int = 512,
         queue_s: float = 5.0,
         open_stream: Callable[..., Any] | None = None,
     ) -> None:

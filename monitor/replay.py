@@ -115,7 +115,7 @@ class ReplaySource:
 
     live = False
 
-    def __init__(self, media: ReplayMedia, *, fast: bool, block: int = 1024) -> None:
+    def __init__(self, media: ReplayMedia, *, fast: bool, block: int = 512) -> None:
         self.media = media
         self.fast = fast
         self.paced = not fast

@@ -43,7 +43,9 @@ Adaptive close (``segmenter.early_close_ms``): when the transcript ahead ends a 
 ``!`` or ``?``, not ``...``), the speculator lets the segmenter close the utterance with its
 tentative window after ``early_close_ms`` of silence instead of ``min_silence_ms``
 (:meth:`Segmenter.allow_early_close`) and pokes the assembler to queue it at once; the final window
-then takes the speculative result. Mid-sentence (no end punctuation) the long wait stays.
+then takes the speculative result. A transcript without end punctuation that still ends on a word
+that closes a phrase (:func:`~mmsa.monitor.asr.ends_phrase`: not "and", "the", "to", a comma ...)
+closes after ``phrase_close_ms``; mid-sentence the long wait stays (:func:`close_after_ms`).
 """
 
 from __future__ import annotations
@@ -61,12 +63,25 @@ import numpy as np
 
 from mmsa.model.features import SAMPLE_RATE_HZ
 
-from .asr import ends_sentence
+from .asr import ends_phrase, ends_sentence
 from .assembler import Window
 from .config import SegmenterConfig
 from .vad import Segment, Segmenter
 
 log = logging.getLogger(__name__)
+
+
+def close_after_ms(text: str, cfg: SegmenterConfig) -> int | None:
+    """The silence after which an utterance whose transcript is ``text`` may close: ``early_close_ms`` when it
+    ends a sentence, ``phrase_close_ms`` when it ends a phrase (:func:`~mmsa.monitor.asr.ends_phrase`), else None
+    (the long wait, ``min_silence_ms``)."""
+    if not cfg.early_close_ms:
+        return None
+    if ends_sentence(text):
+        return cfg.early_close_ms
+    if cfg.phrase_close_ms and ends_phrase(text):
+        return max(cfg.phrase_close_ms, cfg.early_close_ms)
+    return None
 
 
 @dataclass
@@ -77,7 +92,8 @@ class SpeculationStats:
     ran: int = 0  # of those, ASR + featurization started before the utterance closed
     used: int = 0  # results published (the utterance closed with the same window)
     wasted: int = 0  # runs discarded: speech resumed or the window differed
-    allowed: int = 0  # closing silences whose transcript ended a sentence in time: allowed to close early
+    allowed: int = 0  # closing silences whose transcript ended a sentence (or a phrase) in time: allowed to close early
+    phrase: int = 0  # of those, the transcript ended a phrase without end punctuation (``phrase_close_ms``)
     early: int = 0  # utterances closed early (allowed, and the silence went on)
     late: int = 0  # utterances whose transcript ended a sentence too late: they had closed with the long wait
     heard: int = 0  # transcriptions started ahead (``asr_pad_ms`` into a closing silence)
@@ -232,8 +248,8 @@ class Speculator:
         work.result = result
         if work is self._open:
             self._open = None
-        if work.tentative and result is not None and self.speculative and ends_sentence(result.transcript.text):
-            self._close_early(work.segment, current=work is self._spec)
+        if work.tentative and result is not None and self.speculative:
+            self._close_early(work.segment, result.transcript.text, current=work is self._spec)
         if not self.partials or result is None or work.window is None:
             return None
         return dataclasses.replace(work.window, partial=True, closed_at=work.arrived, ahead=work)
@@ -245,18 +261,22 @@ class Speculator:
         if fut.cancelled() or fut.exception() is not None or not self.speculative:
             return
         transcript, _ms = fut.result()
-        if ends_sentence(transcript.text):
-            self._close_early(heard.segment, current=heard is self._heard)
+        self._close_early(heard.segment, transcript.text, current=heard is self._heard)
 
-    def _close_early(self, segment: Segment, *, current: bool) -> None:
-        """The transcript of ``segment`` (heard, or tentative) ended a sentence: the utterance may close after the
-        short silence (if it has not closed yet; if speech resumed, nothing). Decided once per closing silence."""
+    def _close_early(self, segment: Segment, text: str, *, current: bool) -> None:
+        """The transcript of ``segment`` (heard, or tentative) is ``text``: if it ends a sentence or a phrase
+        (:func:`close_after_ms`), the utterance may close after a shorter silence (if it has not closed yet; if
+        speech resumed, nothing). Decided once per closing silence."""
+        after_ms = close_after_ms(text, self.cfg)
+        if after_ms is None:
+            return
         key = (segment.speech_start, segment.asr_end)
         if key == self._decided:
             return
         self._decided = key
-        if current and self._seg is not None and self._seg.allow_early_close(segment):
+        if current and self._seg is not None and self._seg.allow_early_close(segment, after_ms):
             self.stats.allowed += 1
+            self.stats.phrase += not ends_sentence(text)
             self._poke()
         elif key == self._closed:
             self.stats.late += 1

@@ -126,7 +126,7 @@ class Segmenter:
             raise ValueError("vad mode needs a VAD model")
         self.cfg = cfg
         self.vad = vad
-        ms = sample_rate_hz // 1000
+        ms = self._ms = sample_rate_hz // 1000
         self._pad = cfg.speech_pad_ms * ms  # before the speech
         self._end_pad = cfg.end_pad_ms * ms  # after it
         self._asr_pad = cfg.asr_pad_ms * ms
@@ -146,7 +146,7 @@ class Segmenter:
         self._last_end = 0  # end of the last emitted window (continuous mode)
         self._tentative: Segment | None = None  # what tentative() returned last (returned again while unchanged)
         self._heard: Segment | None = None  # what heard() returned last (returned again while unchanged)
-        self._early: tuple[int, int] | None = None  # (speech start, silence start) allowed to close after early_close_ms
+        self._early: tuple[int, int, int] | None = None  # (speech start, silence start, samples of silence) allowed
         self._early_silence = cfg.early_close_ms * ms
         self.n_early = 0  # utterances closed early
 
@@ -235,20 +235,23 @@ class Segmenter:
             win_start += self._hop
         return max(win_start, end - self._max, self._buf_start)
 
-    def allow_early_close(self, window: Segment) -> bool:
-        """Let the open utterance close with its tentative window once ``early_close_ms`` of silence has passed.
+    def allow_early_close(self, window: Segment, silence_ms: int | None = None) -> bool:
+        """Let the open utterance close with its tentative window once ``silence_ms`` (default ``early_close_ms``)
+        of silence has passed.
 
         ``window``: :meth:`heard` or :meth:`tentative` of the silence now running (the permission
-        lapses when speech resumes; one for an earlier silence is refused). If that much silence
-        was already pushed, the utterance closes now (see :meth:`ready`). Returns whether the
-        permission was taken.
+        lapses when speech resumes; one for an earlier silence is refused). ``silence_ms``: at least
+        ``end_pad_ms`` (the window's audio must be complete); from ``min_silence_ms`` on it changes nothing.
+        If that much silence was already pushed, the utterance closes now (see :meth:`ready`).
+        Returns whether the permission was taken.
         """
-        if self._early_silence <= 0 or not self._closing_silence():
+        silence = self._early_silence if silence_ms is None else max(silence_ms * self._ms, self._end_pad)
+        if self._early_silence <= 0 or silence >= self._min_silence or not self._closing_silence():
             return False
         if (window.speech_start, window.asr_end) != (self._speech_start, self._silence_since + self._asr_pad):
             return False
-        self._early = (self._speech_start, self._silence_since)
-        if self._n - self._silence_since >= self._early_silence:
+        self._early = (self._speech_start, self._silence_since, silence)
+        if self._n - self._silence_since >= silence:
             self._close_early()
         return True
 
@@ -320,8 +323,8 @@ class Segmenter:
             elif end - self._silence_since >= self._min_silence:
                 self._close(self._silence_since + self._end_pad, self._silence_since + self._asr_pad)
                 return
-            elif end - self._silence_since >= self._early_silence and self._early == (
-                    self._speech_start, self._silence_since):
+            elif self._early is not None and self._early[:2] == (self._speech_start, self._silence_since) and (
+                    end - self._silence_since >= self._early[2]):
                 self._close_early()
                 return
         if self._speech_start is not None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mmsa.media import load_audio
-from mmsa.monitor.asr import collapse_repeats, piece_cuts, trim_padding
+from mmsa.monitor.asr import collapse_repeats, ends_phrase, ends_sentence, piece_cuts, trim_padding
 from tests.monitor.helpers import word_recall
 
 SR = 16_000
@@ -149,3 +149,23 @@ def test_pieces_reuse_what_was_transcribed_of_the_same_utterance_before(transcri
         del model.encode
         transcriber.cfg = cfg
         transcriber._pieces.clear()  # noqa: SLF001
+
+
+@pytest.mark.parametrize("text, sentence, phrase", [
+    ("I love it.", True, False),
+    ("Is it?", True, False),
+    ('He said "stop!"', True, False),
+    ("Well...", False, False),
+    ("I love it", False, True),
+    ("Terrible service", False, True),
+    (" Kids are talking by the door ", False, True),
+    ("I went to the", False, False),
+    ("and then,", False, False),
+    ("I think it's", False, False),
+    ("So um", False, False),
+    ("it was really", False, False),
+    ("", False, False),
+])
+def test_end_of_sentence_and_end_of_phrase(text, sentence, phrase):
+    """The adaptive close's rules (segmenter.early_close_ms, phrase_close_ms)."""
+    assert ends_sentence(text) is sentence and ends_phrase(text) is phrase

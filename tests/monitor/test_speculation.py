@@ -12,8 +12,9 @@ import dataclasses
 
 import pytest
 
+from mmsa.monitor.asr import ends_phrase, ends_sentence
 from mmsa.monitor.config import MonitorConfig
-from mmsa.monitor.speculation import SpeculationStats
+from mmsa.monitor.speculation import SpeculationStats, close_after_ms
 from tests.monitor.conftest import replay_sources
 from tests.monitor.test_pipeline import Collector
 
@@ -30,8 +31,9 @@ def paused_clip(tmp_path_factory, make_sample):
     return out
 
 
-async def paced_run(make_pipeline, path, speculative: bool, early_close_ms: int = 0):
-    cfg = MonitorConfig().replace("segmenter", speculative=speculative, early_close_ms=early_close_ms)
+async def paced_run(make_pipeline, path, speculative: bool, early_close_ms: int = 0, phrase_close_ms: int = 0):
+    cfg = MonitorConfig().replace("segmenter", speculative=speculative, early_close_ms=early_close_ms,
+                                  phrase_close_ms=phrase_close_ms)
     pipe, bus, _ = make_pipeline(replay_sources(path, fast=False), cfg=cfg)
     seen = Collector(bus)
     await pipe.run()
@@ -90,3 +92,46 @@ async def test_the_adaptive_close_publishes_the_same_events_once_a_sentence_has_
     # silence, and the utterance then closed with the long wait as it would without the adaptive close
     stats = early_pipe.speculation
     assert stats.early + stats.late == len(speech_script) and stats.early <= stats.allowed
+
+
+SHORT_SENTENCES = [  # Whisper tiny.en transcribes these without a full stop (the latency bench's session)
+    ("positive", "I love it."),
+    ("negative", "Terrible service."),
+    ("neutral", "It is raining today."),
+]
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory, make_sample):
+    out = tmp_path_factory.mktemp("short") / "short.mp4"
+    make_sample.make_clip(out, SHORT_SENTENCES, gap_s=1.0, lead_s=0.5, fps=10.0)
+    return out
+
+
+async def test_a_phrase_without_end_punctuation_closes_after_phrase_close_ms(make_pipeline, short_clip):
+    """``phrase_close_ms``: a transcript without . ! ? that ends on a word closing a phrase gets its own early
+    close (without it, the long wait); the same windows, transcripts and scores."""
+    plain_pipe, plain = await paced_run(make_pipeline, short_clip, speculative=True, early_close_ms=288)
+    pipe, events = await paced_run(make_pipeline, short_clip, speculative=True, early_close_ms=288, phrase_close_ms=350)
+    assert [without_timing(e) for e in events] == [without_timing(e) for e in plain]
+    texts = [e.text for e in events]
+    unpunctuated = sum(not ends_sentence(t) for t in texts)
+    assert len(texts) == len(SHORT_SENTENCES) and unpunctuated >= 1, texts
+    assert all(ends_sentence(t) or ends_phrase(t) for t in texts), texts
+    # without the phrase tier only the punctuated ones get an early close; with it every utterance does (or is
+    # decided too late on a loaded machine, and closes with the long wait)
+    assert plain_pipe.speculation.allowed + plain_pipe.speculation.late == len(texts) - unpunctuated
+    stats = pipe.speculation
+    assert stats.allowed + stats.late == len(texts) and stats.phrase <= unpunctuated
+    assert stats.phrase + stats.late >= unpunctuated
+
+
+def test_close_after_ms_takes_the_early_close_for_sentences_and_the_phrase_close_for_phrases():
+    cfg = MonitorConfig().segmenter
+    assert close_after_ms("I love it.", cfg) == cfg.early_close_ms
+    assert close_after_ms("I love it", cfg) == cfg.phrase_close_ms > cfg.early_close_ms
+    assert close_after_ms("I love the", cfg) is None  # mid-sentence: the long wait
+    assert close_after_ms("I love it", dataclasses.replace(cfg, phrase_close_ms=0)) is None
+    assert close_after_ms("I love it.", dataclasses.replace(cfg, early_close_ms=0)) is None  # adaptive close off
+    # a phrase never closes sooner than a sentence
+    assert close_after_ms("I love it", dataclasses.replace(cfg, early_close_ms=400, phrase_close_ms=350)) == 400

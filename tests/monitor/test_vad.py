@@ -241,6 +241,32 @@ def test_an_allowed_early_close_ends_the_utterance_after_the_short_silence_with_
     assert long_wait[0][0] - silence_at >= 500 * SR // 1000 and seg.n_early == 1
 
 
+def test_an_early_close_may_ask_for_its_own_silence():
+    # phrase_close_ms: the permission carries its silence (400 ms here), at least end_pad_ms; the long wait or more
+    # is refused (nothing to shorten)
+    probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 40
+    audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
+    silence_at = 24 * WINDOW
+    closes = {}
+    for silence_ms in (400, 100, 500):
+        seg = Segmenter(padded_200(early_close_ms=300), scripted_vad(probs))
+        taken = None
+        for i in range(0, audio.size, WINDOW):
+            seg.push(audio[i : i + WINDOW])
+            if seg.ready():
+                closes[silence_ms] = seg.position - silence_at
+            t = seg.tentative()
+            if t is not None and taken is None:
+                taken = seg.allow_early_close(t, silence_ms)
+                if seg.ready():
+                    closes[silence_ms] = seg.position - silence_at
+        assert taken == (silence_ms < 500)
+    ms = SR // 1000
+    assert closes[400] == 13 * WINDOW and 400 * ms <= closes[400] < 400 * ms + WINDOW
+    assert closes[100] < 300 * ms  # the window's audio (end_pad_ms 200) was complete: it closed at once
+    assert closes[500] >= 500 * ms  # the long wait
+
+
 def test_an_early_close_needs_the_same_silence_and_never_cuts_mid_sentence_by_itself():
     # a 320 ms pause inside speech: the permission for it lapses when speech resumes; without one, no early close
     probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.1] * 30
