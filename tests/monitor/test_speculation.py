@@ -24,11 +24,16 @@ PAUSED_SENTENCES = [
 ]
 
 
+def spoken_clip(tmp_path_factory, make_sample, name: str, sentences):
+    """A 10 fps clip of the sentences spoken by espeak-ng, 1 s apart."""
+    out = tmp_path_factory.mktemp(name) / f"{name}.mp4"
+    make_sample.make_clip(out, sentences, gap_s=1.0, lead_s=0.5, fps=10.0)
+    return out
+
+
 @pytest.fixture(scope="module")
 def paused_clip(tmp_path_factory, make_sample):
-    out = tmp_path_factory.mktemp("paused") / "paused.mp4"
-    make_sample.make_clip(out, PAUSED_SENTENCES, gap_s=1.0, lead_s=0.5, fps=10.0)
-    return out
+    return spoken_clip(tmp_path_factory, make_sample, "paused", PAUSED_SENTENCES)
 
 
 async def paced_run(make_pipeline, path, speculative: bool, early_close_ms: int = 0, phrase_close_ms: int = 0):
@@ -103,9 +108,7 @@ SHORT_SENTENCES = [  # Whisper tiny.en transcribes these without a full stop (th
 
 @pytest.fixture(scope="module")
 def short_clip(tmp_path_factory, make_sample):
-    out = tmp_path_factory.mktemp("short") / "short.mp4"
-    make_sample.make_clip(out, SHORT_SENTENCES, gap_s=1.0, lead_s=0.5, fps=10.0)
-    return out
+    return spoken_clip(tmp_path_factory, make_sample, "short", SHORT_SENTENCES)
 
 
 async def test_a_phrase_without_end_punctuation_closes_after_phrase_close_ms(make_pipeline, short_clip):
