@@ -190,7 +190,7 @@ class OnnxModel:
         self._lock = threading.Lock()
         self._memo: OrderedDict[bytes, tuple[np.ndarray, ...]] = OrderedDict()  # crop -> frozen outputs (prepare)
         self._memo_lock = threading.Lock()
-        self.memo_hits = 0
+        self.memo_hits = 0  # crops whose frozen outputs scoring found prepared
 
     @staticmethod
     def _key(session: Any) -> dict[str, Any] | None:
@@ -253,7 +253,8 @@ class OnnxModel:
         with self._memo_lock:
             found = [self._memo.get(k) for k in keys]
         todo = [i for i, f in enumerate(found) if f is None]
-        self.memo_hits += len(keys) - len(todo)
+        if not keep:  # scoring's lookups only: a crop prepared twice is no hit
+            self.memo_hits += len(keys) - len(todo)
         if todo:
             n = self.faces_per_run
             feeds = [{"faces": np.ascontiguousarray(crops[todo[j: j + n]])} for j in range(0, len(todo), n)]

@@ -114,6 +114,8 @@ def test_split_graph_runs_the_face_networks_ahead(checkpoints, cache, tokenizer)
     assert graph.memo_hits == 4 + 2
     assert torch.equal(graph(x).score, before)
     assert graph.memo_hits == 2 * (4 + 2)
+    graph.prepare(samples[0].faces)  # prepared again: found, not counted as scoring's hits
+    assert graph.memo_hits == 2 * (4 + 2)
     graph.prepare(np.zeros((0, 1, 48, 48), np.float32))  # nothing to do
     for k in range(MEMO_CROPS + 3):  # the memo keeps the latest crops only
         graph.prepare(np.full((1, 1, 48, 48), k / 1000, np.float32))
