@@ -199,6 +199,9 @@ def print_table(res: dict) -> None:
         threads = " 1 thread" if dev.endswith("_1_thread") else ""
         rows.append((f"  onnx / torch{threads}, same run (b1 / b8 / b32)", " / ".join(f"{v:.2f}x" for v in per.values()),
                      "(info)", ""))
+    for key, per in (res.get("details", {}).get("scorer", {}).get("batch_over_1") or {}).items():
+        rows.append((f"  {key}: batch 8 / 32 over batch 1", " / ".join(f"{v:.2f}x" for v in per.values()), ">= 2x at b8 (#14)",
+                     "PASS" if per.get("8", 0) >= 2 else "MISS"))
     rows += streams_rows(res) + batch_rows(res)
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     print()

@@ -23,7 +23,11 @@ ONNX runtime running a batch's graph runs one at a time on every thread, as befo
 ``parallel_runs_speedup`` the monitor's ``onnx`` over it (one run per thread at once). With a checkpoint
 whose face branch is an ensemble (the default model: 3 members), ``--also-members N`` adds a row of the
 monitor's runtime scoring with the first N alone (``[scorer] face_members``: ``onnx_members1``) and its ratio
-over all of them (``members_speedup``). The rows of one
+over all of them (``members_speedup``). ``onnx_prepared`` is the monitor's runtime scoring windows whose crops
+went through ``Scorer.prepare`` first (untimed), as the monitor's featurize thread prepares them while
+Whisper transcribes: the pass the scorer runs at an utterance's close with a split graph (the default
+model's), the text, audio and face branches on the frozen face networks' kept outputs
+(``prepared_hits`` = crops found prepared / crops scored, 1.0 when every lookup hit). The rows of one
 run are measured in turn on the same windows, so their ratios hold on a busy machine where the
 absolute figures do not.
 """
@@ -37,6 +41,8 @@ from pathlib import Path
 from benchlib import Monitor, load_avg, median_time, resolve_model, say, write_json
 from stages import session_windows
 
+PREPARED = "onnx_prepared"
+"""The row of the monitor's runtime on windows whose crops were prepared ahead (``Scorer.prepare``, untimed)."""
 IN_TURN = "onnx_in_turn"
 """The row of the ONNX runtime running a batch's graph runs one after another on the default intra-op
 threads, as it did before 2026-12-05 (``OnnxModel(parallel_runs=False)``); ``onnx`` runs them at once."""
@@ -95,6 +101,8 @@ def main() -> int:
     members = mon.scorer.face_members  # the face branches the monitor scores with (an ensemble's: [model] vision_members)
     runs += [(f"{mon.scorer.runtime}_members{n}", "cpu", mon.scorer.runtime, default_threads)
              for n in args.also_members if 0 < n < members and mon.device == "cpu"]
+    if mon.scorer.runtime == "onnx" and getattr(mon.scorer.model, "split", False):  # faces ahead: a split graph
+        runs.append((PREPARED, "cpu", "onnx", default_threads))
     for key, dev, rt, threads, *n_faces in runs:
         torch.set_num_threads(threads)  # the torch rows' threads; the ONNX rows' sessions get theirs below
         if dev == "cpu" and rt == mon.scorer.runtime and threads == default_threads and key != IN_TURN:
@@ -110,12 +118,20 @@ def main() -> int:
             rows = [window_sample(w["audio"], w["frames"], w["text"], det, feats) for w in windows]
         out["windows_per_s"][key], out["s_per_batch"][key] = {}, {}
         pool = (rows * (pool_n // len(rows) + 1))[:pool_n]  # the same windows at every batch size
+        if key == PREPARED:  # what the featurize thread did before the close; the memo holds them all
+            for s in rows:
+                scorer.prepare(s.faces)
+            hits0, crops = scorer.model.memo_hits, 0
         for n in args.batch:
             batches = [pool[i : i + n] for i in range(0, pool_n, n)]
             sec, _ = median_time(lambda bs=batches, sc=scorer: [sc.score(b) for b in bs], args.repeat)
+            if key == PREPARED:
+                crops += (args.repeat + 1) * sum(len(s.faces) for s in pool)  # a warm-up pass and the timed ones
             out["windows_per_s"][key][str(n)] = round(pool_n / sec, 1)
             out["s_per_batch"][key][str(n)] = round(sec / len(batches), 4)
             say(f"scorer {key} batch {n}: {pool_n / sec:.1f} windows/s ({sec / len(batches) * 1000:.0f} ms per batch)")
+        if key == PREPARED:
+            out["prepared_hits"] = round((scorer.model.memo_hits - hits0) / max(crops, 1), 3)
         if dev == "cuda":
             out["cuda_device"] = torch.cuda.get_device_name(0)
     torch.set_num_threads(default_threads)
@@ -135,6 +151,9 @@ def main() -> int:
         other = wps.get(f"{mon.scorer.runtime}_members{n}")
         if other and mine:
             out.setdefault("members_speedup", {})[f"{n}_over_{members}"] = {b: round(other[b] / mine[b], 2) for b in other}
+    for key in (PREPARED, "onnx"):  # batching: windows/s at each batch size over batch 1's
+        if key in wps and "1" in wps[key]:
+            out.setdefault("batch_over_1", {})[key] = {n: round(v / wps[key]["1"], 2) for n, v in wps[key].items() if n != "1"}
     out["face_members"] = members
     out["load_before"], out["load_after"] = load0, load_avg()
     write_json(args.json, out)

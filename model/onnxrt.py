@@ -263,8 +263,8 @@ class OnnxModel:
                 runs = [session.run(None, feed) for feed in feeds]
             else:
                 runs = self._runs(feeds, faces=True)
-            rows = [tuple(np.concatenate([r[o] for r in runs])[j] for o in range(len(FACES_OUTPUTS)))
-                    for j in range(len(todo))]
+            outs = [np.concatenate([r[o] for r in runs]) for o in range(len(FACES_OUTPUTS))]  # once per output
+            rows = [tuple(out[j] for out in outs) for j in range(len(todo))]
             for i, row in zip(todo, rows):
                 found[i] = row
             if keep:

@@ -108,6 +108,8 @@ def test_split_graph_runs_the_face_networks_ahead(checkpoints, cache, tokenizer)
         assert g.shape == tuple(w.shape) and np.abs(g - w.numpy()).max() <= TOL
     before = graph(x).score
     assert graph.memo_hits == 0
+    for per_run in (1, 3):  # the faces graph's runs put back together in the crops' order
+        assert_same_scores(OnnxModel(graph.path, faces_per_run=per_run), loaded.model, x)
     graph.prepare(samples[0].faces)
     graph.prepare(samples[3].faces[:2])  # part of a window: the rest is computed when it is scored
     assert_same_scores(graph, loaded.model, x)
