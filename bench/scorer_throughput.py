@@ -9,7 +9,8 @@ task runs: collate (tokenizer, padding) + forward + copying the scores back (whi
 the device). Every batch size scores the same pool of windows, the first ``max(--batch)`` of
 the session's (cycled when it has fewer), in consecutive batches of that size: windows/s = the
 pool's windows / the median seconds of ``--repeat`` passes over the pool after one warm-up pass,
-so the batch sizes are compared on the same windows (before 2026-12-05 batch n timed the first n
+the batch sizes taking turns pass by pass (since 2026-12-05, late: a slow spell of the machine had
+fallen on one batch size's passes), so the batch sizes are compared on the same windows (before 2026-12-05 batch n timed the first n
 windows, and batch 1 the session's shortest utterance alone).
 The process is in a monitor's state (Whisper loaded and run once). CPU is measured twice per
 runtime: with one thread per core (the CPUs the process may use) and with one thread: torch (``cpu``,
@@ -35,10 +36,12 @@ absolute figures do not.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
-from benchlib import Monitor, load_avg, median_time, resolve_model, say, write_json
+from benchlib import Monitor, load_avg, resolve_model, say, write_json
 from stages import session_windows
 
 PREPARED = "onnx_prepared"
@@ -122,14 +125,24 @@ def main() -> int:
             for s in rows:
                 scorer.prepare(s.faces)
             hits0, crops = scorer.model.memo_hits, 0
+        # the batch sizes in turn, pass by pass (a warm-up pass each first): a slow spell of the machine
+        # (another tenant, the clock) then falls on every batch size alike, not on one of them
+        passes = {n: (lambda bs=[pool[i : i + n] for i in range(0, pool_n, n)], sc=scorer: [sc.score(b) for b in bs])
+                  for n in args.batch}
+        times: dict[int, list[float]] = {n: [] for n in args.batch}
+        for r in range(args.repeat + 1):
+            for n, run_pass in passes.items():
+                t0 = time.perf_counter()
+                run_pass()
+                if r:
+                    times[n].append(time.perf_counter() - t0)
+        if key == PREPARED:
+            crops += (args.repeat + 1) * len(args.batch) * sum(len(s.faces) for s in pool)
         for n in args.batch:
-            batches = [pool[i : i + n] for i in range(0, pool_n, n)]
-            sec, _ = median_time(lambda bs=batches, sc=scorer: [sc.score(b) for b in bs], args.repeat)
-            if key == PREPARED:
-                crops += (args.repeat + 1) * sum(len(s.faces) for s in pool)  # a warm-up pass and the timed ones
+            sec, n_batches = statistics.median(times[n]), -(-pool_n // n)
             out["windows_per_s"][key][str(n)] = round(pool_n / sec, 1)
-            out["s_per_batch"][key][str(n)] = round(sec / len(batches), 4)
-            say(f"scorer {key} batch {n}: {pool_n / sec:.1f} windows/s ({sec / len(batches) * 1000:.0f} ms per batch)")
+            out["s_per_batch"][key][str(n)] = round(sec / n_batches, 4)
+            say(f"scorer {key} batch {n}: {pool_n / sec:.1f} windows/s ({sec / n_batches * 1000:.0f} ms per batch)")
         if key == PREPARED:
             out["prepared_hits"] = round((scorer.model.memo_hits - hits0) / max(crops, 1), 3)
         if dev == "cuda":
