@@ -137,6 +137,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: is a directory, expected a TOML file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file, expected TOML") from exc
+    except OSError as exc:  # a parent that is a file, no permission, an I/O error
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from exc
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -17,6 +17,11 @@ Sinks that take media (the recorder) also get every audio chunk and kept frame t
 :meth:`EventBus.media`; they bound their own queues. Drop counts come back through
 :meth:`Sink.drops` and the feeds' counters (:meth:`EventBus.drops`), never through side channels.
 
+A sink that raises (in :meth:`Sink.accept` or its task, :meth:`EventBus.run_sink`) fails alone: the bus
+detaches it, says so in the status (``message``, and ``degraded`` gains ``<name> failed``) and the stream
+goes on with the others (a full disk under the session log still leaves MQTT and the dashboard; a broken
+terminal pipe leaves the log); :attr:`EventBus.failed` keeps why, for the exit line.
+
 Adding a sink is one module with a :class:`Sink` subclass plus one line in ``sinks.SINKS``.
 """
 
@@ -26,6 +31,7 @@ import asyncio
 import enum
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .events import MonitorStatus, PartialScore, ScoreEvent
@@ -161,6 +167,9 @@ class EventBus:
         self._feeds: list[tuple[str, Feed, bool]] = []  # name, feed, status only (a DURABLE sink's)
         self.last_status = MonitorStatus()
         self.closed = False
+        self.failed: dict[str, str] = {}  # sinks that raised: name -> why (the stream went on without them)
+        self.shed: list[str] = []  # work shed under load (``Pipeline.shed``): ``degraded`` with the failed sinks
+        self.stop_hooks: list[Callable[[], None]] = []  # ask the stream to stop cleanly (the pipeline's request_stop)
 
     def attach(self, sink: Sink) -> Feed:
         """Register a sink; returns its feed (holding the current status snapshot)."""
@@ -195,12 +204,41 @@ class EventBus:
         status = isinstance(item, MonitorStatus)
         if status:
             self.last_status = item
-        for sink in self._sinks:
-            if sink.overflow is Overflow.DURABLE:
+        for sink in [s for s in self._sinks if s.overflow is Overflow.DURABLE]:
+            try:
                 sink.accept(item)
+            except Exception as exc:  # noqa: BLE001 - one output failing must not stop the others
+                self.fail(sink, exc)
         for _, feed, status_only in self._feeds:
             if status or not status_only:
                 feed.push(item)
+
+    async def run_sink(self, sink: Sink) -> None:
+        """``sink.run()``, the sink's task: if it raises, the sink fails alone (:meth:`fail`)."""
+        try:
+            await sink.run()
+        except Exception as exc:  # noqa: BLE001 - one output failing must not stop the others
+            self.fail(sink, exc)
+
+    def fail(self, sink: Sink, exc: BaseException) -> None:
+        """``sink`` raised: detach it and go on without it; the status says so (the first failure of each sink)."""
+        self.detach(sink)
+        if sink.name in self.failed:
+            return
+        why = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__).splitlines()[0]
+        self.failed[sink.name] = why
+        log.error("the %s output failed (%s); the stream goes on without it", sink.name, why, exc_info=exc)
+        if not self.closed:
+            self.update_status(message=f"{sink.name} failed: {why}", degraded=self.degraded())
+
+    def degraded(self) -> list[str]:
+        """The status's ``degraded``: work shed under load, then the sinks that failed."""
+        return [*self.shed, *(f"{name} failed" for name in self.failed)]
+
+    def request_stop(self) -> None:
+        """Ask the stream to stop cleanly (a sink whose reader went away: the terminal printer's closed pipe)."""
+        for hook in self.stop_hooks:
+            hook()
 
     def media(self, item: AudioChunk | VideoFrame) -> None:
         for sink in self._sinks:

@@ -302,6 +302,18 @@ class MqttConfig:
     drain_timeout_s: float = 5.0
     """At shutdown, how long to try to deliver the outbox before publishing ``offline``."""
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port: 0 (1883, or 8883 with TLS) or 1-65535")
+        if self.keepalive_s < 1:
+            raise ValueError("keepalive_s: 1 or more seconds")
+        if not 0 < self.backoff_min_s <= self.backoff_max_s:
+            raise ValueError("need 0 < backoff_min_s <= backoff_max_s")
+        if self.drain_timeout_s < 0:
+            raise ValueError("drain_timeout_s: 0 or more seconds")
+        if self.outbox_max < 1:
+            raise ValueError("outbox_max: 1 or more events")
+
 
 @dataclass(frozen=True)
 class MetricsConfig:
@@ -311,6 +323,10 @@ class MetricsConfig:
     """TCP port of ``/metrics`` (``--metrics [HOST:]PORT`` sets it); 0: no endpoint."""
     host: str = "127.0.0.1"
     """Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port: 0 (no endpoint) or 1-65535")
 
 
 @dataclass(frozen=True)
@@ -372,6 +388,6 @@ def parse_host_port(text: str, what: str = "--mqtt") -> tuple[str, int]:
         host, port = text, ""
     if not host:
         raise ConfigError(f"{what} {text!r}: expected HOST[:PORT]")
-    if port and not port.isdigit():
-        raise ConfigError(f"{what} {text!r}: the port must be a number")
+    if port and not (port.isdigit() and 0 < int(port) <= 65535):
+        raise ConfigError(f"{what} {text!r}: the port must be a number from 1 to 65535")
     return host, int(port or 0)

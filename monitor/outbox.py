@@ -38,8 +38,8 @@ class Outbox:
                 "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
                 "payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL)"
             )
-        except sqlite3.Error as exc:
-            raise PublisherError(f"{self.path}: cannot open the MQTT outbox ({exc})") from exc
+        except (sqlite3.Error, OSError) as exc:  # OSError: its folder cannot be made (a parent is a file, no permission)
+            raise PublisherError(f"{self.path}: cannot open the MQTT outbox ({getattr(exc, 'strerror', None) or exc})") from exc
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])

@@ -80,6 +80,7 @@ class Pipeline:
         self.log, self.stream, self.own_engine = session_log, stream, own_engine
         self.session_id = folder.session_id
         session_log.attach(bus)  # the first sink: an event is on disk before anything else sees it
+        bus.stop_hooks.append(self.request_stop)
         self.sinks: list[Sink] = [session_log, *sinks]
         self.recorder = recorder
         if recorder is not None:
@@ -129,8 +130,9 @@ class Pipeline:
         if self.speculator is not None:
             self.speculator.partials = self.partials and "partials" not in steps
             self.speculator.speculative = self.speculative and "speculation" not in steps
-        if list(steps) != self.bus.last_status.degraded and not self.bus.closed:
-            self.bus.update_status(degraded=list(steps))
+        self.bus.shed = list(steps)
+        if self.bus.degraded() != self.bus.last_status.degraded and not self.bus.closed:
+            self.bus.update_status(degraded=self.bus.degraded())
 
     # ------------------------------------------------------------------ Controls
 
@@ -146,7 +148,7 @@ class Pipeline:
             self.recorder.attach(self.bus)
             self.sinks.append(self.recorder)
             if self._tg is not None:
-                self._tg.create_task(self.recorder.run(), name="recorder")
+                self._tg.create_task(self.bus.run_sink(self.recorder), name="recorder")
         if self.recorder.recording:
             self.recorder.pause()
         else:
@@ -166,7 +168,7 @@ class Pipeline:
             async with TaskGroup() as tg:
                 self._tg = tg
                 for sink in self.sinks:
-                    tg.create_task(sink.run(), name=f"sink-{sink.name}")
+                    tg.create_task(self.bus.run_sink(sink), name=f"sink-{sink.name}")
                 engine = tg.create_task(self.engine.serve(), name="scoring") if self.own_engine else None
                 tg.create_task(self._stages(tg, engine), name="stages")
         finally:
@@ -175,7 +177,10 @@ class Pipeline:
             if self.own_engine:
                 self.engine.close()
             if not self.bus.closed:  # a stage failed: no subscriber may wait for an end that never comes
-                self.log.close()
+                try:
+                    self.log.close()
+                except OSError as exc:
+                    self.bus.fail(self.log, exc)
                 self.bus.close()
             self.finished = True
 

@@ -51,11 +51,18 @@ class SessionLog(Sink):
         self.n_events += 1
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            self._fh = None
+        """Flush and fsync, then close; the file is closed even when the flush fails (which still raises)."""
+        fh, self._fh = self._fh, None
+        if fh is None:
+            return
+        try:
+            fh.flush()
+            os.fsync(fh.fileno())
+        finally:
+            try:
+                fh.close()
+            except OSError:  # the same failed flush again (a full disk): already raised above
+                pass
 
 
 def read_events(path: str | Path) -> Iterator[ScoreEvent]:

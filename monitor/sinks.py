@@ -9,6 +9,9 @@ output (a websocket, a database), write its module with a ``Sink`` subclass and 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +22,8 @@ from .bus import BusItem, EventBus, Sink
 from .config import MonitorConfig
 from .events import MonitorStatus, ScoreEvent
 from .session import OUTBOX_FILE, SessionFolder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,21 +47,46 @@ def event_line(ev: ScoreEvent, stream: str = "") -> str:
 
 
 class TerminalPrinter(Sink):
-    """Headless: each event on stdout, each new status message on stderr."""
+    """Headless: each event on stdout, each new status message on stderr.
+
+    When whoever reads stdout goes away (``mmsa-monitor ... | head -3``), the printer falls silent, points
+    stdout at the null device (so that nothing fails at exit) and asks the stream to stop cleanly, as a
+    first Ctrl-C does: what was scored is in the session log and delivered to MQTT."""
 
     name = "terminal"
 
     def __init__(self, stream: str = "") -> None:
         self.stream = stream
         self._last_msg = ""
+        self._bus: EventBus | None = None
+        self.silent = False  # stdout's reader went away
+
+    def attach(self, bus: EventBus) -> None:
+        self._bus = bus
+        super().attach(bus)
 
     def handle(self, item: BusItem) -> None:
         if isinstance(item, ScoreEvent):
-            print(event_line(item, self.stream), flush=True)
+            if self.silent:
+                return
+            try:
+                print(event_line(item, self.stream), flush=True)
+            except BrokenPipeError:
+                self._reader_gone()
         elif isinstance(item, MonitorStatus) and item.message and item.message != self._last_msg:
             self._last_msg = item.message
             head = f"[{self.stream}] " if self.stream else ""
             print(f"mmsa-monitor: {head}{item.message}", file=sys.stderr, flush=True)
+
+    def _reader_gone(self) -> None:
+        self.silent = True
+        with contextlib.suppress(OSError):  # later writes (and the interpreter's last flush) go nowhere
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        log.info("standard output was closed: stopping the session cleanly")
+        if self._bus is not None:
+            self._bus.request_stop()
 
 
 def mqtt_sink(ctx: SinkContext) -> Sink | None:

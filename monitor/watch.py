@@ -71,8 +71,10 @@ class MqttWatcher:
         self.connected = False
 
     def _client(self):
-        # A watcher of its own: a random id (two watchers never kick each other off), no session kept.
-        identifier = self.cfg.client_id or f"mmsa-monitor-watch-{os.getpid()}-{random.randrange(16**6):06x}"
+        # A watcher of its own: a random id (two watchers never kick each other off), no session kept. A configured
+        # client_id (the monitor's, when watch is given the monitor's config) is its prefix only: the broker lets one
+        # client hold an id, so sharing the monitor's would knock the monitor off at every connect.
+        identifier = f"{self.cfg.client_id or 'mmsa-monitor'}-watch-{os.getpid()}-{random.randrange(16**6):06x}"
         return self._aiomqtt.Client(self.cfg.host, broker_port(self.cfg), identifier=identifier,
                                     **connect_options(self.cfg, self._password, self._tls))
 
