@@ -312,16 +312,22 @@ def _main(argv: list[str] | None) -> int:
         from .sinks import close_shared
 
         close_shared(streams[0].extra.get("shared", {}))
-    _after(streams, headless=args.headless)
+    outputs_failed = _after(streams, headless=args.headless)
     for name, why in failed.items():
         _say(f"stream {name} failed: {why}")
-    return 1 if failed else 0
+    return 1 if failed or outputs_failed else 0
 
 
-def _after(streams, *, headless: bool) -> None:
-    """What each stream leaves behind, in a line or two."""
+def _after(streams, *, headless: bool) -> bool:
+    """What each stream leaves behind, in a line or two; True when an output failed (the exit status says so)."""
+    outputs_failed = False
     for st in streams:
         head = f"[{st.name}] " if st.name else ""
+        for name, why in st.pipeline.bus.failed.items():
+            outputs_failed = True
+            lost = (f": {st.pipeline.n_events - st.pipeline.log.n_events} of {st.pipeline.n_events} events are not in "
+                    f"{_rel(st.pipeline.log.path)}" if name == "jsonl" else "")
+            _say(f"{head}the {name} output failed ({why}){lost}")
         if not headless and _load_dashboard() is not None:  # headless: the printer has said it
             _say(f"{head}{st.pipeline.n_events} events in {_rel(st.pipeline.log.path)}")
         mqtt = st.mqtt
@@ -331,6 +337,7 @@ def _after(streams, *, headless: bool) -> None:
         if st.extra.get("max_shed"):
             _say(f"{head}the machine could not keep up: shed {', '.join(st.extra['max_shed'])} for a while")
         _parity_report(st)
+    return outputs_failed
 
 
 def _report(rest: list[str]) -> int:

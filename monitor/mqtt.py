@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 10.0
 HEALTH_EVERY_S = 2.0
+OFFLINE_WAIT_S = 1.0  # an aborted session: how long to try to say offline before leaving (the Will would not)
 
 
 def read_password(cfg: MqttConfig) -> str | None:
@@ -258,7 +259,11 @@ class MqttPublisher(Sink):
                     delay = self.cfg.backoff_min_s
                     self.connected = True
                     self._set_status("connected", f"MQTT connected to {self.address}")
-                    await self._serve(client)
+                    try:
+                        await self._serve(client)
+                    except asyncio.CancelledError:
+                        await self._offline_now(client)
+                        raise
                     return
             except self._aiomqtt.MqttError as exc:
                 was = self.connected
@@ -273,6 +278,15 @@ class MqttPublisher(Sink):
             if left is not None:
                 wait = min(wait, max(left, 0.0))
             await self._sleep(wait)
+
+    async def _offline_now(self, client) -> None:
+        """Cancelled while connected (the session is being aborted: a second Ctrl-C, a stage that failed). Leaving
+        the client sends a clean DISCONNECT, after which the broker discards the Last Will, so the retained status
+        would stay ``online``: publish ``offline`` ourselves first, for at most ``OFFLINE_WAIT_S``."""
+        try:
+            await asyncio.wait_for(client.publish(self.topics.status, "offline", qos=1, retain=True), OFFLINE_WAIT_S)
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - best effort on the way out
+            log.warning("MQTT: could not publish offline to %s on the way out", self.address)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when the session ends (so the final drain is not delayed)."""

@@ -353,9 +353,17 @@ class Pipeline:
         if self.partials:
             extra["n_partials"] = self.n_partials
         n = self.n_events
-        self.folder.update(ended=utc_now_iso(), n_events=n, drops=self.drops(), errors=self.errors.count, **extra)
+        if self.bus.failed:
+            extra["failed_outputs"] = dict(self.bus.failed)
+        try:
+            self.folder.update(ended=utc_now_iso(), n_events=n, drops=self.drops(), errors=self.errors.count, **extra)
+        except OSError as exc:  # a full disk: the events went out; say so instead of failing the stream now
+            log.error("%s: cannot update metadata.json (%s)", self.folder.path, exc.strerror or exc)
+            self.bus.failed.setdefault("metadata", f"{exc.strerror or exc}")
+        where = (f"({self.log.n_events} of them in {self.log.path})" if "jsonl" in self.bus.failed
+                 else f"in {self.log.path}")
         self.bus.update_status(finished=True, n_events=n, drops=self.drops(), face_seen=None, errors=self.errors.count,
-                               behind_s=0.0, message=f"session ended: {n} events in {self.log.path}")
+                               behind_s=0.0, message=f"session ended: {n} events {where}")
         self.bus.close()
         self.finished = True
 
