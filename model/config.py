@@ -116,6 +116,27 @@ class ModelConfig:
             raise ValueError(f"text_prior: three class frequencies > 0 (negative, neutral, positive), got {self.text_prior}")
         if min(self.calibration) <= 0:
             raise ValueError(f"calibration: temperatures must be > 0, got {self.calibration}")
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Widths, counts, rates and weights that would crash a layer or train nonsense."""
+        for key in ("hidden_dim", "inception_width", "attention_dim", "fusion_layers", "fusion_heads"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be >= 1, got {getattr(self, key)}")
+        if self.text_proj_dim < 0:
+            raise ValueError(f"text_proj_dim: must be >= 0 (0 keeps the BERT width), got {self.text_proj_dim}")
+        for key in ("audio_channels", "inception_channels"):
+            if min(getattr(self, key), default=1) < 1:
+                raise ValueError(f"{key}: every layer needs >= 1 channel, got {getattr(self, key)}")
+        if self.fusion == "attention" and self.hidden_dim % self.fusion_heads:
+            raise ValueError(f"fusion_heads: the attention fusion splits hidden_dim ({self.hidden_dim}) into "
+                             f"fusion_heads ({self.fusion_heads}) equal parts: it must divide hidden_dim")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if not (all(w >= 0 for w in self.late_weights) and max(self.late_weights) > 0):
+            raise ValueError(f"late_weights: must be >= 0 with one > 0, got {self.late_weights}")
+        if not self.score_range > 0:
+            raise ValueError(f"score_range: must be > 0, got {self.score_range}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -24,7 +24,8 @@ Cache: one graph per checkpoint in ``cache`` (``[scorer] graph_cache``; default
 ``~/.cache/mmsa-monitor/graphs``), named ``<checkpoint name>-<key digest>.onnx``. The key
 (:func:`graph_key`, stored in the graph's metadata) is the checkpoint file's sha256, a digest of
 every weight the model holds (so also the base BERT of a delta checkpoint and the face-mesh file),
-a digest of this package's source, the exporter version and torch's version. A graph is built at
+a digest of this package's source and of the modules outside it that the forward pass reads
+(:data:`FORWARD_OUTSIDE`: ``mmsa.common.scale``), the exporter version and torch's version. A graph is built at
 first use (the default model: 21 to 74 s on the 2-core machine, 0.9 GB peak memory) or ahead with the command above
 (``make install`` does it for the default model); a graph of another key is rebuilt, or refused with
 one line where building at run time is off (``[scorer] graph_build = false``) or the cache folder
@@ -235,13 +236,28 @@ def export_graph(model: MMSAModel, path: str | Path, key: dict[str, Any] | None 
     return path
 
 
+FORWARD_OUTSIDE = ("mmsa.common.scale",)
+"""Modules outside this package that the exported forward pass reads (the polarity band ``NEUTRAL_BAND`` of
+``network.valence_class`` / ``score_probs`` / ``valence_score``, the order of ``MODALITIES``); hashed with the
+package's source. The other ``mmsa.common`` modules the package imports (errors, settings, packages, cli)
+never shape a graph."""
+
+
+def source_files() -> list[Path]:
+    """The source files whose digest is part of a graph's key: this package's modules (but the runtime's,
+    ``onnxrt.py``, which does not shape the graph) and :data:`FORWARD_OUTSIDE`."""
+    import importlib
+
+    own = [f for f in sorted(_PACKAGE.glob("*.py")) if f.name != "onnxrt.py"]
+    return own + [Path(importlib.import_module(m).__file__).resolve() for m in FORWARD_OUTSIDE]
+
+
 def _source_digest() -> str:
-    """This package's Python source (but the runtime's, which does not shape the graph): a code
-    change that could change the graph rebuilds it."""
+    """A digest of :func:`source_files`: a code change that could change the graph rebuilds it."""
     h = hashlib.sha256()
-    for f in sorted(_PACKAGE.glob("*.py")):
-        if f.name != "onnxrt.py":
-            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    for f in source_files():
+        name = f.name if f.parent == _PACKAGE else f"{f.parent.name}/{f.name}"
+        h.update(name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
 

@@ -63,6 +63,11 @@ class LossConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature: tau must be > 0, got {self.temperature}")
+        for key in ("unimodal", "text", "audio", "vision", "fused"):
+            if not getattr(self, key) >= 0:
+                raise ValueError(f"{key}: a loss weight must be >= 0 (0: off), got {getattr(self, key)}")
 
 
 @dataclass

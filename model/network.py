@@ -202,9 +202,7 @@ class MMSAModel(nn.Module):
             self.fusion = _head(H, H, cfg.dropout)
         elif cfg.fusion == "calibrated":
             pass  # no parameters: the weights come from the heads' calibrated probabilities (cfg.calibration)
-        elif cfg.fusion == "late":
-            if min(cfg.late_weights) < 0 or max(cfg.late_weights) <= 0:
-                raise ValueError(f"late_weights must be >= 0 with one > 0, got {cfg.late_weights}")
+        elif cfg.fusion == "late":  # late_weights: >= 0 with one > 0 (ModelConfig checks)
             self.register_buffer("late_weights", torch.tensor(cfg.late_weights, dtype=torch.float32), persistent=False)
         else:  # pragma: no cover - Literal checked by the config loader
             raise ValueError(f"unknown fusion {cfg.fusion!r}")

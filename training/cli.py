@@ -119,6 +119,9 @@ def _fit(argv: list[str] | None) -> int:
     for modality, *_ in args.heldout + args.heldout_model:
         if modality not in MODALITIES:
             raise ConfigError(f"--heldout: unknown modality {modality!r} (text, audio or vision)")
+    _check_output("--out", args.out)
+    _check_output("--report", args.report)
+    _check_counts(args, "workers")
     command = ["mmsa-fit-fusion", *(argv if argv is not None else sys.argv[1:])]
     report = fit_fusion(args.model, args.out, [tuple(h) for h in args.heldout], dict(args.heldout_model),
                         CacheConfig(dir=args.cache, workers=args.workers), command, gate=args.gate,
@@ -168,6 +171,52 @@ def _suffixed(path: Path, k: int) -> Path:
     return path.with_name(f"{path.stem}.{k}{path.suffix}")
 
 
+def _check_output(flag: str, path: str | Path) -> Path:
+    """A file the command will write, checked before any work: not a folder, in a folder that exists (or can be
+    made: its first existing ancestor is a folder) and is writable."""
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; give the path of the file to write")
+    folder = out.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{flag} {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ConfigError(f"{flag} {path}: not writable")
+    return out
+
+
+def _check_counts(args: argparse.Namespace, *keys: str) -> None:
+    for key in keys:
+        if getattr(args, key) < 1:
+            raise ConfigError(f"--{key.replace('_', '-')}: must be >= 1, got {getattr(args, key)}")
+
+
+def _eval_source(args: argparse.Namespace):
+    """The ``SourceConfig`` of ``mmsa-eval``'s options; a bad value is one line naming its option."""
+    from .config import SourceConfig
+
+    try:
+        return SourceConfig(reader=args.dataset, labels=args.labels, split=args.split, root=args.root,
+                            modalities=tuple(args.modalities or ()), text_column=args.text_column,
+                            videos=args.videos, name=f"{args.dataset}_{args.split}")
+    except ValueError as exc:  # "<field>: why": name the option instead of the field
+        key, sep, why = str(exc).partition(": ")
+        raise ConfigError(f"--{key.replace('_', '-')}: {why}" if sep and key.isidentifier() else str(exc)) from None
+
+
+def _eval_outputs(args: argparse.Namespace, models: list[str]) -> tuple[Path, Path, Path]:
+    """The metrics, predictions and plot paths (``.<k>`` added with several models), checked before any work."""
+    out, pred_path = Path(args.out), Path(args.predictions)
+    plot_path = Path(args.plot) if args.plot else out.with_suffix(".png")
+    for flag, path in (("--out", out), ("--predictions", pred_path), ("--plot", plot_path)):
+        _check_output(flag, path)
+        for k in range(1, len(models) + 1) if len(models) > 1 else ():
+            _check_output(flag, _suffixed(path, k))
+    return out, pred_path, plot_path
+
+
 def _eval(argv: list[str] | None) -> int:
     flush_denormals()  # fast CPU inference (mmsa.model.runtime); training keeps exact IEEE math
     args = _eval_parser().parse_args(argv)
@@ -178,7 +227,7 @@ def _eval(argv: list[str] | None) -> int:
     from mmsa.model.export import load_graph
 
     from .cache import featurize
-    from .config import CacheConfig, SourceConfig
+    from .config import CacheConfig
     from .data import read_source
     from .evaluate import predict, score_source, write_json, write_predictions
     from .metrics import REGRESSION_METRICS, VALENCE_METRICS, aggregate, format_metrics, format_table
@@ -189,14 +238,12 @@ def _eval(argv: list[str] | None) -> int:
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     if args.runtime == "onnx" and device.type != "cpu":
         raise ConfigError("--runtime onnx runs on the CPU: add --device cpu")
+    _check_counts(args, "batch_size", "workers")
+    src = _eval_source(args)
     models = _expand_models(args.model)
-    src = SourceConfig(reader=args.dataset, labels=args.labels, split=args.split, root=args.root,
-                       modalities=tuple(args.modalities or ()), text_column=args.text_column, videos=args.videos,
-                       name=f"{args.dataset}_{args.split}")
+    out, pred_path, plot_path = _eval_outputs(args, models)
     data = read_source(src, keep_unrated=True)
     stores = {}  # per feature settings (a model's audio input decides its audio features)
-    out, pred_path = Path(args.out), Path(args.predictions)
-    plot_path = Path(args.plot) if args.plot else out.with_suffix(".png")
     keys = VALENCE_METRICS if data.kind == "emotion" else REGRESSION_METRICS
     runs = []
     for k, spec in enumerate(models, 1):

@@ -18,6 +18,7 @@ Paths in the config are relative to the working directory (run from the repo roo
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -72,8 +73,9 @@ class SourceConfig:
     ``heldout`` (30 %) part of a fixed salted hash of ``video_id`` (``data.video_part``); e.g. MOSEI
     valid split by speaker into training rows and a held-out cross-check. Empty: every video."""
     fold: str = ""
-    """Cross-validation, ``"k/n"``: keep only fold k of n of the split's rows (a salted hash of the row
-    id, ``data.hash_fold``), e.g. the held-out part of FER2013 train; empty: every row."""
+    """Cross-validation, ``"k/n"``: keep only fold k of n of the split's rows (a salted hash of the row's
+    video for mosi/mosei/mmsa-raw, its actor for ravdess, its id for fer2013/vader: ``data.hash_fold``),
+    e.g. the held-out part of FER2013 train; empty: every row."""
     exclude_fold: str = ""
     """``"k/n"``: keep every fold of n but k (the training part of that fold); not with ``fold``."""
 
@@ -276,7 +278,8 @@ SELECT_LAST = "last"
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Cross-field checks: sources present, unique names, no test split in validation, a valid select."""
+    """Cross-field checks: sources present, unique names, no test rows (a test split, RAVDESS test actors) in
+    validation unless nothing is selected on it, no ``all`` in validation, no train/valid overlap, a valid select."""
     if not cfg.data.train:
         raise ConfigError("data.train: at least one training source ([[data.train]]) is required")
     if not cfg.data.valid:
@@ -295,8 +298,15 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                 "validate on 'valid' and evaluate test splits once, with mmsa-eval, after training "
                 "(or keep the last epoch with train.select = \"last\": validation sets are then only reported)"
             )
-        if s.split.lower() == "all" and READERS[s.reader].split_by == "mode":
+        if s.split.lower() == "all" and not (s.actors and READERS[s.reader].split_by == "actor"):
             raise ConfigError(f"data.valid[{i}] ({s.key}): split 'all' would include test rows; name the split")
+        held = sorted(set(s.actors) & set(RAVDESS_ACTORS["test"])) if READERS[s.reader].split_by == "actor" else []
+        if held and cfg.select != SELECT_LAST:
+            raise ConfigError(
+                f"data.valid[{i}] ({s.key}): actors {', '.join(map(str, held))} are RAVDESS test actors "
+                f"({', '.join(map(str, RAVDESS_ACTORS['test']))}) and cannot be used to select a model; validate on "
+                "other actors (or keep the last epoch with train.select = \"last\": validation sets are then only reported)"
+            )
         for t in cfg.data.train:
             if _overlap(t, s):
                 raise ConfigError(
@@ -355,9 +365,20 @@ def _rows(s: SourceConfig) -> str:
     return repr(s.split) + (f" fold {s.fold}" if s.fold else f" without fold {s.exclude_fold}" if s.exclude_fold else "")
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Do two config paths name one file (``..``, symlinks and hard links seen through)?"""
+    pa, pb = resolve_path(a), resolve_path(b)
+    if pa.resolve() == pb.resolve():
+        return True
+    try:
+        return os.path.samefile(pa, pb)
+    except OSError:  # one of them does not exist (yet): their resolved paths differ, so not the same file
+        return False
+
+
 def _overlap(a: SourceConfig, b: SourceConfig) -> bool:
     """Could two sources hold the same rows? (same reader and label file, overlapping splits)"""
-    if a.reader != b.reader or resolve_path(a.labels).absolute() != resolve_path(b.labels).absolute():
+    if a.reader != b.reader or not _same_file(a.labels, b.labels):
         return False
     if READERS[a.reader].split_by == "actor":
 

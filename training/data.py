@@ -78,6 +78,12 @@ class Record:
     valence: str | None = None
     where: str = ""  # "file:line", for error messages
     aspect: str | None = None  # the aspect term of Eq. 1 (``[CLS] text [SEP] aspect [SEP]``), where the file has one
+    group: str = ""  # rows that must stay on one side of a cross-validation fold: the video, the actor ("": the row)
+
+    @property
+    def fold_key(self) -> str:
+        """What :func:`hash_fold` hashes for this row: its group (video, actor), else its own id."""
+        return self.group or self.id
 
 
 @dataclass
@@ -124,8 +130,11 @@ def hash_split(key: str) -> str:
 
 
 def hash_fold(key: str, folds: int) -> int:
-    """The cross-validation fold (1..``folds``) of a row id (``SourceConfig.fold``): a salted hash of its
-    own, independent of :func:`hash_split`, so the folds of any split are about equal and stable."""
+    """The cross-validation fold (1..``folds``) of a row's :attr:`Record.fold_key` (``SourceConfig.fold``): a
+    salted hash of its own, independent of :func:`hash_split`, so the folds are about equal and stable. The key
+    is the row's group where rows are not independent: ``video:<video_id>`` for mosi, mosei and mmsa-raw (the
+    clips of one video, one speaker, stay on one side), ``actor:<n>`` for ravdess; FER2013 and VADER rows are
+    independent, keyed by their id."""
     u = int(hashlib.sha256(f"{HASH_SALT}:fold:{key}".encode()).hexdigest()[:12], 16) / float(1 << 48)
     return int(u * folds) + 1
 
@@ -263,7 +272,8 @@ def _read_cmu(cfg: SourceConfig, mods: tuple[str, ...], keep_unrated: bool, skip
         if "text" not in mods:
             text = None
         aspect = (row.get("aspect") or "").strip() or None
-        out.append(Record(rid, label, text, media, start, end, where=table.where(line), aspect=aspect if text else None))
+        out.append(Record(rid, label, text, media, start, end, where=table.where(line), aspect=aspect if text else None,
+                          group=f"video:{vid}"))
     if not out and not sum(skipped.values()):
         _empty(table.path, cfg.split, sorted(m for m in modes if m))
     return out
@@ -301,8 +311,9 @@ def _read_emotion(cfg: SourceConfig, mods: tuple[str, ...], keep_unrated: bool, 
     out = []
     for line, row in table.rows():
         rel = row["path"].strip()
+        actor = int(table.number(row, line, "actor")) if by_actor else None
         if actors is not None:
-            if int(table.number(row, line, "actor")) not in actors:
+            if actor not in actors:
                 continue
         elif split != "all" and hash_split(rel) != split:
             continue
@@ -321,7 +332,8 @@ def _read_emotion(cfg: SourceConfig, mods: tuple[str, ...], keep_unrated: bool, 
             raise DataError(f"{table.where(line)}: media file not found: {media}")
         label = VALENCE_TARGET[valence] * cfg.label_scale if valence else float("nan")
         text = (row.get("text") or "").strip() or None if "text" in mods else None
-        out.append(Record(rel, label, text, media=media, emotion=emotion, valence=valence, where=table.where(line)))
+        out.append(Record(rel, label, text, media=media, emotion=emotion, valence=valence, where=table.where(line),
+                          group=f"actor:{actor}" if by_actor else ""))
     if not out and not sum(skipped.values()):
         raise DataError(f"{path}: no rows for split {cfg.split!r}" + (f" (actors {sorted(actors)})" if actors else ""))
     return out
@@ -394,7 +406,7 @@ def read_source(cfg: SourceConfig, keep_unrated: bool = False) -> SourceData:
     records = spec.read(cfg, mods, keep_unrated, skipped)
     if cfg.folds_kept:
         kept, n = cfg.folds_kept
-        records = [r for r in records if hash_fold(r.id, n) in kept]
+        records = [r for r in records if hash_fold(r.fold_key, n) in kept]  # a video's / an actor's rows together
     if cfg.limit:
         records = records[: cfg.limit]
     if not records:

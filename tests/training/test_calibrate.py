@@ -100,3 +100,111 @@ def test_fit_fusion_errors_are_one_line(tmp_path, tiny_bert, ravdess_like, capsy
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "miss a class (counts [0, 0, 10])" in errors[0]
     assert not (tmp_path / "o.safetensors").exists()
+
+
+@pytest.mark.parametrize("fusion", ["concat", "attention"])
+def test_fit_fusion_of_a_concat_or_attention_model_writes_a_checkpoint_that_loads(fusion, tmp_path, tiny_bert, tokenizer):
+    """The calibrated fusion has no layers of its own: the source fusion's tensors (concat: ``fusion.*``;
+    attention: ``tokens.*``, ``cls``, ``fusion_encoder.*``, ``fusion.*``) are left out of the written
+    checkpoint, which loads and scores with the calibrated product of its heads."""
+    import torch
+    from safetensors import safe_open
+
+    from mmsa.model import MODALITIES
+    from mmsa.model.network import product_of_experts, valence_score
+    from tests.model.helpers import batch, random_sample, seeded
+
+    torch.manual_seed(0)
+    model = MMSAModel.build(tiny_config(tiny_bert, fusion=fusion), tiny_bert).eval()
+    src = save_checkpoint(tmp_path / "in.safetensors", model, name="tiny")
+    out = tmp_path / "out.safetensors"
+    assert fit_fusion_main(["--model", str(src), "--out", str(out), "--report", str(tmp_path / "r.json"),
+                            "--cache", str(tmp_path / "cache"),
+                            "--heldout", "text", "mosi", str(_text_labels(tmp_path)), "valid"]) == 0
+    with safe_open(str(out), framework="pt") as fh:
+        keys = set(fh.keys())
+    assert not {k for k in keys if k == "cls" or k.startswith(("fusion.", "fusion_encoder.", "tokens."))}
+    loaded = load_checkpoint(out)  # refused before: "tensor fusion.0.weight does not belong to this model"
+    assert loaded.model.cfg.fusion == "calibrated" and loaded.model.cfg.calibration[1:] == (1.0, 1.0)
+    before = load_checkpoint(src).model
+    own = before.state_dict()
+    assert all(torch.equal(v, own[k]) for k, v in loaded.model.state_dict().items())  # encoders, heads untouched
+    rng = seeded(0)
+    x = batch(tokenizer, [random_sample(rng), random_sample(rng, text="terrible", n_faces=0),
+                          random_sample(rng, text="fine", seconds=0, n_faces=0)])
+    with torch.no_grad():
+        got, was = loaded.model(x), before(x)
+    for m in MODALITIES:
+        assert torch.allclose(got.unimodal[m], was.unimodal[m], equal_nan=True)
+    probs = loaded.model.polarity_probs(got.unimodal, got.logits)
+    product = valence_score(product_of_experts(probs, got.presence.float()), 3.0)
+    assert torch.allclose(got.score[:2], product[:2], atol=1e-5)  # two or three heads: their calibrated product
+    assert torch.allclose(got.score[2], got.unimodal["text"][2])  # text alone: the text head's own score
+    assert not torch.allclose(got.score, was.score)  # not the source fusion's scores
+
+
+def test_fit_fusion_refuses_a_twin_without_heldout_data_and_two_sources_for_one_head(tmp_path, tiny_bert, capsys):
+    from tests.training.test_cli_errors import one_error_line
+
+    model = MMSAModel.build(tiny_config(tiny_bert, fusion="late"), tiny_bert)
+    src = save_checkpoint(tmp_path / "in.safetensors", model.eval(), name="tiny")
+    out, labels = tmp_path / "o.safetensors", str(_text_labels(tmp_path))
+    base = ["--model", str(src), "--out", str(out), "--report", str(tmp_path / "r.json"), "--cache", str(tmp_path / "c"),
+            "--heldout", "text", "mosi", labels, "valid"]
+    assert fit_fusion_main([*base, "--heldout-model", "audio", str(src)]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: --heldout-model audio {src}: no --heldout audio") and "twin" in line
+    assert fit_fusion_main([*base, "--heldout", "text", "mosi", labels, "all"]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: --heldout text mosi {labels} all: a second held-out source for the text head")
+    assert f"(the first: --heldout text mosi {labels} valid)" in line
+    assert not out.exists()
+
+
+def test_fit_fusion_says_which_fusion_measured_the_kept_metrics(tmp_path, tiny_bert):
+    """The checkpoint contract keeps the validation figures in the metadata; they were measured with the fusion
+    that the calibrated one replaces, and the fusion stage says which."""
+    model = MMSAModel.build(tiny_config(tiny_bert, fusion="concat"), tiny_bert)
+    measured = {"mosi_valid": {"mae": 0.9, "n": 12}}
+    src = save_checkpoint(tmp_path / "in.safetensors", model.eval(), name="tiny", metrics=measured)
+    out = tmp_path / "o.safetensors"
+    assert fit_fusion_main(["--model", str(src), "--out", str(out), "--report", str(tmp_path / "r.json"),
+                            "--cache", str(tmp_path / "c"), "--heldout", "text", "mosi", str(_text_labels(tmp_path)),
+                            "valid"]) == 0
+    info = read_info(out)
+    assert info.metrics == measured and info.model_config.fusion == "calibrated"
+    stage = info.training["stages"][-1]
+    assert stage["name"] == "tiny-fusion" and stage["metrics_fusion"] == stage["replaced_fusion"] == "concat"
+    assert info.training["fusion"]["metrics_fusion"] == "concat"
+
+
+@pytest.mark.parametrize("heldout, message", [
+    (["text", "mosi", "", "valid"], "--heldout text mosi '' valid: labels: the label file is required"),
+    (["text", "mosi", "LABELS", ""], "--heldout text mosi LABELS '': split: required"),
+    (["text", "foo", "LABELS", "valid"], "--heldout text foo LABELS valid: unknown dataset 'foo' (mosi, mosei, "
+                                         "mmsa-raw, ravdess, fer2013)"),
+    (["text", "vader", "LABELS", "valid"], "unknown dataset 'vader'"),  # training data only, as in mmsa-eval
+])
+def test_fit_fusion_bad_heldout_sources_are_one_line(heldout, message, tmp_path, tiny_bert, capsys):
+    from tests.training.test_cli_errors import one_error_line
+
+    model = MMSAModel.build(tiny_config(tiny_bert, fusion="late"), tiny_bert)
+    src = save_checkpoint(tmp_path / "in.safetensors", model.eval(), name="tiny")
+    labels = str(_text_labels(tmp_path))
+    heldout = [labels if h == "LABELS" else h for h in heldout]
+    rc = fit_fusion_main(["--model", str(src), "--out", str(tmp_path / "o.safetensors"), "--report",
+                          str(tmp_path / "r.json"), "--cache", str(tmp_path / "c"), "--heldout", *heldout])
+    assert rc == 2
+    assert message.replace("LABELS", labels) in one_error_line(capsys)
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+@pytest.mark.parametrize("flag", ["--out", "--report"])
+def test_fit_fusion_outputs_are_checked_before_the_work(flag, tmp_path, capsys):
+    from tests.training.test_cli_errors import one_error_line
+
+    args = {"--out": str(tmp_path / "o.safetensors"), "--report": str(tmp_path / "r.json"), flag: str(tmp_path)}
+    # the checkpoint does not exist: the output is refused before it would be loaded
+    rc = fit_fusion_main(["--model", str(tmp_path / "missing.safetensors"), *(x for kv in args.items() for x in kv),
+                          "--heldout", "text", "mosi", "x.csv", "valid"])
+    assert rc == 2 and one_error_line(capsys) == f"error: {flag} {tmp_path}: is a folder; give the path of the file to write"

@@ -2,6 +2,8 @@
 
 import csv
 
+import pytest
+
 from mmsa.training.cli import eval_main, train_main
 from tests.training.conftest import write_config
 
@@ -73,3 +75,42 @@ def test_train_config_errors_exit_2(tmp_path, capsys):
     cfg.write_text("[train]\nepochs = 'many'\n")
     assert train_main([str(cfg)]) == 2
     assert "train.epochs: expected an integer, got 'many'" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"--labels": ""}, "error: --labels: the label file is required"),
+    ({"--split": ""}, "error: --split: required (train, valid, test or all)"),
+    ({"--dataset": "ravdess", "--videos": "train"},
+     "error: --videos: only for sources split by a mode column (mosi, mosei, mmsa-raw), not ravdess"),
+])
+def test_bad_eval_source_options_are_one_line(tmp_path, capsys, change, message):
+    labels = write(tmp_path / "label.csv", [HEADER, ["v", 1, "good", "1.0", "Positive", "test"]])
+    args = eval_args(tmp_path, labels, dataset="mosi")
+    for flag, value in change.items():
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    assert eval_main(args) == 2
+    assert one_error_line(capsys).startswith(message)
+
+
+@pytest.mark.parametrize("flag", ["--out", "--predictions", "--plot"])
+def test_eval_output_that_is_a_folder_is_refused_before_the_work(tmp_path, capsys, flag):
+    # the label file does not exist: a check made after reading the data would name it instead
+    args = eval_args(tmp_path, tmp_path / "missing.csv", dataset="mosi") + (["--plot", "x.png"] if flag == "--plot" else [])
+    args[args.index(flag) + 1] = str(tmp_path)
+    assert eval_main(args) == 2
+    assert one_error_line(capsys) == f"error: {flag} {tmp_path}: is a folder; give the path of the file to write"
+
+
+def test_eval_output_under_a_file_and_bad_counts_are_one_line(tmp_path, capsys):
+    labels = tmp_path / "missing.csv"
+    blocker = write(tmp_path / "file.txt", [["x"]])
+    args = eval_args(tmp_path, labels, dataset="mosi")
+    args[args.index("--out") + 1] = str(blocker / "m.json")
+    assert eval_main(args) == 2
+    assert one_error_line(capsys) == f"error: --out {blocker / 'm.json'}: {blocker} is not a folder"
+    for flag in ("--batch-size", "--workers"):
+        assert eval_main([*eval_args(tmp_path, labels, dataset="mosi"), flag, "0"]) == 2
+        assert one_error_line(capsys) == f"error: {flag}: must be >= 1, got 0"

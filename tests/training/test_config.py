@@ -102,3 +102,98 @@ def test_documented_mixed_run_is_a_valid_config(tmp_path):
     cfg, _ = load_config(cfg_file(tmp_path, mixed))
     assert [s.reader for s in cfg.data.train] == ["mosi", "vader", "ravdess", "fer2013"]
     assert cfg.model.fusion == "late" and cfg.checkpoint.bert_delta and cfg.train.freeze_bert_layers == 4
+
+
+def test_the_same_label_file_spelled_otherwise_still_overlaps(tmp_path, monkeypatch):
+    """Train and validation rows of one file are caught however the path is written: ``..``, a symlinked
+    folder, a symlinked file, relative against absolute."""
+    data = tmp_path / "data"
+    data.mkdir()
+    labels = data / "label.csv"
+    labels.write_text("video_id,clip_id,text,label,mode\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "linked").symlink_to(data, target_is_directory=True)
+    (tmp_path / "alias.csv").symlink_to(labels)
+    monkeypatch.chdir(tmp_path)
+    for spelling in (f"{tmp_path}/sub/../data/label.csv", "sub/../data/label.csv", f"{tmp_path}/linked/label.csv",
+                     "linked/label.csv", "alias.csv", "./data//label.csv"):
+        with pytest.raises(ConfigError, match=r"data\.valid\[0\] \(mosi_valid\): shares rows with training source"):
+            load_config(cfg_file(tmp_path, SOURCES), [f"data.train.0.labels={labels}",
+                                                      f"data.valid.0.labels={spelling}", "data.valid.0.split=train"])
+    other = tmp_path / "sub" / "label.csv"  # another file of the same name
+    other.write_text(labels.read_text())
+    cfg, _ = load_config(cfg_file(tmp_path, SOURCES), [f"data.train.0.labels={labels}", f"data.valid.0.labels={other}",
+                                                       "data.valid.0.split=train"])
+    assert cfg.data.valid[0].labels == str(other)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.fusion=attention", "model.fusion_heads=3"],
+     r"model: fusion_heads: the attention fusion splits hidden_dim \(128\) into fusion_heads \(3\) equal parts"),
+    (["model.fusion_heads=0"], r"model: fusion_heads: must be >= 1, got 0"),
+    (["model.dropout=1.0"], r"model: dropout: must be in \[0, 1\), got 1.0"),
+    (["model.dropout=-0.1"], r"model: dropout: must be in \[0, 1\), got -0.1"),
+    (["model.late_weights=[0, 0, 0]"], r"model: late_weights: must be >= 0 with one > 0, got \(0.0, 0.0, 0.0\)"),
+    (["model.late_weights=[1, -1, 1]"], r"model: late_weights: must be >= 0 with one > 0"),
+    (["model.hidden_dim=0"], r"model: hidden_dim: must be >= 1, got 0"),
+    (["model.hidden_dim=-8"], r"model: hidden_dim: must be >= 1, got -8"),
+    (["model.inception_width=0"], r"model: inception_width: must be >= 1, got 0"),
+    (["model.inception_channels=[4, 0]"], r"model: inception_channels: every layer needs >= 1 channel"),
+    (["model.score_range=0"], r"model: score_range: must be > 0, got 0.0"),
+    (["model.score_range=-3"], r"model: score_range: must be > 0, got -3.0"),
+    (["loss.temperature=0"], r"loss: temperature: tau must be > 0, got 0.0"),
+    (["loss.temperature=-0.1"], r"loss: temperature: tau must be > 0, got -0.1"),
+    (["loss.text=-1"], r"loss: text: a loss weight must be >= 0 \(0: off\), got -1.0"),
+    (["loss.unimodal=-0.5"], r"loss: unimodal: a loss weight must be >= 0"),
+    (["loss.fused=-1"], r"loss: fused: a loss weight must be >= 0"),
+    (["loss.audio=-1"], r"loss: audio: a loss weight must be >= 0"),
+    (["loss.vision=-1"], r"loss: vision: a loss weight must be >= 0"),
+])
+def test_bad_model_and_loss_values_name_the_key(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(cfg_file(tmp_path, SOURCES), overrides)
+
+
+def test_good_model_and_loss_edges_load(tmp_path):
+    cfg, _ = load_config(cfg_file(tmp_path, SOURCES), [
+        "model.fusion=attention", "model.fusion_heads=8", "model.dropout=0", "model.late_weights=[0, 0, 1]",
+        "loss.temperature=0.05", "loss.text=0", "loss.fused=0"])
+    assert cfg.model.fusion_heads == 8 and cfg.loss.fused == 0.0
+    # a head count that does not divide the width only matters to the attention fusion
+    cfg, _ = load_config(cfg_file(tmp_path, SOURCES), ["model.fusion=concat", "model.fusion_heads=3"])
+    assert cfg.model.fusion_heads == 3
+
+
+RAVDESS_AUDIO = REPO / "configs" / "train" / "ravdess_audio.toml"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.valid.0.actors=[17,18,19,20]"], r"data\.valid\[0\] \(ravdess_valid\): actors 17, 18, 19, 20 are RAVDESS "
+                                            r"test actors \(17, 18, 19, 20\) and cannot be used to select a model"),
+    (["data.valid.0.actors=[13, 20]"], r"actors 20 are RAVDESS test actors"),
+    (["data.valid.0.split=all"], r"data\.valid\[0\] \(ravdess_valid\): split 'all' would include test rows"),
+    (["data.valid.0.split=all", "train.select=last"], r"split 'all' would include test rows"),
+])
+def test_validation_never_selects_on_ravdess_test_actors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(RAVDESS_AUDIO, overrides)
+
+
+def test_ravdess_test_actors_may_be_reported_and_other_actors_validated():
+    cfg, _ = load_config(RAVDESS_AUDIO, ["data.valid.0.actors=[17,18,19,20]", "train.select=last"])
+    assert cfg.data.valid[0].actors == (17, 18, 19, 20)  # only reported: nothing is selected on them
+    cfg, _ = load_config(RAVDESS_AUDIO, ["data.valid.0.actors=[13, 14]", "data.valid.0.split=all"])
+    assert cfg.data.valid[0].actors == (13, 14)  # explicit actors decide the rows, not the split
+    twin, _ = load_config(REPO / "configs" / "train" / "default" / "heldout" / "3_audio_actors_1-16.toml")
+    assert twin.select == "last" and {s.split for s in twin.data.valid} == {"test"}  # the shipped twin still loads
+
+
+@pytest.mark.parametrize("reader", ["fer2013", "vader"])
+def test_validation_never_uses_a_hash_split_readers_test_or_all(tmp_path, reader):
+    text = SOURCES + f'\n[[data.valid]]\nname = "h"\nreader = "{reader}"\nlabels = "h.csv"\nsplit = "SPLIT"\n'
+    with pytest.raises(ConfigError, match=r"data\.valid\[1\] \(h\): split 'all' would include test rows"):
+        load_config(cfg_file(tmp_path, text.replace("SPLIT", "all")), ["train.select=last"])
+    with pytest.raises(ConfigError, match=r"data\.valid\[1\] \(h\): split 'test' cannot be used to select a model"):
+        load_config(cfg_file(tmp_path, text.replace("SPLIT", "test")))
+    cfg, _ = load_config(cfg_file(tmp_path, text.replace("SPLIT", "valid")))
+    assert cfg.data.valid[1].reader == reader

@@ -239,3 +239,53 @@ def test_aspect_column_reaches_the_model_input(tmp_path):
     (s1, e1), (s2, e2) = batch.text.seg1[0].tolist(), batch.text.seg2[0].tolist()
     assert ids[s1:e1] == service and ids[s2:e2] == service and s2 > s1
     assert batch.text.token_type_ids[0, s2] == 1 and batch.text.token_type_ids[0, s1] == 0
+
+
+def _fold_sides(cfg_of, n: int, group_of) -> None:
+    """For every fold k of n: the held-out rows (``fold``) and the training rows (``exclude_fold``) share no
+    group (video, actor), every row is on exactly one side, and over the folds every group is held out once."""
+    whole = read_source(cfg_of()).records
+    held_groups: list[str] = []
+    for k in range(1, n + 1):
+        held, rest = read_source(cfg_of(fold=f"{k}/{n}")).records, read_source(cfg_of(exclude_fold=f"{k}/{n}")).records
+        assert not {group_of(r) for r in held} & {group_of(r) for r in rest}, f"fold {k}/{n}: a group on both sides"
+        assert sorted(r.id for r in held + rest) == sorted(r.id for r in whole)
+        held_groups += sorted({group_of(r) for r in held})
+    assert sorted(held_groups) == sorted({group_of(r) for r in whole})
+
+
+@pytest.mark.parametrize("reader", ["mosi", "mosei", "mmsa-raw"])
+def test_cmu_folds_keep_each_video_on_one_side(tmp_path, reader):
+    """``fold`` / ``exclude_fold`` of mosi, mosei, mmsa-raw: the clips of one video (one speaker) fall in one
+    fold, so a cross-validation never trains on a speaker it is scored on."""
+    if reader == "mosei":
+        header = ["video_id", "start", "end", "text", "label", "mode"]
+        rows = [[f"vid{v}", f"{k}.0", f"{k + 1}.0", f"clip {k}", 0.5, "train"] for v in range(30) for k in range(4)]
+    else:
+        header = ["video_id", "clip_id", "text", "label", "mode"]
+        rows = [[f"vid{v}", k, f"clip {k}", 0.5, "train"] for v in range(30) for k in range(4)]
+    path = write_csv(tmp_path / "label.csv", header, rows)
+
+    def cfg_of(**kw):
+        return SourceConfig(reader=reader, labels=str(path), split="train", modalities=("text",), **kw)
+
+    _fold_sides(cfg_of, 5, lambda r: r.id.split("_")[0])
+    assert hash_fold("video:vid0", 5) == hash_fold(read_source(cfg_of()).records[0].fold_key, 5)
+
+
+def test_ravdess_folds_keep_each_actor_on_one_side(tmp_path):
+    rows = []
+    for actor in range(1, 21):
+        for e_code, emotion in (("03", "happy"), ("04", "sad"), ("01", "neutral")):
+            rel = f"Actor_{actor:02d}/03-01-{e_code}-01-01-01-{actor:02d}.wav"
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_bytes(b"")  # the reader only checks that the file is there
+            rows.append([rel, emotion, f"{actor:02d}"])
+    path = write_csv(tmp_path / "labels.csv", ["path", "emotion", "actor"], rows)
+
+    def cfg_of(**kw):
+        return SourceConfig(reader="ravdess", labels=str(path), split="all", **kw)
+
+    _fold_sides(cfg_of, 3, lambda r: r.id.split("/")[0])
+    train = read_source(SourceConfig(reader="ravdess", labels=str(path), split="train", fold="1/3")).records
+    assert {r.fold_key for r in train} <= {f"actor:{a}" for a in RAVDESS_ACTORS["train"]}
