@@ -3,7 +3,10 @@
 :class:`WindowAssembler` is the first stage after the sources. It pushes every audio chunk into
 a sans-IO :class:`~mmsa.monitor.vad.Segmenter`, and for every window the segmenter cuts it takes
 the window's video frames from the :class:`~mmsa.monitor.frames.FrameRing` (waiting for them as
-the frame policy says) and queues a :class:`Window` for processing. Audio that arrives with a gap
+the frame policy says: :class:`FrameTake`) and queues a :class:`Window` for processing. A window
+keeps only the frames the featurizer may search for faces (``FrameTake.keep``, spread over the
+window's frames as :func:`~mmsa.model.features.spread_indices` spreads them), so a window waiting
+for processing holds a few frames, not every frame of its seconds. Audio that arrives with a gap
 (dropped blocks) closes what was open and starts a fresh segmenter at the new chunk.
 
 Work done ahead of time (speculation, partial scores) plugs in through :class:`AssemblerHooks`,
@@ -21,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mmsa.model.features import SAMPLE_RATE_HZ
+from mmsa.model.features import SAMPLE_RATE_HZ, spread_indices
 
 from .channels import Channel, ChannelClosed
 from .config import SegmenterConfig
@@ -38,7 +41,7 @@ class Window:
     t_start: float
     t_end: float
     audio: np.ndarray
-    frames: list[np.ndarray]
+    frames: list[np.ndarray]  # the frames the featurizer may search for faces (FrameTake.keep), oldest first
     final: bool
     closed_at: float  # time.monotonic() when the audio that completed it arrived
     partial: bool = False  # scored as a partial score of the open utterance (never logged)
@@ -92,9 +95,21 @@ class NoHooks:
         pass
 
 
-FrameWait = Callable[[], "float | None"]
-"""Seconds a window may wait for the frames up to its end: None without limit (a recording delivers
-them), 0 not at all (no camera, or a lost one), else a live camera's ``frames.wait_ms``."""
+@dataclass(frozen=True)
+class FrameTake:
+    """How a window takes its frames from the ring."""
+
+    wait_s: float | None
+    """Seconds it may wait for the frames up to its end: None without limit (a recording delivers them,
+    and says how far its video was read: :class:`~mmsa.monitor.frames.VideoMark`), 0 not at all (no camera,
+    or a lost one), else a live camera's ``frames.wait_ms``."""
+    keep: int | None = None
+    """The most frames it keeps: the ``keep`` that ``spread_indices`` picks out of all of them, which are
+    the very frames a featurizer searching ``keep`` frames for faces takes (None: every frame)."""
+
+
+FrameWait = Callable[[], "FrameTake | float | None"]
+"""The frame policy, asked once per window (a bare number or None: ``FrameTake(wait_s)``, every frame kept)."""
 
 
 class WindowAssembler:
@@ -180,10 +195,15 @@ class WindowAssembler:
         t0 = stream_t0 + s.start / SAMPLE_RATE_HZ
         t1 = stream_t0 + s.end / SAMPLE_RATE_HZ
         frames_until = t1 + END_FRAMES_S if last else t1
-        wait_s = self.frame_wait()
-        if wait_s is None or wait_s > 0:
-            await self.ring.watermark.wait(frames_until, wait_s)
-        return Window(t0, t1, s.audio, self.ring.between(t0, frames_until), s.final, arrived,
+        take = self.frame_wait()
+        if not isinstance(take, FrameTake):
+            take = FrameTake(take)
+        if take.wait_s is None or take.wait_s > 0:
+            await self.ring.watermark.wait(frames_until, take.wait_s)
+        frames = self.ring.between(t0, frames_until)
+        if take.keep is not None and len(frames) > take.keep:
+            frames = [frames[i] for i in spread_indices(len(frames), take.keep)]
+        return Window(t0, t1, s.audio, frames, s.final, arrived,
                       asr_samples=None if s.asr_end is None else s.asr_end - s.start, asr_pauses=s.asr_pauses)
 
     async def _queue(self, s: Segment, stream_t0: float, arrived: float, *, last: bool = False) -> None:

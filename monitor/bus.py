@@ -171,6 +171,11 @@ class EventBus:
         self.shed: list[str] = []  # work shed under load (``Pipeline.shed``): ``degraded`` with the failed sinks
         self.stop_hooks: list[Callable[[], None]] = []  # ask the stream to stop cleanly (the pipeline's request_stop)
 
+    @property
+    def sinks(self) -> tuple[Sink, ...]:
+        """The sinks attached now, in order."""
+        return tuple(self._sinks)
+
     def attach(self, sink: Sink) -> Feed:
         """Register a sink; returns its feed (holding the current status snapshot)."""
         self._sinks.append(sink)

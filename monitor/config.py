@@ -25,14 +25,19 @@ class FrameConfig:
     max_width: int = 640
     """Frames wider than this are downscaled (aspect kept) before they are kept; 0 keeps full size."""
     camera_max_fps: float = 15.0
-    """A live camera delivering faster is thinned to this rate (replay keeps every frame); 0: no limit."""
+    """A live camera delivering faster is thinned to this rate (a replay: ``replay_max_fps``); 0: no limit."""
     queue: int = 4
     """Frames waiting between the camera thread and the loop; when full the oldest is dropped (newest wins)."""
     ring_s: float = 13.0
     """Seconds of recent frames kept for windows: the longest window (10 s), the second after a stream's last
     window and a replay's 1 s lead, plus a margin (13 s at 30 fps is 391 frames, inside ``ring_max``)."""
     ring_max: int = 420
-    """Hard cap on frames kept (the memory bound: 420 frames of 640x480 are about 390 MB)."""
+    """Hard cap on a live camera's frames kept (the memory bound: 420 frames of 640x480 are about 390 MB). A replay's
+    frames are bounded by ``ring_s`` at their own rate instead (at most ``replay_max_fps``), so every window keeps
+    all its frames."""
+    replay_max_fps: float = 60.0
+    """A replayed video faster than this is thinned to this rate; up to it a replay keeps every frame, as ``mmsa-eval``
+    does (13 s at 60 fps are 780 frames in the ring, about 540 MB at 640x360); 0: no limit."""
     wait_ms: int = 300
     """How long a live window waits for the camera to deliver the frames up to its end."""
     camera_lost_s: float = 2.0

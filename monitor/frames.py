@@ -4,6 +4,12 @@ The pipeline keeps the frames of the last ``ring_s`` seconds (downscaled to at m
 ``max_width``) in a :class:`FrameRing`. When a window closes, its frames are taken from the
 ring and handed to :func:`mmsa.media.window_sample` together with the window's audio and
 transcript, exactly as ``mmsa-eval`` does with the frames of a clip.
+
+The ring's :class:`Watermark` says up to when the ring holds every frame: a window waits until it
+reaches the window's end. Each frame added advances it to the frame's time; a recording also
+advances it with :class:`VideoMark` items (a replay knows when its next frame is, so a gap in its
+video, or a video that starts after its audio, does not hold windows back), and the end of the
+video (or a stop) ends it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,14 @@ import numpy as np
 class VideoFrame:
     t: float  # seconds since session start (media time in replay)
     image: np.ndarray  # (H, W, 3) uint8 BGR
+
+
+@dataclass(frozen=True)
+class VideoMark:
+    """A recording's video has no frame earlier than ``t`` left to deliver (its next frame is at ``t``): the
+    frames of a window ending by ``t`` are all in the ring. A replay yields it before the audio it leads."""
+
+    t: float
 
 
 @dataclass(frozen=True)
@@ -72,8 +86,27 @@ class Watermark:
         return self.value >= t
 
 
+class Thinner:
+    """Frames at most ``max_fps`` a second (0: every frame): a replay faster than the ring is sized for."""
+
+    def __init__(self, max_fps: float) -> None:
+        self.min_dt = 0.9 / max_fps if max_fps > 0 else 0.0  # 0.9: a file's rate that jitters around max_fps passes
+        self.last = -math.inf
+
+    def keep(self, t: float) -> bool:
+        if self.min_dt and t - self.last < self.min_dt:
+            return False
+        self.last = t
+        return True
+
+
 class FrameRing:
-    """Frames of the last ``ring_s`` seconds, at most ``ring_max`` of them (oldest evicted first)."""
+    """Frames of the last ``ring_s`` seconds, at most ``ring_max`` of them (oldest evicted first).
+
+    The count cap bounds what a live camera can pile up (a flood); a recording's frames are added
+    ``capped=False``: they come at the file's own rate (the pipeline thins a replay to
+    ``frames.replay_max_fps``), so ``ring_s`` bounds them and the cap never cuts the start off a window.
+    """
 
     def __init__(self, ring_s: float, ring_max: int) -> None:
         self.ring_s = ring_s
@@ -85,11 +118,12 @@ class FrameRing:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def add(self, frame: VideoFrame) -> None:
+    def add(self, frame: VideoFrame, *, capped: bool = True) -> None:
+        """Keep ``frame``; ``capped``: evict (and count) the oldest beyond ``ring_max`` (a live camera's frames)."""
         self._frames.append(frame)
         while self._frames and self._frames[0].t < frame.t - self.ring_s:
             self._frames.popleft()
-        while len(self._frames) > self.ring_max:
+        while capped and len(self._frames) > self.ring_max:
             self._frames.popleft()
             self.dropped += 1
         self.watermark.advance(frame.t)

@@ -40,7 +40,7 @@ from typing import Any
 from mmsa.media import FaceDetector, FaceTracker
 from mmsa.model.features import SAMPLE_RATE_HZ
 
-from .assembler import Window, WindowAssembler
+from .assembler import FrameTake, Window, WindowAssembler
 from .bus import EventBus, Sink
 from .channels import Channel
 from .config import MonitorConfig
@@ -48,7 +48,7 @@ from .emitter import Emitter
 from .engine import Engine
 from .errors import MonitorError
 from .events import utc_now_iso
-from .frames import AudioChunk, FrameRing, VideoFrame, fit_width
+from .frames import AudioChunk, FrameRing, Thinner, VideoFrame, VideoMark, fit_width
 from .processing import ErrorReport, Processor, WindowResult
 from .recorder import Recorder
 from .session import SessionFolder
@@ -137,8 +137,10 @@ class Pipeline:
     # ------------------------------------------------------------------ Controls
 
     def request_stop(self) -> None:
-        """Begin a clean shutdown (idempotent)."""
+        """Begin a clean shutdown (idempotent). No window waits for frames any more: the sources are stopping, and a
+        window waiting for a frame that comes after audio nobody reads would hold the drain."""
         self._stop.set()
+        self.ring.watermark.end()
 
     def toggle_recording(self) -> bool:
         """Start, pause or resume recording media into the session folder; True when recording now."""
@@ -239,15 +241,21 @@ class Pipeline:
     async def _pump(self, src: Source, audio: Channel[AudioChunk]) -> None:
         """One source's items into the stream: audio to segmentation, frames to the ring (and the media sinks)."""
         max_w = self.cfg.frames.max_width
+        # a recording comes at its own rate (thinned to replay_max_fps), so the ring's age bound holds it, not the cap
+        thin = Thinner(0.0 if src.live else self.cfg.frames.replay_max_fps)
         async for item in src:
             if isinstance(item, AudioChunk):
                 self.bus.media(item)
                 await audio.put(item)
             elif isinstance(item, VideoFrame):
+                if not thin.keep(item.t):
+                    continue  # a replay faster than frames.replay_max_fps
                 frame = VideoFrame(item.t, fit_width(item.image, max_w))
-                self.ring.add(frame)
+                self.ring.add(frame, capped=src.live)
                 self.bus.media(frame)
                 self._faces.offer(frame)
+            elif isinstance(item, VideoMark):  # a recording's video has no frame before item.t left to deliver
+                self.ring.watermark.advance(item.t)
             elif isinstance(item, StateChange):
                 self._source_state(src, item)
 
@@ -264,14 +272,14 @@ class Pipeline:
         elif change.message:
             self.bus.update_status(message=f"{src.label}: {change.message}")
 
-    def _frame_wait(self) -> float | None:
-        """How long a window may wait for its frames (assembler.FrameWait)."""
+    def _frame_wait(self) -> FrameTake:
+        """How a window takes its frames (assembler.FrameWait): how long it may wait for them, and how many it keeps
+        (those the featurizer may search for faces: the engine's faces per window, before any load shedding)."""
+        keep = self.engine.faces_per_window or self.engine.scorer.features.frames_per_window
         v = self._video
-        if v is None:
-            return 0.0
-        if not v.live:
-            return None  # a recording delivers every frame: wait for them
-        return self.cfg.frames.wait_ms / 1000 if v.state is SourceState.LIVE else 0.0
+        live_wait = self.cfg.frames.wait_ms / 1000 if v is not None and v.state is SourceState.LIVE else 0.0
+        # a recording delivers every frame and says how far its video was read (VideoMark): wait without limit
+        return FrameTake(None if v is not None and not v.live else live_wait, keep)
 
     def _stop_sources(self) -> None:
         if self._sources_stopped:
@@ -353,19 +361,24 @@ class Pipeline:
         if self.partials:
             extra["n_partials"] = self.n_partials
         n = self.n_events
-        if self.bus.failed:
-            extra["failed_outputs"] = dict(self.bus.failed)
-        try:
-            self.folder.update(ended=utc_now_iso(), n_events=n, drops=self.drops(), errors=self.errors.count, **extra)
-        except OSError as exc:  # a full disk: the events went out; say so instead of failing the stream now
-            log.error("%s: cannot update metadata.json (%s)", self.folder.path, exc.strerror or exc)
-            self.bus.failed.setdefault("metadata", f"{exc.strerror or exc}")
-        where = (f"({self.log.n_events} of them in {self.log.path})" if "jsonl" in self.bus.failed
-                 else f"in {self.log.path}")
+        record_end(self.folder, self.bus, n_events=n, drops=self.drops(), errors=self.errors.count, **extra)
+        where = f"({self.log.n_events} of them in {self.log.path})" if "jsonl" in self.bus.failed else f"in {self.log.path}"
         self.bus.update_status(finished=True, n_events=n, drops=self.drops(), face_seen=None, errors=self.errors.count,
                                behind_s=0.0, message=f"session ended: {n} events {where}")
         self.bus.close()
         self.finished = True
+
+
+def record_end(folder: SessionFolder, bus: EventBus, **fields: Any) -> None:
+    """The session's end in metadata.json, with the outputs that failed (``failed_outputs``). A full disk there is
+    said (and counted as the ``metadata`` output failing), not raised: the events went out already."""
+    if bus.failed:
+        fields["failed_outputs"] = dict(bus.failed)
+    try:
+        folder.update(ended=utc_now_iso(), **fields)
+    except OSError as exc:
+        log.error("%s: cannot update metadata.json (%s)", folder.path, exc.strerror or exc)
+        bus.failed.setdefault("metadata", f"{exc.strerror or exc}")
 
 
 class FaceStatus:

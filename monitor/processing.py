@@ -38,12 +38,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class WindowResult:
-    """A window with its model input (words included), its transcript and how long ASR took."""
+    """A window with its model input (words included), its transcript and how long ASR took.
+
+    ``window`` is kept without its frames (a copy with none): what they gave is in ``sample.faces``, and
+    nothing after featurization looks at them, so a result waiting to be scored or published pins no frame.
+    """
 
     window: Window
     sample: Sample
     transcript: Transcript
     asr_ms: float
+
+    def __post_init__(self) -> None:
+        if self.window.frames:
+            self.window = dataclasses.replace(self.window, frames=[])
 
 
 class ErrorReport:

@@ -6,8 +6,12 @@ is due when its last sample would have arrived from a microphone (its end time),
 time stamp. Paced (the default) releases each item when it is due, as a device would deliver it;
 ``fast`` releases them as fast as the pipeline takes them. Either way every frame earlier than an
 audio block's end comes before that block, so when the pipeline cuts a window out of the audio it
-already holds the window's frames. A replay never drops anything: it waits for the pipeline.
-Video is decoded by ffmpeg in a thread of the source's own.
+already holds the window's frames. Before an audio block the replay also says how far its video has
+been read (:class:`~mmsa.monitor.frames.VideoMark`: the time of its next frame), so a window never
+waits for a frame that only comes after audio it has not read: a gap in the video (a recorded
+camera lost for a while), or a video that starts after its audio, cannot stall the stream. A
+replay never drops anything: it waits for the pipeline. Video is decoded by ffmpeg in a thread of
+the source's own.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from mmsa.model.features import SAMPLE_RATE_HZ
 
 from .channels import Channel, ChannelClosed
 from .errors import SourceError
-from .frames import AudioChunk, VideoFrame
+from .frames import AudioChunk, VideoFrame, VideoMark
 from .session import EVENTS_FILE, METADATA, SESSION_FORMAT
 from .source import AUDIO, VIDEO, MediaItem, SourceState, StateChange
 
@@ -153,6 +157,9 @@ class ReplaySource:
         audio, t0 = self.media.audio, self.media.audio_t0
         i = 0
         frame = await self._next_frame()
+        if frame is None and self._frames is not None and not self._stop.is_set():  # a video without a frame
+            yield StateChange(self.label, SourceState.ENDED, self._decode_error, kind=VIDEO)
+        marked = -math.inf  # the last VideoMark yielded
         while not self._stop.is_set():
             audio_due = t0 + min(i + self.block, audio.size) / SAMPLE_RATE_HZ if i < audio.size else math.inf
             frame_due = frame.t if frame is not None else math.inf
@@ -166,6 +173,9 @@ class ReplaySource:
                 if frame is None:  # windows past the last frame need not wait for more
                     yield StateChange(self.label, SourceState.ENDED, self._decode_error, kind=VIDEO)
             else:
+                if frame is not None and frame_due > marked:  # no frame before the next one: nothing to wait for
+                    marked = frame_due
+                    yield VideoMark(frame_due)
                 yield AudioChunk(t0 + i / SAMPLE_RATE_HZ, audio[i : i + self.block], time.monotonic())
                 i += self.block
         self.state = SourceState.ENDED

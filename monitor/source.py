@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .channels import Channel, ChannelClosed
-from .frames import AudioChunk, VideoFrame
+from .frames import AudioChunk, VideoFrame, VideoMark
 
 AUDIO = "audio"
 VIDEO = "video"
@@ -54,7 +54,8 @@ class StateChange:
     kind: str | None = None  # the one kind of media it concerns (a replay's video ends before its audio); None: all
 
 
-MediaItem = AudioChunk | VideoFrame | StateChange
+MediaItem = AudioChunk | VideoFrame | VideoMark | StateChange
+"""What a source yields. ``VideoMark``: a recording's video has no frame before its time left to deliver (replays)."""
 
 
 @runtime_checkable

@@ -114,6 +114,8 @@ def open_stream(
     """Everything one stream writes to and publishes on, around a pipeline over ``sources``."""
     folder = session_folder(cfg, record, name)
     handler = log_to(folder.path / LOG_FILE, name) if log_file else None
+    session_log: SessionLog | None = None
+    bus: EventBus | None = None
     try:
         path = Path(jsonl) if jsonl else folder.path / EVENTS_FILE
         session_log = SessionLog(path)
@@ -134,8 +136,27 @@ def open_stream(
         pipeline = Pipeline(cfg, sources, engine=engine, bus=bus, folder=folder, session_log=session_log, sinks=sinks,
                             recorder=recorder, stream=name, own_engine=own_engine)
     except BaseException:
+        _close_outputs(session_log, bus)
         if handler is not None:
             logging.getLogger("mmsa").removeHandler(handler)
             handler.close()
         raise
     return Stream(name, pipeline, bus, folder, replay_media, handler)
+
+
+def _close_outputs(session_log: SessionLog | None, bus: EventBus | None) -> None:
+    """A stream that failed before it ran: close what its outputs opened (their tasks would have closed it once the
+    bus closed): the session log's file and each sink attached to the bus so far (an MQTT outbox: ``build_sinks``
+    may have failed after making it). Best effort: the error that got us here is the one raised."""
+    sinks: list[Any] = list(bus.sinks) if bus is not None else []
+    if session_log is not None and session_log not in sinks:
+        sinks.append(session_log)
+    for sink in sinks:
+        for obj in (sink, getattr(sink, "outbox", None)):  # SessionLog.close(); MqttPublisher's Outbox.close()
+            close = getattr(obj, "close", None)
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception:  # noqa: BLE001
+                logging.getLogger(__name__).warning("closing the %s output failed", sink.name, exc_info=True)
