@@ -47,6 +47,18 @@ class MediaInfo:
     fps: float | None
     width: int | None
     height: int | None
+    video_start_s: float = 0.0
+    """Where the video stream starts on the audio's clock (its ``start_time`` minus the audio's; 0 without
+    both): a file whose video starts 3 s after its audio has its first frame at 3 s (``read_frames``)."""
+
+
+def _start_time(stream: dict | None) -> float | None:
+    """A stream's ``start_time`` in seconds (None: no such stream, or none given)."""
+    raw = stream.get("start_time") if stream else None
+    try:
+        return float(raw) if raw not in (None, "N/A") else None
+    except ValueError:
+        return None
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -54,7 +66,7 @@ def probe(path: str | Path) -> MediaInfo:
     path = Path(path)
     _check_file(path)
     cmd = [_ffmpeg("ffprobe"), "-v", "error", "-show_entries",
-           "format=duration:stream=codec_type,width,height,avg_frame_rate,duration", "-of", "json", str(path)]
+           "format=duration:stream=codec_type,width,height,avg_frame_rate,duration,start_time", "-of", "json", str(path)]
     res = subprocess.run(cmd, capture_output=True, check=False)
     if res.returncode != 0:
         raise MediaError(f"{path}: cannot read media ({_last_line(res.stderr, path)})")
@@ -70,7 +82,9 @@ def probe(path: str | Path) -> MediaInfo:
     if video is not None and video.get("avg_frame_rate", "0/0") != "0/0":
         num, den = video["avg_frame_rate"].split("/")
         fps = float(num) / float(den) if float(den) else None
+    starts = [_start_time(s) for s in (video, audio)]
     return MediaInfo(
+        video_start_s=starts[0] - starts[1] if None not in starts else 0.0,  # type: ignore[operator]
         duration_s=max(durations) if durations else 0.0,
         has_audio=audio is not None,
         has_video=video is not None,

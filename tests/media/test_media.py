@@ -121,3 +121,20 @@ def test_search_near_an_earlier_face_finds_it_again_and_nothing_elsewhere():
     again = det.detect(img, near=full)
     assert again is not None and iou(again, full) > 0.8
     assert det.detect(img, near=(400, 400, 60, 60)) is None  # the rocket corner holds no face
+
+
+def test_frames_of_a_video_that_starts_after_its_audio_are_on_the_audios_clock(tmp_path):
+    """OpenCV counts from the video stream's own start; a video starting 3 s after the audio is moved by 3 s."""
+    from mmsa.media import load_audio, probe, read_frames
+
+    first, late = tmp_path / "first.mp4", tmp_path / "late.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:duration=4", "-f",
+                    "lavfi", "-i", "sine=frequency=440:duration=8", "-c:v", "libx264", "-c:a", "aac", str(first)],
+                   check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-itsoffset", "3", "-i", str(first), "-i", str(first), "-map", "0:v",
+                    "-map", "1:a", "-c", "copy", str(late)], check=True)
+    assert probe(late).video_start_s == pytest.approx(3.0) and probe(first).video_start_s == 0.0
+    times = [t for t, _ in read_frames(late)]
+    assert len(times) == 40 and times[0] == pytest.approx(3.0) and times[-1] == pytest.approx(6.9)
+    assert [round(t, 2) for t, _ in read_frames(late, 4.0, 4.5)] == [4.0, 4.1, 4.2, 4.3, 4.4]  # seeking too
+    assert load_audio(late).size / 16000 == pytest.approx(8.0, abs=0.05)

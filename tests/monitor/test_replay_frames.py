@@ -101,6 +101,20 @@ async def test_a_recorded_session_whose_camera_started_late_finishes_and_scores_
     check_three(events, [False, True, True])
 
 
+async def test_a_media_file_whose_video_starts_after_its_audio_is_in_sync(make_pipeline, tmp_path):
+    """The video stream starts 6 s into the audio (its ``start_time``): its frames are on the audio's clock, so
+    the first utterance has none, and the replay neither waits for them nor takes frames from 6 s later."""
+    video, clip = tmp_path / "video.mp4", tmp_path / "late.mp4"
+    ffmpeg("-ss", "6", "-i", str(SAMPLE / "session.mp4"), "-t", "8", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           str(video))
+    ffmpeg("-i", str(SAMPLE / "session.mp4"), "-itsoffset", "6", "-i", str(video), "-map", "0:a", "-map", "1:v",
+           "-t", "14", "-c:a", "aac", "-c:v", "copy", str(clip))
+    times = [t for t, _ in read_frames(clip)]
+    assert abs(times[0] - 6.0) < 0.05 and times[-1] > 13.0
+    _, events = await replay(make_pipeline, clip)
+    check_three(events, [False, True, True])
+
+
 class VideoWithoutMarks:
     """A recording (not live, as fast as read) of real speech whose video delivers one frame and then nothing,
     without ever saying how far its video was read or that it ended: its windows wait for frames without limit."""
