@@ -83,10 +83,11 @@ class Pipeline:
         bus.stop_hooks.append(self.request_stop)
         self.sinks: list[Sink] = [session_log, *sinks]
         self.recorder = recorder
+        self.live = any(s.live for s in self.sources)
         if recorder is not None:
+            recorder.lossless = not self.live  # a replay waits for the recorder instead of losing media
             recorder.attach(bus)
             self.sinks.append(recorder)
-        self.live = any(s.live for s in self.sources)
         fast = not all(s.paced for s in self.sources)
         seg = cfg.segmenter
         self.speculative = seg.speculative and seg.mode == "vad" and not fast
@@ -146,7 +147,7 @@ class Pipeline:
         """Start, pause or resume recording media into the session folder; True when recording now."""
         if self.recorder is None:
             fps = self.cfg.frames.camera_max_fps if self.live else 30.0
-            self.recorder = Recorder(self.folder, self.cfg.session.record_crf, nominal_fps=fps)
+            self.recorder = Recorder(self.folder, self.cfg.session.record_crf, nominal_fps=fps, lossless=not self.live)
             self.recorder.attach(self.bus)
             self.sinks.append(self.recorder)
             if self._tg is not None:

@@ -4,8 +4,12 @@ It writes ``audio.wav``, ``video.mkv`` and ``frames.csv`` (layout: ``mmsa.monito
 ``--replay DIR`` feeds them back with the recorded times and a session recorded from its start
 replays to the same windows, transcripts and scores. As a :class:`~mmsa.monitor.bus.Sink` it takes
 media (``takes_media``): every audio chunk and kept frame reaches :meth:`Recorder.media`, which
-queues it for a writer thread without blocking; if the writer falls behind, items are dropped
-and counted (``drops()``). It finishes the files when the bus closes.
+queues it for a writer thread. Live (a camera, a microphone) it never blocks: if the writer falls
+behind, items are dropped and counted (``drops()``). Recording a replay (``lossless``, set by the
+pipeline for a stream without live sources) it waits for room instead: a ``--fast`` replay runs
+tens of times faster than real time, and the writer (lossless H.264) fell behind it on a busy
+machine, so audio was dropped and the recording no longer replayed to the same windows. It finishes
+the files when the bus closes.
 """
 
 from __future__ import annotations
@@ -58,13 +62,17 @@ class FloatWav:
         self._fh.close()
 
 
+LOSSLESS_WAIT_S = 30.0  # recording a replay: the longest wait for the writer before an item counts as dropped
+
+
 class Recorder(Sink):
     """Writes audio chunks and frames to the session folder from a background thread."""
 
     name = "recorder"
     takes_media = True
 
-    def __init__(self, folder: SessionFolder, crf: int = 0, nominal_fps: float = 15.0, max_items: int = 512) -> None:
+    def __init__(self, folder: SessionFolder, crf: int = 0, nominal_fps: float = 15.0, max_items: int = 512,
+                 lossless: bool = False) -> None:
         if shutil.which("ffmpeg") is None:
             raise PublisherError("recording needs ffmpeg (apt-get install ffmpeg)")
         self.folder = folder
@@ -81,6 +89,7 @@ class Recorder(Sink):
         self._times: IO[str] | None = None
         self.n_frames = 0
         self.error: str | None = None
+        self.lossless = lossless  # wait for the writer instead of dropping (a replay's media: see the module docstring)
 
     def start(self) -> None:
         """Start (or resume) recording; a pause is filled with silence in audio.wav."""
@@ -113,7 +122,10 @@ class Recorder(Sink):
 
     def _put(self, item: tuple[str, Any]) -> None:
         try:
-            self._q.put_nowait(item)
+            if self.lossless:  # the writer thread makes room; if it died, the item is counted as dropped
+                self._q.put(item, timeout=LOSSLESS_WAIT_S)
+            else:
+                self._q.put_nowait(item)
         except queue.Full:
             self.dropped += 1
 

@@ -47,6 +47,28 @@ def test_recorded_session_replays_bit_identical_media(tmp_path, make_sample):
     assert len(decoded) == len(frames) and all(np.array_equal(a, b) for a, b in zip(decoded, frames))
 
 
+@pytest.mark.parametrize("lossless", [True, False])
+def test_recording_a_replay_waits_for_the_writer_live_drops(tmp_path, make_sample, lossless):
+    """A queue of 2 items and 200 chunks and 40 frames pushed at once (a --fast replay outruns the writer):
+    lossless (a replay), every sample and frame is written; live, the writer's backlog is dropped and counted."""
+    folder = SessionFolder.create(tmp_path / "rec", "s1")
+    rec = Recorder(folder, crf=0, max_items=2, lossless=lossless)
+    rec.start()
+    chunks = [np.full(512, i / 400, np.float32) for i in range(200)]
+    face = np.ascontiguousarray(next(iter(make_sample.face_frames(1, 10.0))))
+    for i, c in enumerate(chunks):
+        rec.audio(AudioChunk(i * 512 / 16000, c, 0.0))
+        if i % 5 == 0:
+            rec.frame(VideoFrame(i * 512 / 16000, face))
+    rec.close()
+    meta = json.loads((folder.path / "metadata.json").read_text())
+    if lossless:
+        assert "record_dropped" not in meta and meta["video_frames"] == 40
+        np.testing.assert_array_equal(open_replay(folder.path).audio, np.concatenate(chunks))
+    else:
+        assert meta["record_dropped"] > 0 and rec.drops() == {"recorder": meta["record_dropped"]}
+
+
 def test_a_folder_holding_a_session_is_not_overwritten(tmp_path):
     SessionFolder.create(tmp_path / "s", "a")
     from mmsa.monitor.errors import PublisherError
