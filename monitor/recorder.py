@@ -122,7 +122,7 @@ class Recorder(Sink):
 
     def _put(self, item: tuple[str, Any]) -> None:
         try:
-            if self.lossless:  # the writer thread makes room; if it died, the item is counted as dropped
+            if self.lossless and self._thread is not None and self._thread.is_alive():  # the writer makes room
                 self._q.put(item, timeout=LOSSLESS_WAIT_S)
             else:
                 self._q.put_nowait(item)
