@@ -158,6 +158,10 @@ class Sink:
         """Items this sink lost so far, by reason (only non-zero counts)."""
         return {}
 
+    def release(self) -> None:
+        """Its stream failed while being set up, so :meth:`run` (which closes what the sink opened once the bus
+        closes) will never run: close it now (the session log's file, MQTT's outbox). Default: nothing to close."""
+
 
 class EventBus:
     """Fan-out of one stream's ScoreEvents, partials and status snapshots to its sinks (module docstring)."""

@@ -201,6 +201,9 @@ class MqttPublisher(Sink):
     def drops(self) -> dict[str, int]:
         return {"mqtt_outbox": self.outbox.dropped} if self.outbox.dropped else {}
 
+    def release(self) -> None:
+        self.outbox.close()
+
     def accept(self, item: BusItem) -> None:
         """Inside ``publish``: an event goes to the outbox now; the newest partial and health wait in memory."""
         if isinstance(item, ScoreEvent):

@@ -50,6 +50,9 @@ class SessionLog(Sink):
         self._fh.flush()
         self.n_events += 1
 
+    def release(self) -> None:
+        self.close()
+
     def close(self) -> None:
         """Flush and fsync, then close; the file is closed even when the flush fails (which still raises)."""
         fh, self._fh = self._fh, None

@@ -19,7 +19,7 @@ from typing import Any
 
 from mmsa.common.settings import to_dict
 
-from .bus import EventBus
+from .bus import EventBus, Sink
 from .config import MonitorConfig
 from .engine import Engine
 from .pipeline import Pipeline
@@ -145,18 +145,14 @@ def open_stream(
 
 
 def _close_outputs(session_log: SessionLog | None, bus: EventBus | None) -> None:
-    """A stream that failed before it ran: close what its outputs opened (their tasks would have closed it once the
-    bus closed): the session log's file and each sink attached to the bus so far (an MQTT outbox: ``build_sinks``
-    may have failed after making it). Best effort: the error that got us here is the one raised."""
-    sinks: list[Any] = list(bus.sinks) if bus is not None else []
+    """A stream that failed before it ran: each sink made so far releases what it opened (``Sink.release``: the
+    session log's file, an MQTT outbox ``build_sinks`` may have made before failing). Best effort: the error that
+    got us here is the one raised."""
+    sinks: list[Sink] = list(bus.sinks) if bus is not None else []
     if session_log is not None and session_log not in sinks:
         sinks.append(session_log)
     for sink in sinks:
-        for obj in (sink, getattr(sink, "outbox", None)):  # SessionLog.close(); MqttPublisher's Outbox.close()
-            close = getattr(obj, "close", None)
-            if close is None:
-                continue
-            try:
-                close()
-            except Exception:  # noqa: BLE001
-                logging.getLogger(__name__).warning("closing the %s output failed", sink.name, exc_info=True)
+        try:
+            sink.release()
+        except Exception:  # noqa: BLE001
+            logging.getLogger(__name__).warning("closing the %s output failed", sink.name, exc_info=True)
