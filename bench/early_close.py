@@ -116,7 +116,7 @@ def word_cost(clips: dict[str, Clip], ref: dict[str, list], cfg: SegmenterConfig
 
 def evaluate(clips: dict[str, Clip], settings: list[tuple[int, ...]], vad: SileroVAD,
              transcriber: Transcriber, asr_pad_ms: int) -> dict:
-    base = SegmenterConfig(asr_pad_ms=asr_pad_ms)
+    base = SegmenterConfig(asr_pad_ms=asr_pad_ms, vad_hop_ms=vad.hop * 1000 // SAMPLE_RATE_HZ)
     cache: dict[str, dict] = {name: {} for name in clips}
     ref = {name: segment(a, dataclasses.replace(base, early_close_ms=0), vad, transcriber, cache[name])
            for name, (a, _) in clips.items()}
@@ -180,12 +180,15 @@ def main() -> int:
                     help="min_silence_ms/early_close_ms[/phrase_close_ms] (0: off)")
     ap.add_argument("--asr-pad-ms", type=int, default=SegmenterConfig().asr_pad_ms)
     ap.add_argument("--asr-prompt", help="override [asr] prompt (Whisper's initial prompt; '' for none)")
+    ap.add_argument("--vad-hop-ms", type=int, default=SegmenterConfig().vad_hop_ms,
+                    help="[segmenter] vad_hop_ms (16: the VAD decides every 16 ms)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     settings = [tuple(int(v) for v in x.split("/")) for x in args.settings.split(",")]
     transcriber, vad = Transcriber(AsrConfig(prompt=AsrConfig().prompt if args.asr_prompt is None else args.asr_prompt),
-                                   "cpu"), SileroVAD()
-    out = {"settings_ms": ["/".join(map(str, x)) for x in settings], "asr_pad_ms": args.asr_pad_ms, "sets": {}}
+                                   "cpu"), SileroVAD(args.vad_hop_ms * SAMPLE_RATE_HZ // 1000)
+    out = {"settings_ms": ["/".join(map(str, x)) for x in settings], "asr_pad_ms": args.asr_pad_ms,
+           "vad_hop_ms": args.vad_hop_ms, "sets": {}}
     for name, clips in clip_sets(args.quick).items():
         say(f"{name}: {len(clips)} clips")
         out["sets"][name] = evaluate(clips, settings, vad, transcriber, args.asr_pad_ms)

@@ -100,6 +100,7 @@ def main() -> int:
     ap.add_argument("--phrase-close-ms", type=int, help="override [segmenter] phrase_close_ms (0: off)")
     ap.add_argument("--end-pad-ms", type=int, help="override [segmenter] end_pad_ms (the window's closing silence)")
     ap.add_argument("--block-ms", type=int, help="override [audio] block_ms (the microphone's block)")
+    ap.add_argument("--vad-hop-ms", type=int, help="override [segmenter] vad_hop_ms (16: the VAD decides every 16 ms)")
     ap.add_argument("--no-partials", action="store_true", help="[segmenter] partials = false")
     ap.add_argument("--partial-asr-ms", type=int,
                     help="override [segmenter] partial_asr_ms (0: open-utterance partials whatever Whisper's speed, "
@@ -156,7 +157,7 @@ def main() -> int:
                                            min_silence_ms=args.min_silence_ms, phrase_close_ms=args.phrase_close_ms,
                                            end_pad_ms=200 if args.before else args.end_pad_ms, block_ms=args.block_ms,
                                            partials=False if args.no_partials else None,
-                                           partial_asr_ms=args.partial_asr_ms)
+                                           partial_asr_ms=args.partial_asr_ms, vad_hop_ms=args.vad_hop_ms)
             replay = pipe.sources[0]
             say(f"latency: paced replay of {args.session.name} ({replay.media.duration_s:.0f} s, "
                 f"{len(script)} utterances) ...")
@@ -230,6 +231,7 @@ def main() -> int:
         "phrase_close_ms": pipe.cfg.segmenter.phrase_close_ms,
         "end_pad_ms": pipe.cfg.segmenter.end_pad_ms,
         "block_ms": pipe.cfg.audio.block_ms,
+        "vad_hop_ms": pipe.cfg.segmenter.vad_hop_ms,
         "partials": pipe.partials, "partial_asr_ms": pipe.cfg.segmenter.partial_asr_ms,
         "speculation": dataclasses.asdict(pipe.speculation),
         "utterances": rows,

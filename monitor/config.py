@@ -69,6 +69,10 @@ class SegmenterConfig:
     """Speech probability at or above which a 32 ms window is speech."""
     neg_threshold: float = 0.35
     """Probability below which a window counts as silence (hysteresis)."""
+    vad_hop_ms: int = 32
+    """Time between the VAD's decisions: 32 (the model's own stride: one window after another) or 16 (two
+    interleaved streams of windows, twice the VAD's work: a silence's start and its close are known to 16 ms;
+    ``mmsa.monitor.vad.SileroVAD``)."""
     min_silence_ms: int = 500
     """Silence that ends an utterance."""
     min_speech_ms: int = 250
@@ -91,8 +95,9 @@ class SegmenterConfig:
     early_close_ms: int = 320
     """With ``speculative``: an utterance whose transcript (started ``asr_pad_ms`` into the silence) ends a sentence
     (. ! ?) closes after this much silence instead of ``min_silence_ms`` (mid-sentence the long wait stays); 0: always
-    the long wait. Silences count in whole 32 ms VAD windows: 320 is 10 (written 300 until 2026-12-05, which acted
-    as 320); 288 cuts the sample session's "What a wonderful surprise! Thank you ..." in two (docs/performance.md)."""
+    the long wait. Silences count in whole VAD steps (``vad_hop_ms``): at 32 ms 320 is 10 (written 300 until
+    2026-12-05, which acted as 320), and 288 cuts the sample session's "What a wonderful surprise! Thank you ..."
+    in two; at 16 ms it does not (docs/performance.md)."""
     phrase_close_ms: int = 350
     """With ``early_close_ms``: an utterance whose transcript has no end punctuation but ends on a word that closes a
     phrase (not an article, conjunction, preposition, auxiliary, filler, nor a comma: ``mmsa.monitor.asr.ends_phrase``)
@@ -110,6 +115,8 @@ class SegmenterConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.neg_threshold <= self.threshold < 1.0:
             raise ValueError("need 0 < neg_threshold <= threshold < 1")
+        if self.vad_hop_ms not in (16, 32):
+            raise ValueError("vad_hop_ms: 16 or 32")
         if not 0.0 < self.hop_s <= self.max_window_s:
             raise ValueError("need 0 < hop_s <= max_window_s")
         if self.speech_pad_ms < 0:

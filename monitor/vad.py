@@ -3,7 +3,8 @@
 :class:`SileroVAD` runs the Silero VAD v6 ONNX model bundled with faster-whisper on 512-sample
 (32 ms) windows at 16 kHz, carrying the LSTM state and the 64-sample context across calls, so
 a stream pushed in chunks of any size gets the probabilities faster-whisper computes for the
-whole recording at once.
+whole recording at once. With ``hop=256`` it runs two such streams, the second 256 samples behind the first, and
+decides every 16 ms (``[segmenter] vad_hop_ms``); the segmenter counts silences in the VAD's steps either way.
 
 :class:`Segmenter` is sans-IO (``push(samples)``, ``ready()``, ``flush()``,
 ``tentative()``, ``open_window()``): it knows nothing of devices or the event loop and is
@@ -52,9 +53,18 @@ CONTEXT = 64  # samples of the previous window the v6 model sees in front of eac
 
 
 class SileroVAD:
-    """Speech probability of consecutive 512-sample windows, state carried between calls."""
+    """Speech probability of 512-sample windows, state carried between calls.
 
-    def __init__(self) -> None:
+    ``hop``: samples between the starts of consecutive windows. 512 (32 ms, the model's own stride):
+    one stream, faster-whisper's probabilities. 256 (16 ms): two streams, each the model's own stride,
+    one starting 256 samples after the other, each with its own LSTM state and context; their windows
+    alternate, so a decision comes every 16 ms (``[segmenter] vad_hop_ms``: a silence's start and the
+    close it waits for are known to 16 ms instead of 32; twice the VAD's work).
+    """
+
+    def __init__(self, hop: int = WINDOW) -> None:
+        if hop not in (WINDOW, WINDOW // 2):
+            raise ValueError(f"hop: {WINDOW} or {WINDOW // 2} samples, not {hop}")
         try:
             import onnxruntime
         except ImportError as exc:
@@ -66,24 +76,36 @@ class SileroVAD:
         self._session = onnxruntime.InferenceSession(
             str(resolve_vad()), providers=["CPUExecutionProvider"], sess_options=opts
         )
+        self.hop = hop
         self.reset()
 
     def reset(self) -> None:
-        self._h = np.zeros((1, 1, 128), dtype=np.float32)
-        self._c = np.zeros((1, 1, 128), dtype=np.float32)
-        self._context = np.zeros(CONTEXT, dtype=np.float32)
+        streams = WINDOW // self.hop
+        self._state = [(np.zeros((1, 1, 128), np.float32), np.zeros((1, 1, 128), np.float32)) for _ in range(streams)]
+        self._context = [np.zeros(CONTEXT, dtype=np.float32) for _ in range(streams)]
+        self._next = 0  # the stream the next window belongs to
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
-        """windows: (n, 512) consecutive float32 windows -> (n,) speech probabilities."""
+        """windows: (n, 512) float32 windows, each ``hop`` samples after the one before -> (n,) speech probabilities."""
         windows = np.asarray(windows, dtype=np.float32).reshape(-1, WINDOW)
-        if len(windows) == 0:
-            return np.zeros(0, dtype=np.float32)
+        out = np.zeros(len(windows), dtype=np.float32)
+        streams = len(self._state)
+        for k in range(min(streams, len(windows))):
+            s = (self._next + k) % streams
+            out[k::streams] = self._run(s, windows[k::streams])
+        self._next = (self._next + len(windows)) % streams
+        return out
+
+    def _run(self, s: int, windows: np.ndarray) -> np.ndarray:
+        """Consecutive windows of stream ``s``."""
         # each row is prefixed with the last 64 samples of the row before it (the first with
         # the previous call's); the model runs its LSTM over the rows in order
-        prev = np.concatenate([self._context[None], windows[:-1, -CONTEXT:]], axis=0)
+        prev = np.concatenate([self._context[s][None], windows[:-1, -CONTEXT:]], axis=0)
         batch = np.concatenate([prev, windows], axis=1)
-        probs, self._h, self._c = self._session.run(None, {"input": batch, "h": self._h, "c": self._c})
-        self._context = windows[-1, -CONTEXT:].copy()
+        h, c = self._state[s]
+        probs, h, c = self._session.run(None, {"input": batch, "h": h, "c": c})
+        self._state[s] = (h, c)
+        self._context[s] = windows[-1, -CONTEXT:].copy()
         return np.asarray(probs, dtype=np.float32).reshape(-1)
 
 
@@ -136,7 +158,8 @@ class Segmenter:
         self._hop = int(round(cfg.hop_s * sample_rate_hz))
         self._buf = np.zeros(0, dtype=np.float32)  # audio from sample index self._buf_start
         self._buf_start = 0
-        self._pending = np.zeros(0, dtype=np.float32)  # < 512 samples not yet seen by the VAD
+        self._vad_hop = int(getattr(vad, "hop", WINDOW))  # samples between the VAD's windows (SileroVAD.hop)
+        self._pending = np.zeros(0, dtype=np.float32)  # audio from the next VAD window's start (< 512 + hop samples)
         self._n = 0  # samples pushed
         self._ready: list[Segment] = []
         self._speech_start: int | None = None  # open utterance
@@ -229,9 +252,10 @@ class Segmenter:
         assert self._silence_since is not None
         # _step still cuts sliding windows at each VAD window until the one that closes the utterance
         # (the first that ends min_silence after the silence began, and not the one that began it)
-        closing_end = self._silence_since + max(2, math.ceil(self._min_silence / WINDOW)) * WINDOW
+        hop = self._vad_hop
+        closing_end = self._silence_since + WINDOW + max(1, math.ceil((self._min_silence - WINDOW) / hop)) * hop
         win_start = self._win_start
-        while closing_end - WINDOW - win_start >= self._max:
+        while closing_end - hop - win_start >= self._max:
             win_start += self._hop
         return max(win_start, end - self._max, self._buf_start)
 
@@ -274,13 +298,15 @@ class Segmenter:
             self._continuous()
         else:
             self._pending = np.concatenate([self._pending, samples])
-            n_win = self._pending.size // WINDOW
+            hop = self._vad_hop
+            n_win = (self._pending.size - WINDOW) // hop + 1 if self._pending.size >= WINDOW else 0
             if n_win:
                 first = self._n - self._pending.size
-                probs = self.vad(self._pending[: n_win * WINDOW].reshape(n_win, WINDOW))
-                self._pending = self._pending[n_win * WINDOW :]
+                windows = np.lib.stride_tricks.sliding_window_view(self._pending, WINDOW)[::hop][:n_win]
+                probs = self.vad(np.ascontiguousarray(windows))
+                self._pending = self._pending[n_win * hop :]
                 for i, p in enumerate(probs):
-                    self._step(first + i * WINDOW, float(p))
+                    self._step(first + i * hop, float(p))
         self._trim()
 
     def ready(self) -> list[Segment]:
@@ -360,7 +386,7 @@ class Segmenter:
 
     def _trim(self) -> None:
         """Forget audio no window can still need (bounded memory whatever the stream length)."""
-        keep_from = self._n - self._pad - WINDOW
+        keep_from = self._n - self._pending.size - self._pad - WINDOW  # the next VAD window may open speech
         if self._speech_start is not None or self.cfg.mode == "continuous":
             keep_from = min(keep_from, self._win_start)
         keep_from = max(keep_from, self._buf_start)

@@ -32,6 +32,7 @@ def test_partial_toml_overrides_only_its_keys(tmp_path):
     ("[segmenter]\nhop_s = 12.0\n", "hop_s <= max_window_s"),
     ("[nope]\nx = 1\n", "nope: unknown key"),
     ("[scorer]\nfaces_per_window = -1\n", "faces_per_window: 0"),
+    ("[segmenter]\nvad_hop_ms = 10\n", "vad_hop_ms: 16 or 32"),
 ])
 def test_bad_config_is_refused_naming_the_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"

@@ -57,8 +57,11 @@ class Collector:
         await asyncio.wait_for(loop(), timeout)
 
 
-async def test_replay_scores_each_sentence_and_logs_before_publishing(make_pipeline, speech_clip, speech_script):
-    pipe, bus, folder = make_pipeline(replay_sources(speech_clip))
+@pytest.mark.parametrize("vad_hop_ms", [32, 16])
+async def test_replay_scores_each_sentence_and_logs_before_publishing(make_pipeline, speech_clip, speech_script,
+                                                                      vad_hop_ms):
+    cfg = MonitorConfig().replace("segmenter", vad_hop_ms=vad_hop_ms)
+    pipe, bus, folder = make_pipeline(replay_sources(speech_clip), cfg=cfg)
     seen = Collector(bus, log_path=pipe.log.path)  # a subscriber checks that the log had each event first
     await pipe.run()
     await seen.closed.wait()
@@ -77,6 +80,7 @@ async def test_replay_scores_each_sentence_and_logs_before_publishing(make_pipel
     assert [json.loads(e.to_json()) for e in events] == read_lines(folder.path / "events.jsonl")
     final = seen.statuses[-1]
     assert final.finished and final.n_events == len(events) and final.drops == {} and final.camera == "replay"
+    assert pipe._assembler.vad.hop == vad_hop_ms * 16  # noqa: SLF001 - the VAD the config asked for
     meta = json.loads((folder.path / "metadata.json").read_text())
     assert meta["n_events"] == len(events) and meta["ended"]
     others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]

@@ -40,9 +40,28 @@ def test_streaming_probabilities_equal_faster_whispers_whole_recording(speech):
     np.testing.assert_allclose(np.concatenate(got), whole, atol=1e-6)
 
 
-def test_segmenter_finds_each_sentence(speech):
+def test_sixteen_ms_decisions_are_two_interleaved_streams_of_the_models_own_windows(speech):
+    # hop 256: window k starts at 256 k; the even ones are the model's stream from sample 0, the odd ones its stream
+    # from sample 256, each carrying its own state, whatever the calls' sizes
+    audio = speech[0][: 300 * WINDOW]
+    windows = np.lib.stride_tricks.sliding_window_view(audio, WINDOW)[::256]
+    vad, got, i = SileroVAD(256), [], 0
+    for n in (1, 2, 3, 7, 1, 40, 5, 2, 100, 1000):
+        got.append(vad(np.ascontiguousarray(windows[i : i + n])))
+        i += n
+    got = np.concatenate(got)
+    assert got.size == len(windows) and vad.hop == 256
+    even, odd = audio, audio[256 : 256 + 299 * WINDOW]
+    np.testing.assert_allclose(got[0::2], SileroVAD()(even.reshape(-1, WINDOW)), atol=1e-6)
+    np.testing.assert_allclose(got[1::2], SileroVAD()(odd.reshape(-1, WINDOW)), atol=1e-6)
+    with pytest.raises(ValueError, match="hop"):
+        SileroVAD(300)
+
+
+@pytest.mark.parametrize("hop", [WINDOW, 256])
+def test_segmenter_finds_each_sentence(speech, hop):
     audio, script = speech
-    segs = push_in_chunks(Segmenter(SegmenterConfig(), SileroVAD()), audio, np.random.default_rng(0))
+    segs = push_in_chunks(Segmenter(SegmenterConfig(), SileroVAD(hop)), audio, np.random.default_rng(0))
     assert [s.final for s in segs] == [True] * len(script)
     for s, line in zip(segs, script):
         t0, t1 = s.start / SR, s.end / SR
@@ -51,10 +70,11 @@ def test_segmenter_finds_each_sentence(speech):
         np.testing.assert_array_equal(s.audio, audio[s.start : s.end])
 
 
-def test_chunking_does_not_change_the_segments(speech):
+@pytest.mark.parametrize("hop", [WINDOW, 256])
+def test_chunking_does_not_change_the_segments(speech, hop):
     audio = speech[0]
-    a = push_in_chunks(Segmenter(SegmenterConfig(), SileroVAD()), audio, np.random.default_rng(0))
-    seg = Segmenter(SegmenterConfig(), SileroVAD())
+    a = push_in_chunks(Segmenter(SegmenterConfig(), SileroVAD(hop)), audio, np.random.default_rng(0))
+    seg = Segmenter(SegmenterConfig(), SileroVAD(hop))
     seg.push(audio)
     b = seg.ready() + seg.flush()
     assert [(s.start, s.end) for s in a] == [(s.start, s.end) for s in b]
@@ -120,10 +140,12 @@ def same_segment(a, b) -> bool:
             and np.array_equal(a.audio, b.audio))
 
 
-def test_tentative_window_is_the_window_the_utterance_closes_with(speech):
+@pytest.mark.parametrize(("hop", "max_window_s"), [(WINDOW, 10.0), (256, 10.0), (WINDOW, 1.0), (256, 1.0)])
+def test_tentative_window_is_the_window_the_utterance_closes_with(speech, hop, max_window_s):
+    # max_window_s 1: sliding windows are cut during the closing silences too (the final window's start moves)
     audio, script = speech
     rng = np.random.default_rng(3)
-    seg = Segmenter(SegmenterConfig(), SileroVAD())
+    seg = Segmenter(SegmenterConfig(max_window_s=max_window_s, hop_s=max_window_s / 2), SileroVAD(hop))
     pad = SegmenterConfig().end_pad_ms * SR // 1000
     finals, tentatives, i = [], [], 0
     last = None
@@ -131,8 +153,7 @@ def test_tentative_window_is_the_window_the_utterance_closes_with(speech):
         n = int(rng.integers(1, 3000))  # shorter than the 300 ms between a tentative window and the close
         seg.push(audio[i : i + n])
         i += n
-        for s in seg.ready():
-            finals.append((s, last))
+        finals += [(s, last) for s in seg.ready() if s.final]
         t = seg.tentative()
         if t is not None:
             assert seg.position >= t.end and seg.speaking  # its audio is complete
@@ -140,6 +161,8 @@ def test_tentative_window_is_the_window_the_utterance_closes_with(speech):
                 tentatives.append(t)
         last = t
     assert seg.flush() == [] and len(finals) == len(script)
+    if max_window_s < 5:
+        assert any(s.start > s.speech_start for s, _ in finals)  # a window that started after its speech
     for s, t in finals:
         assert t is not None and same_segment(s, t), (s.start, s.end, t and (t.start, t.end))
         np.testing.assert_array_equal(t.audio, audio[t.start : t.end])
@@ -239,6 +262,69 @@ def test_an_allowed_early_close_ends_the_utterance_after_the_short_silence_with_
     assert same_segment(final, allowed) and same_segment(final, long_wait[0][1])  # the very same window
     assert pos - silence_at == 10 * WINDOW >= 300 * SR // 1000 > pos - silence_at - WINDOW  # 300 ms, not 500
     assert long_wait[0][0] - silence_at >= 500 * SR // 1000 and seg.n_early == 1
+
+
+class ScriptedVad:
+    """A VAD stand-in deciding every ``hop`` samples (as SileroVAD(256)): the listed probability for each window."""
+
+    def __init__(self, probs, hop):
+        self.hop, self._it = hop, iter(probs)
+
+    def __call__(self, windows):
+        return np.array([next(self._it) for _ in range(len(windows))], np.float32)
+
+
+@pytest.mark.parametrize("early_close_ms", [300, 0])
+def test_sixteen_ms_decisions_count_a_silence_in_16_ms_steps(early_close_ms):
+    # windows every 256 samples: speech in windows 20-59, then silence from window 60 (sample 15360); the early close
+    # comes with the first window ending 300 ms or more after the silence's start (304 ms), the long wait with the
+    # first ending 500 ms or more after it (512 ms), both with the same window, which the tentative one announced
+    hop, silence_at = 256, 60 * 256
+    probs = [0.1] * 20 + [0.9] * 40 + [0.1] * 60
+    audio = np.arange((len(probs) - 1) * hop + WINDOW, dtype=np.float32)
+    seg = Segmenter(padded_200(early_close_ms=early_close_ms), ScriptedVad(probs, hop))
+    closed, allowed = [], None
+    for i in range(0, audio.size, 100):  # pushes that do not line up with the windows
+        seg.push(audio[i : i + 100])
+        closed += [(seg.position, s) for s in seg.ready()]
+        t = seg.tentative()
+        if t is not None and allowed is None:
+            allowed = t
+            assert seg.allow_early_close(t) == bool(early_close_ms)
+    (pos, final), = closed
+    assert same_segment(final, allowed) and (final.start, final.end) == (20 * hop - 3200, silence_at + 3200)
+    ms = SR // 1000
+    close = (early_close_ms or 500) * ms
+    window_end = silence_at + WINDOW + -(-(close - WINDOW) // hop) * hop  # the first window ending that late
+    assert window_end - silence_at == (304 if early_close_ms else 512) * ms
+    assert window_end <= pos < window_end + 100  # seen with the push that carried that window's last sample
+
+
+@pytest.mark.parametrize("hop", [WINDOW, 256])
+def test_the_tentative_window_foresees_sliding_windows_cut_in_the_closing_silence(hop):
+    # runs of speech and silence at random, 1 s windows every 0.5 s, several closing silences: wherever a sliding
+    # window falls in the silence, the utterance closes with exactly the window tentative() announced
+    rng = np.random.default_rng(7)
+    checked = 0
+    for min_silence_ms in (300, 400, 450, 500, 520):
+        probs: list[float] = [0.1] * 5
+        per_32ms = WINDOW // hop
+        while len(probs) < 3000 * per_32ms:  # about 96 s
+            probs += [0.9] * int(rng.integers(10, 120) * per_32ms) + [0.1] * int(rng.integers(3 * per_32ms, 50 * per_32ms))
+        audio = np.arange((len(probs) - 1) * hop + WINDOW, dtype=np.float32)
+        cfg = padded_200(max_window_s=1.0, hop_s=0.5, min_silence_ms=min_silence_ms, early_close_ms=0,
+                         phrase_close_ms=0)
+        seg, last, i = Segmenter(cfg, ScriptedVad(probs, hop)), None, 0
+        while i < audio.size:
+            n = int(rng.integers(1, 700))
+            seg.push(audio[i : i + n])
+            i += n
+            for s in seg.ready():
+                if s.final:
+                    assert last is not None and same_segment(s, last), (min_silence_ms, s.start, s.end, last)
+                    checked += 1
+            last = seg.tentative()
+    assert checked > 100
 
 
 def test_an_early_close_may_ask_for_its_own_silence():
