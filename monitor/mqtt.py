@@ -32,6 +32,7 @@ import os
 import random
 import ssl
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,7 @@ class MqttPublisher(Sink):
         self.outbox = Outbox(outbox_path, cfg.outbox_max)
         self._wake = asyncio.Event()
         self._closing = False
+        self._closed = asyncio.Event()  # set with _closing (the drain time runs from then)
         self._deadline: float | None = None
         self._state: bytes | None = None
         self._state_sent = True
@@ -239,6 +241,7 @@ class MqttPublisher(Sink):
         await self.closed()
         self._closing = True
         self._deadline = asyncio.get_running_loop().time() + self.cfg.drain_timeout_s
+        self._closed.set()
         self._wake.set()
 
     def _drop_partial(self) -> None:
@@ -283,9 +286,10 @@ class MqttPublisher(Sink):
             await self._sleep(wait)
 
     async def _offline_now(self, client) -> None:
-        """Cancelled while connected (the session is being aborted: a second Ctrl-C, a stage that failed). Leaving
-        the client sends a clean DISCONNECT, after which the broker discards the Last Will, so the retained status
-        would stay ``online``: publish ``offline`` ourselves first, for at most ``OFFLINE_WAIT_S``."""
+        """Leaving while connected before the outbox was delivered (the drain time is over, or the session is being
+        aborted: a second Ctrl-C, a stage that failed). Leaving the client sends a clean DISCONNECT, after which the
+        broker discards the Last Will, so the retained status would stay ``online``: publish ``offline`` ourselves
+        first, for at most ``OFFLINE_WAIT_S``."""
         try:
             await asyncio.wait_for(client.publish(self.topics.status, "offline", qos=1, retain=True), OFFLINE_WAIT_S)
         except (Exception, asyncio.CancelledError):  # noqa: BLE001 - best effort on the way out
@@ -332,11 +336,17 @@ class MqttPublisher(Sink):
                 await self._send_discovery(client)
 
     async def _send(self, client) -> None:
-        """Deliver the outbox in order, one acknowledged message at a time; then the newest partial; the state."""
+        """Deliver the outbox in order, one acknowledged message at a time; then the newest partial; the state.
+
+        Once the session is over, at most until the drain time is over: what is left stays in the outbox (on disk,
+        counted in ``undelivered``), however many messages wait or however slowly the broker acknowledges them.
+        """
         while True:
             self._wake.clear()
             for msg in self.outbox.peek():
-                await client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+                if not await self._within_drain(client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)):
+                    await self._offline_now(client)
+                    return
                 self.outbox.remove(msg.id)
                 self.n_delivered += 1
             if len(self.outbox):
@@ -355,13 +365,35 @@ class MqttPublisher(Sink):
                 return
             left = self._time_left()
             if left is not None and left <= 0:
-                await client.publish(self.topics.status, "offline", qos=1, retain=True)
+                await self._offline_now(client)
                 return
             if not self._wake.is_set():
                 try:
                     await asyncio.wait_for(self._wake.wait(), left)
                 except asyncio.TimeoutError:
                     pass
+
+    async def _within_drain(self, publish: Awaitable[Any]) -> bool:
+        """Await a publish (its acknowledgement); False, and it is abandoned, if the drain time runs out first, also when
+        the session ends while it waits (a broker that stopped acknowledging holds nobody longer than the drain)."""
+        task = asyncio.ensure_future(publish)
+        try:
+            if self._deadline is None:
+                closed = asyncio.ensure_future(self._closed.wait())
+                try:
+                    await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    closed.cancel()
+            if not task.done():
+                await asyncio.wait({task}, timeout=max(self._time_left() or 0.0, 0.0))
+            if not task.done():
+                return False
+            task.result()  # its MqttError: the connection is gone
+            return True
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def _send_health(self, client) -> None:
         """The newest health payload, if it changed and the last one is ``HEALTH_EVERY_S`` old (the final one always)."""

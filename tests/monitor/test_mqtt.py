@@ -182,3 +182,40 @@ async def test_tls_and_password(broker_factory, tls_files, tmp_path, monkeypatch
     assert seqs(sub, "test/tls/score") == [0] and sub.on("test/tls-bad/score") == []
     failures = [s.message for s in seen_bad.statuses if s.mqtt == "disconnected"]
     assert failures and all("not-the-pw" not in m and "s3cret" not in m for m in failures)
+
+
+async def test_a_broker_that_stops_answering_holds_shutdown_no_longer_than_the_drain_time(broker, tmp_path):
+    # connected, then the broker freezes (SIGSTOP: the connection stays open, nothing is acknowledged): the session's
+    # end waits drain_timeout_s for the outbox, not aiomqtt's 10 s per message; what is left stays in the outbox
+    import os
+    import signal
+    import time
+
+    from mmsa.monitor.outbox import Outbox
+
+    bus = EventBus()
+    pub = MqttPublisher(mqtt_cfg(broker, "test/stall", drain_timeout_s=1.0), bus, tmp_path / "outbox.sqlite")
+    publishing = asyncio.ensure_future(pub.run())
+    try:
+        bus.publish(event(0))
+        async def delivered() -> None:
+            while pub.n_delivered < 1:
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(delivered(), 60)  # acknowledged by the broker
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        for seq in range(1, 6):
+            bus.publish(event(seq))
+        t0 = time.monotonic()
+        bus.close()
+        await asyncio.wait_for(publishing, 60)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+    assert took < 6.0, took  # drain 1 s + at most 1 s saying offline + the disconnect; before: 10 s and more
+    assert pub.n_delivered == 1 and pub.undelivered == 5
+    kept = Outbox(tmp_path / "outbox.sqlite")
+    try:
+        assert [json.loads(m.payload)["seq"] for m in kept.peek(10)] == [1, 2, 3, 4, 5]
+    finally:
+        kept.close()
