@@ -53,8 +53,9 @@ class AudioConfig:
     """Microphone capture and the audio queue."""
 
     block_ms: int = 32
-    """Microphone callback block (512 samples at 16 kHz: one VAD window, so an utterance's close is seen as soon as its
-    silence has run; 64 until 2026-12-05: docs/performance.md, "Closing on phrases"); replay uses the same chunking."""
+    """Microphone callback block (512 samples at 16 kHz: one VAD window, two decisions of 16 ms, so an utterance's close
+    is seen at most 16 ms after its silence has run; 64 until 2026-12-05: docs/performance.md, "Closing on
+    phrases"); replay uses the same chunking."""
     queue_s: float = 5.0
     """Hard cap, in seconds, of audio waiting for the segmenter; beyond it the oldest blocks are dropped."""
 
@@ -69,10 +70,11 @@ class SegmenterConfig:
     """Speech probability at or above which a 32 ms window is speech."""
     neg_threshold: float = 0.35
     """Probability below which a window counts as silence (hysteresis)."""
-    vad_hop_ms: int = 32
-    """Time between the VAD's decisions: 32 (the model's own stride: one window after another) or 16 (two
-    interleaved streams of windows, twice the VAD's work: a silence's start and its close are known to 16 ms;
-    ``mmsa.monitor.vad.SileroVAD``)."""
+    vad_hop_ms: int = 16
+    """Time between the VAD's decisions: 16 (two interleaved streams of the model's windows, each decision the mean of
+    the two latest; twice the VAD's work: a silence's start and its close are known to 16 ms; ``SileroVAD``) or 32
+    (the model's own stride, one window after another; the default until 2026-12-06: docs/performance.md, "VAD
+    decisions every 16 ms")."""
     min_silence_ms: int = 500
     """Silence that ends an utterance."""
     min_speech_ms: int = 250
@@ -92,12 +94,12 @@ class SegmenterConfig:
     speculative: bool = True
     """Start ASR ``asr_pad_ms`` and features ``end_pad_ms`` into an utterance's closing silence (same scores, earlier
     events)."""
-    early_close_ms: int = 320
+    early_close_ms: int = 272
     """With ``speculative``: an utterance whose transcript (started ``asr_pad_ms`` into the silence) ends a sentence
     (. ! ?) closes after this much silence instead of ``min_silence_ms`` (mid-sentence the long wait stays); 0: always
-    the long wait. Silences count in whole VAD steps (``vad_hop_ms``): at 32 ms 320 is 10 (written 300 until
-    2026-12-05, which acted as 320), and 288 cuts the sample session's "What a wonderful surprise! Thank you ..."
-    in two; at 16 ms it does not (docs/performance.md)."""
+    the long wait. Silences count in whole VAD steps (``vad_hop_ms``: 272 is 17 of 16 ms); 320 until 2026-12-06, when
+    the VAD decided every 32 ms and 288 cut the sample session's "What a wonderful surprise! Thank you ..." in two
+    (docs/performance.md)."""
     phrase_close_ms: int = 350
     """With ``early_close_ms``: an utterance whose transcript has no end punctuation but ends on a word that closes a
     phrase (not an article, conjunction, preposition, auxiliary, filler, nor a comma: ``mmsa.monitor.asr.ends_phrase``)

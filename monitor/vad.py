@@ -59,7 +59,10 @@ class SileroVAD:
     one stream, faster-whisper's probabilities. 256 (16 ms): two streams, each the model's own stride,
     one starting 256 samples after the other, each with its own LSTM state and context; their windows
     alternate, so a decision comes every 16 ms (``[segmenter] vad_hop_ms``: a silence's start and the
-    close it waits for are known to 16 ms instead of 32; twice the VAD's work).
+    close it waits for are known to 16 ms instead of 32; twice the VAD's work). Each decision is the mean
+    of the two latest windows' probabilities (the one ending now and the one 16 ms before, from the other
+    stream): taken alone, the two streams disagree often enough near a pause's edges to move it by 16 ms
+    either way (docs/performance.md, "VAD decisions every 16 ms").
     """
 
     def __init__(self, hop: int = WINDOW) -> None:
@@ -84,9 +87,11 @@ class SileroVAD:
         self._state = [(np.zeros((1, 1, 128), np.float32), np.zeros((1, 1, 128), np.float32)) for _ in range(streams)]
         self._context = [np.zeros(CONTEXT, dtype=np.float32) for _ in range(streams)]
         self._next = 0  # the stream the next window belongs to
+        self._last: float | None = None  # the latest window's probability (hop 256: averaged with the next)
 
     def __call__(self, windows: np.ndarray) -> np.ndarray:
-        """windows: (n, 512) float32 windows, each ``hop`` samples after the one before -> (n,) speech probabilities."""
+        """windows: (n, 512) float32 windows, each ``hop`` samples after the one before -> (n,) speech probabilities
+        (hop 256: each the mean of its window's and the window's before)."""
         windows = np.asarray(windows, dtype=np.float32).reshape(-1, WINDOW)
         out = np.zeros(len(windows), dtype=np.float32)
         streams = len(self._state)
@@ -94,7 +99,11 @@ class SileroVAD:
             s = (self._next + k) % streams
             out[k::streams] = self._run(s, windows[k::streams])
         self._next = (self._next + len(windows)) % streams
-        return out
+        if streams == 1 or not len(out):
+            return out
+        before = np.concatenate([[out[0] if self._last is None else self._last], out[:-1]]).astype(np.float32)
+        self._last = float(out[-1])
+        return (out + before) / 2
 
     def _run(self, s: int, windows: np.ndarray) -> np.ndarray:
         """Consecutive windows of stream ``s``."""
