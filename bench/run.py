@@ -185,7 +185,9 @@ def print_table(res: dict) -> None:
     if st:
         face = st.get("face_detect_per_frame", {})
         rows += [
-            ("stage_ms: VAD per s of audio", fmt(st.get("vad_per_audio_s")), "", ""),
+            ("stage_ms: VAD per s of audio (decisions every 16 / 32 ms)",
+             " / ".join(fmt(v) for v in (st.get("vad_per_audio_s_by_hop") or {}).values()) or fmt(st.get("vad_per_audio_s")),
+             "", ""),
             ("stage_ms: face detection per frame", " / ".join(f"{v:.1f}" for v in face.values()), "", ""),
             ("stage_ms: featurize per window", fmt(st.get("featurize_per_window")), "", ""),
             ("stage_ms: ASR per utterance", fmt(st.get("asr_per_utterance")), "", ""),

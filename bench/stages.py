@@ -6,7 +6,8 @@ SESSION is a generated session folder (its script.json gives the utterances). Ev
 the monitor's own code, called the way the pipeline calls it:
 
 * ``decode``: ffmpeg audio decoding (ms per media second) and OpenCV frame decoding (ms per frame)
-* ``vad``: the segmenter with the streaming Silero VAD, fed 64 ms blocks (ms per second of audio)
+* ``vad``: the segmenter with the streaming Silero VAD as ``[segmenter] vad_hop_ms`` makes it, fed 64 ms blocks (ms per
+  second of audio; ``vad_per_audio_s_by_hop``: with decisions every 16 and every 32 ms)
 * ``face``: FaceDetector.detect on one frame (session frames 320x240; the MOSI clip's 480x360)
 * ``featurize``: mmsa.media.window_sample of an utterance window (STFT + faces of the monitor's ``[scorer] faces_per_window`` frames, 4)
 * ``asr``: Transcriber.transcribe of an utterance window (ms per utterance and per audio second)
@@ -144,14 +145,19 @@ def main() -> int:
 
     block = 1024
 
-    def vad_pass() -> None:
-        seg = Segmenter(SegmenterConfig(), SileroVAD())
+    def vad_pass(vad: SileroVAD) -> None:
+        vad.reset()
+        seg = Segmenter(SegmenterConfig(vad_hop_ms=vad.hop // 16), vad)
         for i in range(0, audio.size, block):
             seg.push(audio[i : i + block])
             seg.ready()
         seg.flush()
 
-    vad_s, _ = median_time(vad_pass, args.repeat)
+    vad_by_hop = {}
+    for hop_ms in (16, 32):  # the ONNX session made outside the timing
+        vad = SileroVAD(hop_ms * 16)
+        vad_by_hop[hop_ms], _ = median_time(lambda v=vad: vad_pass(v), args.repeat)
+    vad_s = vad_by_hop[SegmenterConfig().vad_hop_ms]
 
     face_frames = [f for _, f in frames[:: max(1, len(frames) // 100)]]
     face_times = []
@@ -194,6 +200,7 @@ def main() -> int:
         "decode_audio_per_media_s": ms(dec_s / media_s),
         "decode_frame": ms(frame_dec_s),
         "vad_per_audio_s": ms(vad_s / media_s),
+        "vad_per_audio_s_by_hop": {str(h): ms(v / media_s) for h, v in vad_by_hop.items()},
         "face_detect_per_frame": face,
         "featurize_per_window": pct_ms(feat_times, 50),
         "featurize_per_window_p95": pct_ms(feat_times, 95),

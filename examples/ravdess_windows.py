@@ -9,7 +9,9 @@ A RAVDESS file has about a second of silence around its speech; the monitor scor
 ``speech_pad_ms`` of it before the speech and ``end_pad_ms`` after. Scoring these windows instead of the
 files measures the audio branch (and Whisper) on what the live monitor feeds them (docs/performance.md,
 "One CTranslate2 thread each ..."). A clip in which the segmenter finds no utterance is left out (counted);
-of several, the longest is kept. The pads default to the monitor's ``[segmenter]``.
+of several, the longest is kept. The pads default to the monitor's ``[segmenter]``; the VAD's step to 32 ms, with
+which ``make default-model``'s windows were cut (the monitor decides every 16 ms since 2026-12-06: ``--vad-hop-ms
+16`` cuts them as it does now).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--actors", type=int, nargs="+", help="only these actors (default: all)")
     p.add_argument("--speech-pad-ms", type=int, default=seg_cfg.speech_pad_ms)
     p.add_argument("--end-pad-ms", type=int, default=seg_cfg.end_pad_ms)
+    p.add_argument("--vad-hop-ms", type=int, choices=(16, 32), default=32,
+                   help="the VAD's step (default 32: the windows the shipped model's audio branch trained on were cut "
+                        "so, before the monitor's VAD decided every 16 ms; 16: as the monitor cuts them now)")
     args = p.parse_args(argv)
     labels = args.data / "labels.csv"
     if not labels.is_file():
@@ -54,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     with labels.open(newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if not args.actors or int(r["actor"]) in set(args.actors)]
     args.out.mkdir(parents=True, exist_ok=True)
-    vad, kept, missed = SileroVAD(), [], 0
+    vad, kept, missed = SileroVAD(args.vad_hop_ms * SAMPLE_RATE_HZ // 1000), [], 0
     for row in rows:
         audio = load_audio(args.data / row["path"])
         vad.reset()

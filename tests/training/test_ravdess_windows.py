@@ -50,3 +50,20 @@ def test_missing_data_or_bad_pads_are_one_line_and_exit_2(rw, tmp_path, capsys):
     assert rw.main([str(tmp_path / "out"), "--data", str(tmp_path), "--end-pad-ms", "600"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ravdess_windows: end_pad_ms") and len(err.splitlines()) == 1
+
+
+def test_the_vad_step_is_the_shipped_models_unless_asked(rw, data_dir, tmp_path):
+    # the default cuts with 32 ms decisions (make default-model's windows); --vad-hop-ms 16 as the monitor does now:
+    # the same clips give windows, each around its speech, ends within a few 16 ms steps of each other
+    ravdess = data_dir / "ravdess"
+    if not (ravdess / "labels.csv").is_file():
+        pytest.skip("needs ../shared/data/ravdess")
+    old, new = tmp_path / "hop32", tmp_path / "hop16"
+    assert rw.main([str(old), "--data", str(ravdess), "--actors", "2"]) == 0
+    assert rw.main([str(new), "--data", str(ravdess), "--actors", "2", "--vad-hop-ms", "16"]) == 0
+    a, b = read(old), read(new)
+    assert len(a) >= 10 and a.keys() == b.keys()
+    moved = [abs(frames(old / name) - frames(new / name)) for name in a]
+    assert max(moved) <= 16_000 and any(moved)  # the same speech, cut at 16 ms instead of 32 ms steps
+    with pytest.raises(SystemExit):
+        rw.main([str(tmp_path / "bad"), "--data", str(ravdess), "--vad-hop-ms", "20"])
