@@ -25,14 +25,24 @@ def read(folder) -> dict[str, dict]:
         return {r["path"]: r for r in csv.DictReader(fh)}
 
 
-def test_windows_keep_the_pads_around_the_speech(rw, data_dir, tmp_path, capsys):
+@pytest.fixture()
+def cut(rw, data_dir, tmp_path):
+    """cut(name, *options) -> labels.csv's rows of the windows written to tmp_path/name (RAVDESS actors as given)."""
     ravdess = data_dir / "ravdess"
     if not (ravdess / "labels.csv").is_file():
         pytest.skip("needs ../shared/data/ravdess")
+
+    def run(name: str, *options: str) -> dict[str, dict]:
+        assert rw.main([str(tmp_path / name), "--data", str(ravdess), *options]) == 0
+        return read(tmp_path / name)
+
+    run.ravdess = ravdess  # type: ignore[attr-defined]
+    return run
+
+
+def test_windows_keep_the_pads_around_the_speech(cut, tmp_path, capsys):
     short, long_ = tmp_path / "end100", tmp_path / "end200"
-    assert rw.main([str(short), "--data", str(ravdess), "--actors", "1"]) == 0
-    assert rw.main([str(long_), "--data", str(ravdess), "--actors", "1", "--end-pad-ms", "200"]) == 0
-    a, b = read(short), read(long_)
+    a, b = cut("end100", "--actors", "1"), cut("end200", "--actors", "1", "--end-pad-ms", "200")
     assert len(a) >= 10 and a.keys() == b.keys()  # 12 clips of actor 1; the segmenter finds speech in (nearly) all
     for name, row in a.items():
         assert row["emotion"] and row["actor"] == "01"
@@ -52,18 +62,13 @@ def test_missing_data_or_bad_pads_are_one_line_and_exit_2(rw, tmp_path, capsys):
     assert err.startswith("ravdess_windows: end_pad_ms") and len(err.splitlines()) == 1
 
 
-def test_the_vad_step_is_the_shipped_models_unless_asked(rw, data_dir, tmp_path):
+def test_the_vad_step_is_the_shipped_models_unless_asked(rw, cut, tmp_path):
     # the default cuts with 32 ms decisions (make default-model's windows); --vad-hop-ms 16 as the monitor does now:
-    # the same clips give windows, each around its speech, ends within a few 16 ms steps of each other
-    ravdess = data_dir / "ravdess"
-    if not (ravdess / "labels.csv").is_file():
-        pytest.skip("needs ../shared/data/ravdess")
+    # the same clips give windows of the same speech, cut at 16 ms instead of 32 ms steps
     old, new = tmp_path / "hop32", tmp_path / "hop16"
-    assert rw.main([str(old), "--data", str(ravdess), "--actors", "2"]) == 0
-    assert rw.main([str(new), "--data", str(ravdess), "--actors", "2", "--vad-hop-ms", "16"]) == 0
-    a, b = read(old), read(new)
+    a, b = cut("hop32", "--actors", "2"), cut("hop16", "--actors", "2", "--vad-hop-ms", "16")
     assert len(a) >= 10 and a.keys() == b.keys()
     moved = [abs(frames(old / name) - frames(new / name)) for name in a]
-    assert max(moved) <= 16_000 and any(moved)  # the same speech, cut at 16 ms instead of 32 ms steps
+    assert max(moved) <= 16_000 and any(moved)
     with pytest.raises(SystemExit):
-        rw.main([str(tmp_path / "bad"), "--data", str(ravdess), "--vad-hop-ms", "20"])
+        rw.main([str(tmp_path / "bad"), "--data", str(cut.ravdess), "--vad-hop-ms", "20"])
