@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = SegmenterConfig(speech_pad_ms=args.speech_pad_ms, end_pad_ms=args.end_pad_ms,
                               asr_pad_ms=min(seg_cfg.asr_pad_ms, args.end_pad_ms),
-                              early_close_ms=max(seg_cfg.early_close_ms, args.end_pad_ms))
+                              early_close_ms=max(seg_cfg.early_close_ms, args.end_pad_ms), vad_hop_ms=args.vad_hop_ms)
     except ValueError as exc:
         print(f"ravdess_windows: {exc}", file=sys.stderr)
         return 2

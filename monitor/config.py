@@ -99,7 +99,7 @@ class SegmenterConfig:
     (. ! ?) closes after this much silence instead of ``min_silence_ms`` (mid-sentence the long wait stays); 0: always
     the long wait. Silences count in whole VAD steps (``vad_hop_ms``: 272 is 17 of 16 ms); 320 until 2026-12-06, when
     the VAD decided every 32 ms and 288 cut the sample session's "What a wonderful surprise! Thank you ..." in two
-    (docs/performance.md)."""
+    (docs/performance.md): with ``vad_hop_ms = 32`` set 320 (272 acts as 288 there)."""
     phrase_close_ms: int = 350
     """With ``early_close_ms``: an utterance whose transcript has no end punctuation but ends on a word that closes a
     phrase (not an article, conjunction, preposition, auxiliary, filler, nor a comma: ``mmsa.monitor.asr.ends_phrase``)

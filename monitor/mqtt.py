@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_S = 10.0
 HEALTH_EVERY_S = 2.0
 OFFLINE_WAIT_S = 1.0  # an aborted session: how long to try to say offline before leaving (the Will would not)
+PUBLISH_GRACE_S = 0.5  # a publish under way when the drain time runs out: how long it may still take to be acknowledged
 
 
 def read_password(cfg: MqttConfig) -> str | None:
@@ -169,6 +170,7 @@ class MqttPublisher(Sink):
         self._wake = asyncio.Event()
         self._closing = False
         self._closed = asyncio.Event()  # set with _closing (the drain time runs from then)
+        self._offline_tried = False  # on this connection (_offline_now tries once)
         self._deadline: float | None = None
         self._state: bytes | None = None
         self._state_sent = True
@@ -289,7 +291,10 @@ class MqttPublisher(Sink):
         """Leaving while connected before the outbox was delivered (the drain time is over, or the session is being
         aborted: a second Ctrl-C, a stage that failed). Leaving the client sends a clean DISCONNECT, after which the
         broker discards the Last Will, so the retained status would stay ``online``: publish ``offline`` ourselves
-        first, for at most ``OFFLINE_WAIT_S``."""
+        first, for at most ``OFFLINE_WAIT_S``; once per connection."""
+        if self._offline_tried:
+            return
+        self._offline_tried = True
         try:
             await asyncio.wait_for(client.publish(self.topics.status, "offline", qos=1, retain=True), OFFLINE_WAIT_S)
         except (Exception, asyncio.CancelledError):  # noqa: BLE001 - best effort on the way out
@@ -307,10 +312,10 @@ class MqttPublisher(Sink):
             pass
 
     async def _serve(self, client) -> None:
-        await client.publish(self.topics.status, "online", qos=1, retain=True)
-        if self.cfg.discovery:
-            await self._send_discovery(client)
-            await client.subscribe(self.topics.ha_status, qos=1)
+        self._offline_tried = False
+        if not await self._announce(client):
+            await self._offline_now(client)  # the drain time ran out while (re)connecting
+            return
         listener = asyncio.create_task(self._listen(client), name="mqtt-listen")
         sender = asyncio.create_task(self._send(client), name="mqtt-send")
         try:
@@ -325,9 +330,18 @@ class MqttPublisher(Sink):
         if sender not in done:  # the listener ended: the connection is gone
             raise self._aiomqtt.MqttError("connection closed")
 
-    async def _send_discovery(self, client) -> None:
+    async def _announce(self, client) -> bool:
+        """``online``, then Home Assistant's discovery and the subscription to its status; False: the drain time ran out."""
+        if not await self._publish(client, self.topics.status, "online", qos=1, retain=True):
+            return False
+        if not self.cfg.discovery:
+            return True
+        return await self._send_discovery(client) and await self._within_drain(
+            client.subscribe(self.topics.ha_status, qos=1))
+
+    async def _send_discovery(self, client) -> bool:
         payload = json.dumps(discovery_config(self.topics), separators=(",", ":"))
-        await client.publish(self.topics.discovery, payload, qos=1, retain=True)
+        return await self._publish(client, self.topics.discovery, payload, qos=1, retain=True)
 
     async def _listen(self, client) -> None:
         async for message in client.messages:
@@ -344,7 +358,7 @@ class MqttPublisher(Sink):
         while True:
             self._wake.clear()
             for msg in self.outbox.peek():
-                if not await self._within_drain(client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)):
+                if not await self._publish(client, msg.topic, msg.payload, qos=msg.qos, retain=msg.retain):
                     await self._offline_now(client)
                     return
                 self.outbox.remove(msg.id)
@@ -353,15 +367,18 @@ class MqttPublisher(Sink):
                 continue
             if self._partial is not None and not self._closing:
                 partial, self._partial = self._partial, None
-                await client.publish(self.topics.partial, partial, qos=0, retain=False)
+                if not await self._publish(client, self.topics.partial, partial, qos=0, retain=False):
+                    await self._offline_now(client)
+                    return
                 self.n_partials += 1
             if not self._state_sent and self._state is not None:
                 state = self._state
-                await client.publish(self.topics.state, state, qos=1, retain=True)
+                if not await self._publish(client, self.topics.state, state, qos=1, retain=True):
+                    await self._offline_now(client)
+                    return
                 self._state_sent = state is self._state
-            await self._send_health(client)
-            if self._closing and not len(self.outbox) and self._state_sent:
-                await client.publish(self.topics.status, "offline", qos=1, retain=True)
+            if not await self._send_health(client) or self._closing and not len(self.outbox) and self._state_sent:
+                await self._offline_now(client)  # done (or out of time): at most OFFLINE_WAIT_S
                 return
             left = self._time_left()
             if left is not None and left <= 0:
@@ -373,9 +390,19 @@ class MqttPublisher(Sink):
                 except asyncio.TimeoutError:
                     pass
 
+    async def _publish(self, client, topic: str, payload: str | bytes, *, qos: int, retain: bool) -> bool:
+        """Publish and wait for its acknowledgement within the drain time (:meth:`_within_drain`); none is begun once the
+        drain time is over. False: not published (the session is ending and the time is up)."""
+        left = self._time_left()
+        if left is not None and left <= 0:
+            return False
+        return await self._within_drain(client.publish(topic, payload, qos=qos, retain=retain))
+
     async def _within_drain(self, publish: Awaitable[Any]) -> bool:
         """Await a publish (its acknowledgement); False, and it is abandoned, if the drain time runs out first, also when
-        the session ends while it waits (a broker that stopped acknowledging holds nobody longer than the drain)."""
+        the session ends while it waits (a broker that stopped acknowledging holds nobody longer than the drain). A
+        publish under way when the time runs out gets ``PUBLISH_GRACE_S`` at least (a healthy broker's acknowledgement
+        is then not thrown away: that message would be sent twice)."""
         task = asyncio.ensure_future(publish)
         try:
             if self._deadline is None:
@@ -385,7 +412,7 @@ class MqttPublisher(Sink):
                 finally:
                     closed.cancel()
             if not task.done():
-                await asyncio.wait({task}, timeout=max(self._time_left() or 0.0, 0.0))
+                await asyncio.wait({task}, timeout=max(self._time_left() or 0.0, PUBLISH_GRACE_S))
             if not task.done():
                 return False
             task.result()  # its MqttError: the connection is gone
@@ -395,11 +422,12 @@ class MqttPublisher(Sink):
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
 
-    async def _send_health(self, client) -> None:
-        """The newest health payload, if it changed and the last one is ``HEALTH_EVERY_S`` old (the final one always)."""
+    async def _send_health(self, client) -> bool:
+        """The newest health payload, if it changed and the last one is ``HEALTH_EVERY_S`` old (the final one always).
+        False: the drain time ran out."""
         health = self._health
         if health is None or health == self._health_sent:
-            return
+            return True
         now = time.monotonic()
         if now < self._health_due and not self._closing:
             if self._health_timer is None:
@@ -408,9 +436,11 @@ class MqttPublisher(Sink):
                     self._wake.set()
 
                 self._health_timer = asyncio.get_running_loop().call_later(self._health_due - now, due)
-            return
-        await client.publish(self.topics.health, health, qos=0, retain=True)
+            return True
+        if not await self._publish(client, self.topics.health, health, qos=0, retain=True):
+            return False
         self._health_sent, self._health_due = health, now + HEALTH_EVERY_S
+        return True
 
     def _set_status(self, state: str, message: str) -> None:
         if self.bus.closed:  # the session is over: nobody listens any more

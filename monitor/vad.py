@@ -145,7 +145,12 @@ class Segment:
 
 
 class Segmenter:
-    """Turns a 16 kHz stream into :class:`Segment` windows. ``vad`` is any callable like :class:`SileroVAD`."""
+    """Turns a 16 kHz stream into :class:`Segment` windows. ``vad`` is any callable like :class:`SileroVAD`.
+
+    The segmenter counts in its VAD's steps (``vad.hop``, 512 samples if it has none), whatever
+    ``cfg.vad_hop_ms`` says: that setting is for whoever makes the VAD (the pipeline:
+    ``SileroVAD(cfg.vad_hop_ms * 16)``).
+    """
 
     def __init__(
         self,
@@ -168,7 +173,7 @@ class Segmenter:
         self._buf = np.zeros(0, dtype=np.float32)  # audio from sample index self._buf_start
         self._buf_start = 0
         self._vad_hop = int(getattr(vad, "hop", WINDOW))  # samples between the VAD's windows (SileroVAD.hop)
-        self._pending = np.zeros(0, dtype=np.float32)  # audio from the next VAD window's start (< 512 + hop samples)
+        self._pending = np.zeros(0, dtype=np.float32)  # audio from the next VAD window's start (< 512 samples)
         self._n = 0  # samples pushed
         self._ready: list[Segment] = []
         self._speech_start: int | None = None  # open utterance

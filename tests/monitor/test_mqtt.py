@@ -219,3 +219,28 @@ async def test_a_broker_that_stops_answering_holds_shutdown_no_longer_than_the_d
         assert [json.loads(m.payload)["seq"] for m in kept.peek(10)] == [1, 2, 3, 4, 5]
     finally:
         kept.close()
+
+
+async def test_a_publish_under_way_when_the_drain_time_runs_out_is_not_thrown_away(broker, tmp_path):
+    # drain_timeout_s = 0: the session's end waits for nothing new, but the score already sent and waiting for its
+    # acknowledgement gets PUBLISH_GRACE_S: the broker (frozen while it was sent, thawed at the close) acknowledges
+    # it, and it is counted delivered, not left in the outbox to be sent twice
+    import os
+    import signal
+
+    bus = EventBus()
+    pub = MqttPublisher(mqtt_cfg(broker, "test/grace", drain_timeout_s=0.0), bus, tmp_path / "outbox.sqlite")
+    publishing = asyncio.ensure_future(pub.run())
+    async with Subscriber(broker, ["test/grace/#"]) as sub:
+        await sub.wait_for(lambda s: b"online" in s.on("test/grace/status"))
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        try:
+            bus.publish(event(0))
+            await asyncio.sleep(0.5)  # sent; no acknowledgement can come while the broker is stopped
+            assert pub.n_delivered == 0
+            bus.close()
+        finally:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        await asyncio.wait_for(publishing, 60)
+        await sub.wait_for(lambda s: b"offline" in s.on("test/grace/status"))
+    assert pub.n_delivered == 1 and pub.undelivered == 0 and seqs(sub, "test/grace/score") == [0]
