@@ -32,12 +32,12 @@ import os
 import random
 import ssl
 import time
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 from .bus import BusItem, EventBus, Overflow, Sink
 from .config import MqttConfig, node_id
+from .drain import Drain
 from .errors import PublisherError
 from .events import MonitorStatus, PartialScore, ScoreEvent
 from .fleet import health_to_json
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT_S = 10.0
 HEALTH_EVERY_S = 2.0
 OFFLINE_WAIT_S = 1.0  # an aborted session: how long to try to say offline before leaving (the Will would not)
-PUBLISH_GRACE_S = 0.5  # a publish under way when the drain time runs out: how long it may still take to be acknowledged
 
 
 def read_password(cfg: MqttConfig) -> str | None:
@@ -169,9 +168,8 @@ class MqttPublisher(Sink):
         self.outbox = Outbox(outbox_path, cfg.outbox_max)
         self._wake = asyncio.Event()
         self._closing = False
-        self._closed = asyncio.Event()  # set with _closing (the drain time runs from then)
+        self._drain = Drain()  # started when the session ends
         self._offline_tried = False  # on this connection (_offline_now tries once)
-        self._deadline: float | None = None
         self._state: bytes | None = None
         self._state_sent = True
         self._partial: bytes | None = None  # the newest partial score, not sent yet (QoS 0, never stored)
@@ -242,8 +240,7 @@ class MqttPublisher(Sink):
     async def _until_closed(self) -> None:
         await self.closed()
         self._closing = True
-        self._deadline = asyncio.get_running_loop().time() + self.cfg.drain_timeout_s
-        self._closed.set()
+        self._drain.start(self.cfg.drain_timeout_s)
         self._wake.set()
 
     def _drop_partial(self) -> None:
@@ -251,15 +248,10 @@ class MqttPublisher(Sink):
             self._partial = None
             self.partials_dropped += 1
 
-    def _time_left(self) -> float | None:
-        if self._deadline is None:
-            return None
-        return self._deadline - asyncio.get_running_loop().time()
-
     async def _connection_loop(self) -> None:
         delay = self.cfg.backoff_min_s
         while True:
-            left = self._time_left()
+            left = self._drain.left()
             if left is not None and left <= 0:
                 return
             try:
@@ -282,7 +274,7 @@ class MqttPublisher(Sink):
                 msg = f"MQTT {'lost' if was else 'cannot reach'} {self.address} ({exc}); retrying"
                 log.warning("%s in %.1f s", msg, wait)
                 self._set_status("disconnected", msg)
-            left = self._time_left()
+            left = self._drain.left()
             if left is not None:
                 wait = min(wait, max(left, 0.0))
             await self._sleep(wait)
@@ -336,7 +328,7 @@ class MqttPublisher(Sink):
             return False
         if not self.cfg.discovery:
             return True
-        return await self._send_discovery(client) and await self._within_drain(
+        return await self._send_discovery(client) and await self._drain.within(
             client.subscribe(self.topics.ha_status, qos=1))
 
     async def _send_discovery(self, client) -> bool:
@@ -380,7 +372,7 @@ class MqttPublisher(Sink):
             if not await self._send_health(client) or self._closing and not len(self.outbox) and self._state_sent:
                 await self._offline_now(client)  # done (or out of time): at most OFFLINE_WAIT_S
                 return
-            left = self._time_left()
+            left = self._drain.left()
             if left is not None and left <= 0:
                 await self._offline_now(client)
                 return
@@ -391,36 +383,9 @@ class MqttPublisher(Sink):
                     pass
 
     async def _publish(self, client, topic: str, payload: str | bytes, *, qos: int, retain: bool) -> bool:
-        """Publish and wait for its acknowledgement within the drain time (:meth:`_within_drain`); none is begun once the
-        drain time is over. False: not published (the session is ending and the time is up)."""
-        left = self._time_left()
-        if left is not None and left <= 0:
-            return False
-        return await self._within_drain(client.publish(topic, payload, qos=qos, retain=retain))
-
-    async def _within_drain(self, publish: Awaitable[Any]) -> bool:
-        """Await a publish (its acknowledgement); False, and it is abandoned, if the drain time runs out first, also when
-        the session ends while it waits (a broker that stopped acknowledging holds nobody longer than the drain). A
-        publish under way when the time runs out gets ``PUBLISH_GRACE_S`` at least (a healthy broker's acknowledgement
-        is then not thrown away: that message would be sent twice)."""
-        task = asyncio.ensure_future(publish)
-        try:
-            if self._deadline is None:
-                closed = asyncio.ensure_future(self._closed.wait())
-                try:
-                    await asyncio.wait({task, closed}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    closed.cancel()
-            if not task.done():
-                await asyncio.wait({task}, timeout=max(self._time_left() or 0.0, PUBLISH_GRACE_S))
-            if not task.done():
-                return False
-            task.result()  # its MqttError: the connection is gone
-            return True
-        finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        """Publish and wait for its acknowledgement within the drain time (:meth:`Drain.within`), none begun once it is
+        over. False: not published (the session is ending and the time is up)."""
+        return not self._drain.over() and await self._drain.within(client.publish(topic, payload, qos=qos, retain=retain))
 
     async def _send_health(self, client) -> bool:
         """The newest health payload, if it changed and the last one is ``HEALTH_EVERY_S`` old (the final one always).

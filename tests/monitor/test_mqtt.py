@@ -223,7 +223,7 @@ async def test_a_broker_that_stops_answering_holds_shutdown_no_longer_than_the_d
 
 async def test_a_publish_under_way_when_the_drain_time_runs_out_is_not_thrown_away(broker, tmp_path):
     # drain_timeout_s = 0: the session's end waits for nothing new, but the score already sent and waiting for its
-    # acknowledgement gets PUBLISH_GRACE_S: the broker (frozen while it was sent, thawed at the close) acknowledges
+    # acknowledgement gets drain.GRACE_S: the broker (frozen while it was sent, thawed at the close) acknowledges
     # it, and it is counted delivered, not left in the outbox to be sent twice
     import os
     import signal
