@@ -16,11 +16,17 @@ class Drain:
 
     def __init__(self) -> None:
         self._deadline: float | None = None
-        self._started = asyncio.Event()
+        self._started: asyncio.Future[None] | None = None  # done at start (one future, awaited beside every send)
+
+    def _start_future(self) -> asyncio.Future[None]:
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+        return self._started
 
     def start(self, seconds: float) -> None:
         self._deadline = asyncio.get_running_loop().time() + seconds
-        self._started.set()
+        if not self._start_future().done():
+            self._start_future().set_result(None)
 
     def left(self) -> float | None:
         """Seconds left (0 or less: over); None while the session runs."""
@@ -37,11 +43,7 @@ class Drain:
         task = asyncio.ensure_future(send)
         try:
             if self._deadline is None:
-                started = asyncio.ensure_future(self._started.wait())
-                try:
-                    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    started.cancel()
+                await asyncio.wait({task, self._start_future()}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
                 await asyncio.wait({task}, timeout=max(self.left() or 0.0, GRACE_S))
             if not task.done():
