@@ -25,8 +25,9 @@ class Drain:
 
     def start(self, seconds: float) -> None:
         self._deadline = asyncio.get_running_loop().time() + seconds
-        if not self._start_future().done():
-            self._start_future().set_result(None)
+        started = self._start_future()
+        if not started.done():
+            started.set_result(None)
 
     def left(self) -> float | None:
         """Seconds left (0 or less: over); None while the session runs."""

@@ -122,10 +122,15 @@ def test_flush_closes_an_open_utterance_and_silence_keeps_memory_bounded(speech)
 # --------------------------------------------------------------------------- tentative windows
 
 
-def scripted_vad(probs):
-    """A VAD stand-in giving the listed probability to each consecutive 512-sample window."""
-    it = iter(probs)
-    return lambda windows: np.array([next(it) for _ in range(len(windows))], np.float32)
+class ScriptedVad:
+    """A VAD stand-in deciding every ``hop`` samples (512: one window after another; 256 as SileroVAD(256)): the listed
+    probability for each window."""
+
+    def __init__(self, probs, hop=WINDOW):
+        self.hop, self._it = hop, iter(probs)
+
+    def __call__(self, windows):
+        return np.array([next(self._it) for _ in range(len(windows))], np.float32)
 
 
 def push_windows(seg: Segmenter, audio: np.ndarray):
@@ -181,7 +186,7 @@ def test_tentative_window_is_withdrawn_when_speech_resumes():
     # speech, 320 ms of silence (longer than the 200 ms pad, shorter than the 500 ms that closes), speech, silence
     probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.1] * 30
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
-    steps = push_windows(Segmenter(padded_200(), scripted_vad(probs)), audio)
+    steps = push_windows(Segmenter(padded_200(), ScriptedVad(probs)), audio)
     seen = [(pos, t) for pos, _, t in steps if t is not None]
     early = [t for _, t in seen if t.end == 24 * WINDOW + 3200]
     assert early, "a tentative window once the pause was 200 ms long"
@@ -201,7 +206,7 @@ def test_tentative_window_counts_a_sliding_window_cut_during_the_silence():
     cfg = padded_200(max_window_s=1.0, hop_s=0.5)
     probs = [0.1] * 4 + [0.9] * 46 + [0.1] * 20
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
-    steps = push_windows(Segmenter(cfg, scripted_vad(probs)), audio)
+    steps = push_windows(Segmenter(cfg, ScriptedVad(probs)), audio)
     first = next((pos, t) for pos, _, t in steps if t is not None)
     assert first[0] < 32256 and (first[1].start, first[1].end) == (24000, 28800)
     emitted = [(pos, s) for pos, ready, _ in steps for s in ready]
@@ -214,7 +219,7 @@ def test_tentative_window_counts_a_sliding_window_cut_during_the_silence():
 def test_no_tentative_window_for_too_little_speech_or_in_continuous_mode():
     probs = [0.1] * 4 + [0.9] * 5 + [0.1] * 30  # 160 ms of speech: below min_speech_ms, never emitted
     audio = np.zeros(len(probs) * WINDOW, np.float32)
-    steps = push_windows(Segmenter(padded_200(), scripted_vad(probs)), audio)
+    steps = push_windows(Segmenter(padded_200(), ScriptedVad(probs)), audio)
     assert all(t is None and ready == [] for _, ready, t in steps)
     cont = Segmenter(SegmenterConfig(mode="continuous", max_window_s=1.0, hop_s=0.5))
     cont.push(np.zeros(3 * SR, np.float32))
@@ -226,7 +231,7 @@ def test_open_window_is_the_utterance_so_far_from_where_its_next_window_starts()
     cfg = padded_200(max_window_s=1.0, hop_s=0.5)
     probs = [0.1] * 4 + [0.9] * 46 + [0.1] * 20
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
-    seg = Segmenter(cfg, scripted_vad(probs))
+    seg = Segmenter(cfg, ScriptedVad(probs))
     n_cut = 0
     for i in range(len(probs)):
         seg.push(audio[i * WINDOW : (i + 1) * WINDOW])
@@ -248,9 +253,9 @@ def test_an_allowed_early_close_ends_the_utterance_after_the_short_silence_with_
     probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 40
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
     silence_at = 24 * WINDOW
-    long_wait = [(pos, s) for pos, ready, _ in push_windows(Segmenter(padded_200(), scripted_vad(probs)), audio)
+    long_wait = [(pos, s) for pos, ready, _ in push_windows(Segmenter(padded_200(), ScriptedVad(probs)), audio)
                  for s in ready]
-    seg = Segmenter(padded_200(early_close_ms=300), scripted_vad(probs))
+    seg = Segmenter(padded_200(early_close_ms=300), ScriptedVad(probs))
     closed, allowed = [], None
     for i in range(0, audio.size, WINDOW):
         seg.push(audio[i : i + WINDOW])
@@ -264,16 +269,6 @@ def test_an_allowed_early_close_ends_the_utterance_after_the_short_silence_with_
     assert same_segment(final, allowed) and same_segment(final, long_wait[0][1])  # the very same window
     assert pos - silence_at == 10 * WINDOW >= 300 * SR // 1000 > pos - silence_at - WINDOW  # 300 ms, not 500
     assert long_wait[0][0] - silence_at >= 500 * SR // 1000 and seg.n_early == 1
-
-
-class ScriptedVad:
-    """A VAD stand-in deciding every ``hop`` samples (as SileroVAD(256)): the listed probability for each window."""
-
-    def __init__(self, probs, hop):
-        self.hop, self._it = hop, iter(probs)
-
-    def __call__(self, windows):
-        return np.array([next(self._it) for _ in range(len(windows))], np.float32)
 
 
 @pytest.mark.parametrize("early_close_ms", [300, 0])
@@ -337,7 +332,7 @@ def test_an_early_close_may_ask_for_its_own_silence():
     silence_at = 24 * WINDOW
     closes = {}
     for silence_ms in (400, 100, 500):
-        seg = Segmenter(padded_200(early_close_ms=300), scripted_vad(probs))
+        seg = Segmenter(padded_200(early_close_ms=300), ScriptedVad(probs))
         taken = None
         for i in range(0, audio.size, WINDOW):
             seg.push(audio[i : i + WINDOW])
@@ -359,7 +354,7 @@ def test_an_early_close_needs_the_same_silence_and_never_cuts_mid_sentence_by_it
     # a 320 ms pause inside speech: the permission for it lapses when speech resumes; without one, no early close
     probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.1] * 30
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
-    seg = Segmenter(padded_200(early_close_ms=400), scripted_vad(probs))
+    seg = Segmenter(padded_200(early_close_ms=400), ScriptedVad(probs))
     first = None
     finals = []
     for i in range(0, audio.size, WINDOW):
@@ -371,7 +366,7 @@ def test_an_early_close_needs_the_same_silence_and_never_cuts_mid_sentence_by_it
             assert seg.allow_early_close(t)  # taken, but the pause ends before 400 ms of silence
     assert [(s.start, s.end) for s in finals] == [(0, 54 * WINDOW + 3200)] and seg.n_early == 0
     assert not seg.allow_early_close(first)  # a stale window: refused
-    plain = Segmenter(padded_200(early_close_ms=300), scripted_vad(probs))
+    plain = Segmenter(padded_200(early_close_ms=300), ScriptedVad(probs))
     assert [(s.start, s.end) for _, r, _ in push_windows(plain, audio) for s in r] == [(0, 54 * WINDOW + 3200)]
 
 
@@ -417,7 +412,7 @@ def test_heard_follows_the_silence_and_an_early_close_allowed_on_it_closes_with_
     probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.1] * 30
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
     cfg = padded_200(early_close_ms=300)
-    seg = Segmenter(cfg, scripted_vad(probs))
+    seg = Segmenter(cfg, ScriptedVad(probs))
     heard, closed, asr_pad = [], [], cfg.asr_pad_ms * SR // 1000
     for i in range(0, audio.size, WINDOW):
         seg.push(audio[i : i + WINDOW])
@@ -442,13 +437,13 @@ def test_only_the_closing_windows_of_utterances_hear_less_than_their_audio():
     cfg = padded_200(max_window_s=1.0, hop_s=0.5)
     probs = [0.1] * 4 + [0.9] * 46 + [0.1] * 3  # the stream ends 96 ms into the silence
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
-    seg = Segmenter(cfg, scripted_vad(probs))
+    seg = Segmenter(cfg, ScriptedVad(probs))
     seg.push(audio)
     out = seg.ready() + seg.flush()
     assert [s.asr_end for s in out if not s.final] == [None, None]  # sliding windows of the speech
     last = out[-1]
     assert last.final and (last.end, last.asr_end) == (audio.size, 50 * WINDOW + cfg.asr_pad_ms * SR // 1000)
-    in_speech = Segmenter(cfg, scripted_vad([0.1] * 4 + [0.9] * 30))
+    in_speech = Segmenter(cfg, ScriptedVad([0.1] * 4 + [0.9] * 30))
     in_speech.push(np.zeros(34 * WINDOW, np.float32))
     assert [(s.end, s.asr_end) for s in in_speech.flush() if s.final] == [(34 * WINDOW, None)]
     with pytest.raises(ValueError, match="asr_pad_ms"):
@@ -460,7 +455,7 @@ def test_the_window_keeps_speech_pad_before_its_speech_and_end_pad_after_it():
     assert (cfg.speech_pad_ms, cfg.end_pad_ms) == (200, 100)
     probs = [0.1] * 10 + [0.9] * 20 + [0.1] * 30
     audio = np.arange(len(probs) * WINDOW, dtype=np.float32)
-    steps = push_windows(Segmenter(cfg, scripted_vad(probs)), audio)
+    steps = push_windows(Segmenter(cfg, ScriptedVad(probs)), audio)
     speech_start, silence_at = 10 * WINDOW, 30 * WINDOW
     emitted = [s for _, ready, _ in steps for s in ready]
     assert [(s.start, s.end, s.final) for s in emitted] == [(speech_start - 3200, silence_at + 1600, True)]
@@ -478,7 +473,7 @@ def test_the_pauses_whisper_may_cut_at_are_where_heard_ended_in_each_pause():
     probs = [0.1] * 4 + [0.9] * 20 + [0.1] * 10 + [0.9] * 20 + [0.1] * 2 + [0.9] * 10 + [0.1] * 30
     cfg = padded_200(asr_pad_ms=96)
     pad = cfg.asr_pad_ms * SR // 1000
-    seg = Segmenter(cfg, scripted_vad(probs))
+    seg = Segmenter(cfg, ScriptedVad(probs))
     heard_ends = []
     for _ in probs:
         seg.push(np.zeros(WINDOW, np.float32))
