@@ -1,6 +1,9 @@
+import pytest
 import torch
+import torch.nn.functional as F
 
-from mmsa.model.losses import info_nce
+from mmsa.model.losses import LossConfig, info_nce, joint_loss
+from mmsa.model.network import ModelOutput
 
 
 def test_infonce_lower_for_matched_views_than_shuffled():
@@ -27,3 +30,35 @@ def test_infonce_needs_two_rows():
     loss = info_nce(z, z, 0.1)
     assert loss.item() == 0.0
     loss.backward()
+
+
+def _text_only(score: list[float]) -> ModelOutput:
+    s = torch.tensor(score, requires_grad=True)
+    presence = torch.tensor([[True, False, False]] * len(score))
+    return ModelOutput(score=s, unimodal={}, presence=presence, views={})
+
+
+def test_the_sign_term_counts_only_rows_with_a_sign_and_pushes_wrong_signs_hardest():
+    out = _text_only([-1.0, 0.0, 1.0, 0.5])
+    labels = torch.tensor([2.0, 0.0, 1.0, -1.0])  # row 1 (label 0) is not counted
+    cfg = LossConfig(task="l1", unimodal=0.0, text=0.0, audio=0.0, vision=0.0, sign=0.5)
+    got = joint_loss(out, labels, cfg)
+    sign = (F.softplus(torch.tensor(1.0)) + F.softplus(torch.tensor(-1.0)) + F.softplus(torch.tensor(0.5))) / 3
+    l1 = torch.tensor([3.0, 0.0, 0.0, 1.5]).mean()
+    assert got.parts["sign"] == pytest.approx(float(sign))
+    assert float(got.total.detach()) == pytest.approx(float(l1 + 0.5 * sign))
+    got.total.backward()
+    grad = out.score.grad
+    # the L1 part moves every row by 1/4 toward its label; the sign term adds to rows 0, 2, 3 only,
+    # most to the scores on the wrong side of 0 (rows 0 and 3), least to the one already right (row 2)
+    extra = grad.abs() - torch.tensor([0.25, 0.0, 0.0, 0.25])
+    assert extra[1] == 0
+    assert extra[0] > extra[3] > 0 and extra[2].abs() > 0 and abs(float(extra[2])) < float(extra[3])
+
+
+def test_the_sign_term_is_off_by_default_and_checked():
+    out = _text_only([0.3, -0.2])
+    labels = torch.tensor([1.0, 1.0])
+    assert "sign" not in joint_loss(out, labels, LossConfig(unimodal=0.0, text=0.0, audio=0.0, vision=0.0)).parts
+    with pytest.raises(ValueError, match="sign"):
+        LossConfig(sign=-1.0)
