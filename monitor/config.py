@@ -52,10 +52,10 @@ class FrameConfig:
 class AudioConfig:
     """Microphone capture and the audio queue."""
 
-    block_ms: int = 32
-    """Microphone callback block (512 samples at 16 kHz: one VAD window, two decisions of 16 ms, so an utterance's close
-    is seen at most 16 ms after its silence has run; 64 until 2026-12-05: docs/performance.md, "Closing on
-    phrases"); replay uses the same chunking."""
+    block_ms: int = 16
+    """Microphone callback block (256 samples at 16 kHz: one VAD decision of 16 ms, so an utterance's close is seen
+    when its silence has run; 32 until 2026-12-06: docs/performance.md, "16 ms microphone blocks"; 64 until
+    2026-12-05: "Closing on phrases"); replay uses the same chunking."""
     queue_s: float = 5.0
     """Hard cap, in seconds, of audio waiting for the segmenter; beyond it the oldest blocks are dropped."""
 
