@@ -66,7 +66,8 @@ class LossConfig:
     label_smoothing: float = 0.0
     """Label smoothing of the classifying heads' cross entropy."""
     sign: float = 0.0
-    """Weight of the sign term on the fused score (module docstring; 0: off)."""
+    """Weight of the sign term on the fused score (module docstring; 0: off), relative to its task loss: the term
+    is scaled by ``fused`` too, so ``fused = 0`` leaves the fused score untrained whatever this says."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -101,7 +102,7 @@ def joint_loss(out: ModelOutput, labels: torch.Tensor, cfg: LossConfig = LossCon
     if cfg.sign:
         signed = labels != 0
         s = F.softplus(-torch.sign(labels[signed]) * out.score[signed]).mean() if signed.any() else out.score.sum() * 0.0
-        total = total + cfg.sign * s
+        total = total + cfg.fused * cfg.sign * s
         parts["sign"] = float(s.detach())
     for j, m in enumerate(MODALITIES):
         rows = out.presence[:, j]

@@ -16,6 +16,7 @@ from typing import Literal
 
 from mmsa.common.errors import ConfigError
 from mmsa.common.settings import from_dict, read_toml
+from mmsa.model.features import SAMPLE_RATE_HZ
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class AudioConfig:
     2026-12-05: "Closing on phrases"); replay uses the same chunking."""
     queue_s: float = 5.0
     """Hard cap, in seconds, of audio waiting for the segmenter; beyond it the oldest blocks are dropped."""
+
+    @property
+    def block_samples(self) -> int:
+        """Samples per audio chunk (the microphone's callback block; replays use the same chunking)."""
+        return max(1, self.block_ms * SAMPLE_RATE_HZ // 1000)
 
 
 @dataclass(frozen=True)

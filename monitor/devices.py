@@ -21,6 +21,7 @@ import numpy as np
 
 from mmsa.model.features import SAMPLE_RATE_HZ
 
+from .config import AudioConfig
 from .errors import SourceError
 from .frames import AudioChunk, VideoFrame
 from .source import AUDIO, VIDEO, DeviceSource, SourceState
@@ -206,7 +207,7 @@ class MicSource(DeviceSource):
         device: str | int | None,
         clock: Callable[[], float],
         *,
-        block: int = 512,
+        block: int = AudioConfig().block_samples,
         queue_s: float = 5.0,
         open_stream: Callable[..., Any] | None = None,
     ) -> None:

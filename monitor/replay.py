@@ -35,6 +35,7 @@ from mmsa.media import load_audio, probe, read_frames
 from mmsa.model.features import SAMPLE_RATE_HZ
 
 from .channels import Channel, ChannelClosed
+from .config import AudioConfig
 from .errors import SourceError
 from .frames import AudioChunk, VideoFrame, VideoMark
 from .session import EVENTS_FILE, METADATA, SESSION_FORMAT
@@ -119,7 +120,7 @@ class ReplaySource:
 
     live = False
 
-    def __init__(self, media: ReplayMedia, *, fast: bool, block: int = 512) -> None:
+    def __init__(self, media: ReplayMedia, *, fast: bool, block: int = AudioConfig().block_samples) -> None:
         self.media = media
         self.fast = fast
         self.paced = not fast

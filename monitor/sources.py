@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mmsa.model.features import SAMPLE_RATE_HZ
 
 from .config import MonitorConfig
 from .devices import CameraSource, MicSource
@@ -21,7 +20,7 @@ from .source import Source
 
 def audio_block(cfg: MonitorConfig) -> int:
     """Samples per audio chunk (microphone callback block; replays use the same chunking)."""
-    return max(1, cfg.audio.block_ms * SAMPLE_RATE_HZ // 1000)
+    return cfg.audio.block_samples
 
 
 def open_sources(

@@ -49,11 +49,25 @@ def test_the_sign_term_counts_only_rows_with_a_sign_and_pushes_wrong_signs_harde
     assert float(got.total.detach()) == pytest.approx(float(l1 + 0.5 * sign))
     got.total.backward()
     grad = out.score.grad
-    # the L1 part moves every row by 1/4 toward its label; the sign term adds to rows 0, 2, 3 only,
-    # most to the scores on the wrong side of 0 (rows 0 and 3), least to the one already right (row 2)
+    # the L1 part moves rows 0 and 3 by 1/4 toward their labels (rows 1 and 2 sit on theirs: no L1 gradient);
+    # the sign term adds to rows 0, 2, 3 only, most to the scores on the wrong side of 0 (rows 0 and 3),
+    # least to the one already right (row 2)
     extra = grad.abs() - torch.tensor([0.25, 0.0, 0.0, 0.25])
     assert extra[1] == 0
     assert extra[0] > extra[3] > 0 and extra[2].abs() > 0 and abs(float(extra[2])) < float(extra[3])
+
+
+def test_the_sign_term_with_no_signed_row_is_zero_and_follows_the_fused_weight():
+    cfg = LossConfig(unimodal=0.0, text=0.0, audio=0.0, vision=0.0, sign=1.0)
+    out = _text_only([0.4, -0.7])
+    got = joint_loss(out, torch.tensor([0.0, 0.0]), cfg)  # no label with a sign: the term is 0, the graph intact
+    assert got.parts["sign"] == 0.0
+    got.total.backward()
+    assert out.score.grad is not None
+    off = _text_only([-1.0, 1.0])
+    none = joint_loss(off, torch.tensor([1.0, -1.0]), LossConfig(fused=0.0, unimodal=0.0, text=0.0, audio=0.0, vision=0.0, sign=1.0))
+    assert float(none.total.detach()) == 0.0  # fused = 0: the fused score is not trained, sign term included
+    assert none.parts["sign"] > 0  # still logged
 
 
 def test_the_sign_term_is_off_by_default_and_checked():
