@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-
 from .config import MonitorConfig
 from .devices import CameraSource, MicSource
 from .errors import MonitorError
