@@ -16,7 +16,6 @@ from typing import Literal
 
 from mmsa.common.errors import ConfigError
 from mmsa.common.settings import from_dict, read_toml
-from mmsa.model.features import SAMPLE_RATE_HZ
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,10 @@ class AudioConfig:
 
     @property
     def block_samples(self) -> int:
-        """Samples per audio chunk (the microphone's callback block; replays use the same chunking)."""
+        """Samples per audio chunk (the microphone's callback block; replays use the same chunking). The sample
+        rate is imported here, not at the top: the config loads without torch (``mmsa-watch``)."""
+        from mmsa.model.features import SAMPLE_RATE_HZ
+
         return max(1, self.block_ms * SAMPLE_RATE_HZ // 1000)
 
 
