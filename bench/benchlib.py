@@ -488,7 +488,6 @@ class Monitor:
         from mmsa.monitor.replay import ReplaySource, open_replay
         from mmsa.monitor.session import EVENTS_FILE, SessionFolder
         from mmsa.monitor.sessionlog import SessionLog
-        from mmsa.monitor.sources import audio_block
 
         cfg = MonitorConfig().replace("segmenter", **{k: v for k, v in segmenter.items() if v is not None})
         cfg = cfg.replace("scorer", faces_per_window=self.faces_per_window, faces_ahead=self.faces_ahead)
@@ -497,7 +496,7 @@ class Monitor:
         if mqtt is not None:
             cfg = cfg.replace("mqtt", host=mqtt[0], port=mqtt[1], prefix=mqtt[2], node_id="bench",
                               client_id=f"bench-{uuid.uuid4().hex[:8]}", discovery=False)
-        sources = [ReplaySource(open_replay(media_path), fast=fast, block=audio_block(cfg))]
+        sources = [ReplaySource(open_replay(media_path), fast=fast, block=cfg.audio.block_samples)]
         session_id = str(uuid.uuid4())
         folder = SessionFolder.create(workdir / session_id[:8], session_id)
         bus = EventBus()

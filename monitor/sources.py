@@ -17,11 +17,6 @@ from .replay import ReplayMedia, ReplaySource, open_replay
 from .source import Source
 
 
-def audio_block(cfg: MonitorConfig) -> int:
-    """Samples per audio chunk (microphone callback block; replays use the same chunking)."""
-    return cfg.audio.block_samples
-
-
 def open_sources(
     cfg: MonitorConfig,
     clock: Callable[[], float],
@@ -38,7 +33,7 @@ def open_sources(
     (unless ``with_mic`` is False: a camera-only stream cannot be scored, so the CLI always asks for
     one) and optionally a camera. Devices are opened here; SourceError names the one that failed.
     """
-    block = audio_block(cfg)
+    block = cfg.audio.block_samples
     if replay:
         media = open_replay(replay)
         return [ReplaySource(media, fast=fast, block=block)], media
