@@ -42,7 +42,7 @@ def main() -> int:
     ap.add_argument("--piece-min-s", default="0,2.5,4")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
-    sets, vad = clip_sets(args.quick), SileroVAD(SegmenterConfig().vad_hop_ms * 16)  # the monitor's VAD
+    sets, vad = clip_sets(args.quick), SileroVAD.for_config(SegmenterConfig())  # the monitor's VAD
     windows = {name: [(s, texts) for audio, texts in clips.values() for s in finals(audio, vad)]
                for name, clips in sets.items()}
     for value in (float(v) for v in args.piece_min_s.split(",")):

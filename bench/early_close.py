@@ -186,7 +186,7 @@ def main() -> int:
     args = ap.parse_args()
     settings = [tuple(int(v) for v in x.split("/")) for x in args.settings.split(",")]
     transcriber, vad = Transcriber(AsrConfig(prompt=AsrConfig().prompt if args.asr_prompt is None else args.asr_prompt),
-                                   "cpu"), SileroVAD(args.vad_hop_ms * SAMPLE_RATE_HZ // 1000)
+                                   "cpu"), SileroVAD.for_config(SegmenterConfig(vad_hop_ms=args.vad_hop_ms))
     out = {"settings_ms": ["/".join(map(str, x)) for x in settings], "asr_pad_ms": args.asr_pad_ms,
            "vad_hop_ms": args.vad_hop_ms, "sets": {}}
     for name, clips in clip_sets(args.quick).items():

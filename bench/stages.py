@@ -145,9 +145,9 @@ def main() -> int:
 
     block = 1024
 
-    def vad_pass(vad: SileroVAD) -> None:
+    def vad_pass(cfg: SegmenterConfig, vad: SileroVAD) -> None:
         vad.reset()
-        seg = Segmenter(SegmenterConfig(vad_hop_ms=vad.hop // 16), vad)
+        seg = Segmenter(cfg, vad)
         for i in range(0, audio.size, block):
             seg.push(audio[i : i + block])
             seg.ready()
@@ -155,8 +155,9 @@ def main() -> int:
 
     vad_by_hop = {}
     for hop_ms in (16, 32):  # the ONNX session made outside the timing
-        vad = SileroVAD(hop_ms * 16)
-        vad_by_hop[hop_ms], _ = median_time(lambda v=vad: vad_pass(v), args.repeat)
+        cfg = SegmenterConfig(vad_hop_ms=hop_ms)
+        vad = SileroVAD.for_config(cfg)
+        vad_by_hop[hop_ms], _ = median_time(lambda c=cfg, v=vad: vad_pass(c, v), args.repeat)
     vad_s = vad_by_hop[SegmenterConfig().vad_hop_ms]
 
     face_frames = [f for _, f in frames[:: max(1, len(frames) // 100)]]

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     with labels.open(newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if not args.actors or int(r["actor"]) in set(args.actors)]
     args.out.mkdir(parents=True, exist_ok=True)
-    vad, kept, missed = SileroVAD(args.vad_hop_ms * SAMPLE_RATE_HZ // 1000), [], 0
+    vad, kept, missed = SileroVAD.for_config(cfg), [], 0
     for row in rows:
         audio = load_audio(args.data / row["path"])
         vad.reset()

@@ -196,7 +196,7 @@ class Pipeline:
         windows: Channel[Window] = Channel("windows", cfg.asr.queue, loop)
         results: Channel[WindowResult] = Channel("results", cfg.scorer.queue, loop)
         self.channels = {"audio": audio, "windows": windows, "results": results}
-        vad = SileroVAD(cfg.segmenter.vad_hop_ms * SAMPLE_RATE_HZ // 1000) if cfg.segmenter.mode == "vad" else None
+        vad = SileroVAD.for_config(cfg.segmenter) if cfg.segmenter.mode == "vad" else None
         assembler = WindowAssembler(cfg.segmenter, self.ring, vad, self._frame_wait)
         if self.speculative or self.partials:
             self.speculator = assembler.hooks = Speculator(

@@ -65,6 +65,11 @@ class SileroVAD:
     either way (docs/performance.md, "VAD decisions every 16 ms").
     """
 
+    @classmethod
+    def for_config(cls, cfg: SegmenterConfig) -> SileroVAD:
+        """The VAD a ``[segmenter]`` asks for: a decision every ``vad_hop_ms``."""
+        return cls(cfg.vad_hop_ms * SAMPLE_RATE_HZ // 1000)
+
     def __init__(self, hop: int = WINDOW) -> None:
         if hop not in (WINDOW, WINDOW // 2):
             raise ValueError(f"hop: {WINDOW} or {WINDOW // 2} samples, not {hop}")
@@ -148,8 +153,7 @@ class Segmenter:
     """Turns a 16 kHz stream into :class:`Segment` windows. ``vad`` is any callable like :class:`SileroVAD`.
 
     The segmenter counts in its VAD's steps (``vad.hop``, 512 samples if it has none), whatever
-    ``cfg.vad_hop_ms`` says: that setting is for whoever makes the VAD (the pipeline:
-    ``SileroVAD(cfg.vad_hop_ms * 16)``).
+    ``cfg.vad_hop_ms`` says: that setting is for whoever makes the VAD (:meth:`SileroVAD.for_config`).
     """
 
     def __init__(
